@@ -1,0 +1,91 @@
+"""The one error hierarchy of mirrorkv.
+
+Every error the library raises derives from :class:`MirrorKVError`; a
+backend's own exceptions (sqlite3, OSError, boto, redis, SQLAlchemy) never
+leak out, they are wrapped with the original chained as ``__cause__``::
+
+    MirrorKVError
+    ├── KeyNotFound          (also KeyError)      the key does not exist
+    ├── InvalidKey           (also ValueError)    the key breaks the key rules
+    ├── InvalidValue         (also ValueError)    not bytes, or too large
+    ├── InvalidURL           (also ValueError)    a store URL that cannot be opened
+    ├── PreconditionFailed                        if_match / if_none_match not met
+    ├── ReadOnlyError                             a write to a read-only store
+    ├── NotSupported                              the store cannot do this at all
+    ├── StoreUnavailable                          connection-level trouble (retryable)
+    └── CorruptValue                              a stored value fails its checks
+
+Each class says through :attr:`MirrorKVError.retryable` whether trying the
+same call again can help, so a retry policy never parses messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptValue",
+    "InvalidKey",
+    "InvalidURL",
+    "InvalidValue",
+    "KeyNotFound",
+    "MirrorKVError",
+    "NotSupported",
+    "PreconditionFailed",
+    "ReadOnlyError",
+    "StoreUnavailable",
+]
+
+
+class MirrorKVError(Exception):
+    """The root of every error mirrorkv raises."""
+
+    #: True where the same call may succeed if tried again later.
+    retryable: bool = False
+
+
+class KeyNotFound(MirrorKVError, KeyError):
+    """The key does not exist in the store. Also a :class:`KeyError`."""
+
+    def __init__(self, key: str, message: str | None = None) -> None:
+        super().__init__(message or f"key not found: {key!r}")
+        self.key = key
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message; keep it readable.
+        return str(self.args[0])
+
+
+class InvalidKey(MirrorKVError, ValueError):
+    """The key is not a valid key (see :mod:`mirrorkv.keys`). Also a :class:`ValueError`."""
+
+
+class InvalidValue(MirrorKVError, ValueError):
+    """The value is not bytes-like, or is larger than the store accepts."""
+
+
+class InvalidURL(MirrorKVError, ValueError):
+    """A store URL that is malformed, has an unknown scheme, or unknown options."""
+
+
+class PreconditionFailed(MirrorKVError):
+    """A conditional write (``if_match`` / ``if_none_match``) found the key in another state."""
+
+
+class ReadOnlyError(MirrorKVError):
+    """A write was attempted on a read-only store."""
+
+
+class NotSupported(MirrorKVError):
+    """The store cannot perform this operation at all; retrying will not help."""
+
+
+class StoreUnavailable(MirrorKVError):
+    """The store could not be reached or failed at the connection level.
+
+    The original exception is chained as ``__cause__``. Retrying may help.
+    """
+
+    retryable = True
+
+
+class CorruptValue(MirrorKVError):
+    """A stored value or its metadata failed an integrity check."""
