@@ -27,7 +27,6 @@ from .stores.memory import MemoryStore
 from .urls import register, registered_schemes
 
 __all__ = [
-    "MAX_KEY_BYTES",
     "Capability",
     "CorruptValue",
     "FileStore",
@@ -36,6 +35,7 @@ __all__ = [
     "InvalidValue",
     "KeyNotFound",
     "Listing",
+    "MAX_KEY_BYTES",
     "MemoryStore",
     "Meta",
     "MirrorKVError",

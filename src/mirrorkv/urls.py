@@ -75,7 +75,7 @@ class StoreURL:
     password: str | None = field(repr=False)
     path: str
     query: Mapping[str, str]
-    raw_netloc: str
+    raw_netloc: str = field(repr=False)
 
     def redacted(self) -> str:
         """The URL with any password replaced by ``***``, safe for logs and errors."""

@@ -1,0 +1,97 @@
+"""Configuration by URL: the registry behind mirrorkv.open."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import mirrorkv
+from mirrorkv import InvalidURL, MemoryStore, NotSupported
+from mirrorkv.urls import StoreURL, parse_size, parse_url, register, registered_schemes
+
+
+def test_memory_url_opens_a_memory_store() -> None:
+    assert isinstance(mirrorkv.open("memory://"), MemoryStore)
+
+
+@pytest.mark.parametrize("url", ["", "no-scheme", "://x", "memory://#frag"])
+def test_malformed_urls(url: str) -> None:
+    with pytest.raises(InvalidURL):
+        mirrorkv.open(url)
+
+
+def test_unknown_scheme_names_the_known_ones() -> None:
+    with pytest.raises(InvalidURL, match=r"memory://.*sqlite://"):
+        mirrorkv.open("nosuch://x")
+
+
+def test_unknown_option_is_rejected_with_the_accepted_ones() -> None:
+    with pytest.raises(InvalidURL, match="colour"):
+        mirrorkv.open("memory://?colour=blue")
+
+
+def test_password_is_redacted() -> None:
+    url = parse_url("redis://ann:s3cret@host:6379/0")
+    assert url.password == "s3cret"
+    assert "s3cret" not in url.redacted()
+    assert "s3cret" not in repr(url)
+
+
+def test_paths_follow_the_file_url_convention() -> None:
+    assert parse_url("sqlite:///srv/app.db").local_path() == "/srv/app.db"
+    assert parse_url("sqlite:app.db").local_path() == "app.db"
+    with pytest.raises(InvalidURL):
+        parse_url("sqlite://otherhost/app.db").local_path()
+
+
+class _Recording(MemoryStore):
+    seen: dict[str, Any] = {}  # noqa: RUF012
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> MemoryStore:
+        cls.seen = {"url": url, **options}
+        return cls()
+
+
+@pytest.fixture
+def recording_scheme() -> Iterator[None]:
+    register("recording", _Recording)
+    yield
+    from mirrorkv import urls
+
+    urls._registry.pop("recording")
+
+
+def test_register_and_options(recording_scheme: None) -> None:
+    assert "recording" in registered_schemes()
+    mirrorkv.open("recording://h/p?a=1", b="2")
+    assert _Recording.seen["a"] == "1" and _Recording.seen["b"] == "2"
+
+
+def test_missing_extra_names_it() -> None:
+    register("needsextra", "mirrorkv_no_such_module:Store", extra="s3")
+    try:
+        with pytest.raises(NotSupported, match=r"mirrorkv\[s3\]"):
+            mirrorkv.open("needsextra://bucket")
+    finally:
+        from mirrorkv import urls
+
+        urls._registry.pop("needsextra")
+
+
+def test_default_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIRRORKV_URL", "memory://")
+    assert isinstance(mirrorkv.open(), MemoryStore)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512", 512), ("64MiB", 64 << 20), ("1.5GB", 1_500_000_000), ("2k", 2000), (7, 7)],
+)
+def test_parse_size(text: object, size: int) -> None:
+    assert parse_size("cache_bytes", text) == size
+
+
+def test_parse_size_rejects_garbage() -> None:
+    with pytest.raises(InvalidURL):
+        parse_size("cache_bytes", "lots")
