@@ -434,7 +434,8 @@ def put_command(
 ) -> None:
     """Store a file, or stdin, under KEY.
 
-    Reads FILE, or stdin when FILE is '-' or absent, streamed. Prints the key, size and etag of what was stored.
+    Reads FILE, or stdin when FILE is '-' or absent, streamed. Prints the
+    key, size and etag of what was stored.
     """
     from_stdin = file is None or file == "-"
     if file is None and sys.stdin.isatty():
@@ -534,8 +535,9 @@ def _copy_progress(out: _Output) -> Iterator[Callable[[Meta], None] | None]:
 def cp_command(settings: _Settings, source_url: str, target_url: str, prefix: str) -> None:
     """Copy the values under PREFIX from one store to another.
 
-    From the store SRC_URL to the store DST_URL, any kind to any kind; keys, content types and metadata are kept. Shows
-    a progress bar on a terminal and a summary at the end.
+    From the store SRC_URL to the store DST_URL, any kind to any kind;
+    keys, content types and metadata are kept. Shows a progress bar on a
+    terminal and a summary at the end.
     """
     out = _Output(settings)
     with (
@@ -580,7 +582,8 @@ def cp_command(settings: _Settings, source_url: str, target_url: str, prefix: st
 def du_command(settings: _Settings, prefix: str, depth: int) -> None:
     """Count the values and bytes under PREFIX.
 
-    With --depth, a breakdown by child prefix too. Values directly at PREFIX's level count in the total but in no child.
+    With --depth, a breakdown by child prefix too. Values directly at
+    PREFIX's level count in the total but in no child.
     """
     with _store(settings) as store:
         usage = bulk.usage(store, prefix, depth=depth)
