@@ -1,0 +1,680 @@
+"""`SQLiteStore`: the embedded default, one SQLite file in WAL mode.
+
+One table holds every key: the value as a BLOB and the metadata in columns.
+Listing follows the primary key index, whose BINARY collation compares the
+UTF-8 bytes of the keys (S3 order). Large values stream both ways through
+SQLite's incremental BLOB I/O (see :mod:`._sqlite_io`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import IO, Any, BinaryIO, cast
+from urllib.parse import quote
+
+from ..errors import CorruptValue, InvalidValue, KeyNotFound, MirrorKVError
+from ..keys import check_key, prefix_upper_bound
+from ..meta import DEFAULT_CONTENT_TYPE, Meta
+from ..store import (
+    CHUNK_SIZE,
+    Capability,
+    PutOptions,
+    Store,
+    check_counter_arguments,
+    check_precondition,
+    parse_counter,
+)
+from ..urls import StoreURL, parse_bool, reject_unknown
+from ._sqlite_io import (
+    BlobReader,
+    ErrorTranslator,
+    sized_source,
+    transaction,
+    write_blob,
+)
+
+__all__ = ["SQLiteStore"]
+
+#: The schema this code reads and writes (kept in ``PRAGMA user_version``).
+SCHEMA_VERSION = 1
+
+#: ``PRAGMA application_id`` of a mirrorkv database ("mkv" and a zero byte).
+APPLICATION_ID = 0x6D6B7600
+
+_SCHEMA = """
+CREATE TABLE entries (
+    key          TEXT NOT NULL PRIMARY KEY,
+    size         INTEGER NOT NULL,
+    etag         TEXT NOT NULL,
+    modified     REAL NOT NULL,
+    content_type TEXT NOT NULL,
+    metadata     TEXT,
+    version      TEXT NOT NULL,
+    value        BLOB NOT NULL
+)
+"""
+# A rowid table, not WITHOUT ROWID: incremental BLOB I/O needs a rowid, and a
+# WITHOUT ROWID b-tree would carry large values inside the key index. The
+# value is the last column so that reading metadata never walks its overflow
+# pages. The key index (sqlite_autoindex_entries_1) serves ordered listings.
+
+_COLUMNS = "key, size, etag, modified, content_type, metadata, version"
+_REPLACE = f"INSERT OR REPLACE INTO entries ({_COLUMNS}, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_GET = "SELECT value FROM entries WHERE key = ?"
+_HEAD = f"SELECT {_COLUMNS} FROM entries WHERE key = ?"
+_GET_WITH_META = f"SELECT {_COLUMNS}, value FROM entries WHERE key = ?"
+_DELETE = "DELETE FROM entries WHERE key = ?"
+_ETAG = "SELECT etag FROM entries WHERE key = ?"
+
+#: Values up to this size are read whole by ``open`` and copied by one statement.
+_SMALL = CHUNK_SIZE
+#: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
+_FIRST_PAGE = 64
+_LAST_PAGE = 4096
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_new_meta = tuple.__new__
+_now = time.time
+_md5 = hashlib.md5
+
+# Versions: a random per-process prefix and a counter. Unique across
+# processes (and across a delete and re-put) without a write to a shared
+# sequence; renewed in a forked child, which must not repeat its parent's.
+_version_prefix = os.urandom(8).hex() + "."
+_version_counter = itertools.count(1)
+
+
+def _next_version() -> str:
+    return f"{_version_prefix}{next(_version_counter):x}"
+
+
+def _dump_metadata(metadata: Mapping[str, str]) -> str | None:
+    if not metadata:
+        return None
+    return json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _load_metadata(text: str | None) -> Mapping[str, str]:
+    if text is None:
+        return _EMPTY
+    try:
+        loaded = json.loads(text)
+    except ValueError as error:
+        raise CorruptValue(f"unreadable metadata in the SQLite store: {text[:80]!r}") from error
+    if not isinstance(loaded, dict):
+        raise CorruptValue(f"unreadable metadata in the SQLite store: {text[:80]!r}")
+    return MappingProxyType(loaded)
+
+
+def _row_meta(row: tuple[Any, ...]) -> Meta:
+    metadata = row[5]
+    fields = (row[0], row[1], row[2], row[3], row[4], _EMPTY, row[6])
+    if metadata is not None:
+        fields = (*fields[:5], _load_metadata(metadata), row[6])
+    meta: Meta = _new_meta(Meta, fields)
+    return meta
+
+
+def _list_sql(columns: str, start_inclusive: bool, bounded: bool) -> str:
+    lower = ">=" if start_inclusive else ">"
+    upper = " AND key < ?" if bounded else ""
+    return f"SELECT {columns} FROM entries WHERE key {lower} ?{upper} ORDER BY key LIMIT ?"
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
+
+
+class _ThreadSlot:
+    """Lives in a thread's local storage; when the thread ends, its connection closes."""
+
+    __slots__ = ("__weakref__",)
+
+
+_open_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+#: Connections inherited through fork: never used, never closed (closing could
+#: checkpoint or unlock on behalf of the parent), only kept from the collector.
+_inherited: list[sqlite3.Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    global _version_prefix
+    _version_prefix = os.urandom(8).hex() + "."
+    for store in list(_open_stores):
+        store._forget_connections()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite file: the embedded default.
+
+    Layout: one table, one row per key, the value as a BLOB and the metadata
+    (size, etag = hex MD5 computed at write, modified time, content type,
+    user metadata as JSON, version) in columns. The schema version is kept in
+    the file; a file written by a newer schema, or an SQLite database of
+    another application, is refused with :class:`MirrorKVError`.
+
+    Durability, in WAL mode:
+
+    * ``fsync=False`` (``synchronous=NORMAL``): a write that returned is in
+      the write-ahead log and survives the process being killed at any
+      moment (``kill -9``, a crash). An operating-system crash or a power
+      loss may undo the most recent writes, back to an earlier consistent
+      state; it never leaves a torn value or a corrupt file.
+    * ``fsync=True`` (``synchronous=FULL``): every write also flushes the log
+      to the disk before it returns, so it survives power loss too (as far as
+      the disk honours a flush). Writes are slower.
+
+    Concurrency: every thread uses its own connection; several processes may
+    open the same file. Every write is one transaction: readers see the old
+    value or the new one; conditional writes, ``incr``, ``copy``,
+    ``put_many`` and ``delete_many`` are atomic. A writer waits up to
+    ``timeout`` seconds for another writer's lock, then raises
+    :class:`StoreUnavailable` (retryable).
+
+    Streams from :meth:`open` read a snapshot: the value as it was when the
+    stream was opened, even if the key is overwritten or deleted meanwhile.
+    An open stream of a large value holds a read transaction, so close it
+    promptly (a long-lived one keeps the log from being checkpointed).
+    """
+
+    capabilities = (
+        Capability.CONDITIONAL_WRITES
+        | Capability.NATIVE_COUNTERS
+        | Capability.TRANSACTIONS
+        | Capability.MULTI_PROCESS
+        | Capability.SERVER_SIDE_COPY
+    )
+
+    #: SQLite's default limit on the size of one BLOB (SQLITE_MAX_LENGTH).
+    max_value_size = 1_000_000_000
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: bool = False, timeout: float = 30.0
+    ) -> None:
+        """Open (creating where absent) the store in the SQLite file ``path``.
+
+        Parent directories are created. Raises :class:`MirrorKVError` when the
+        file is not a mirrorkv database (:class:`CorruptValue` when it is not
+        an SQLite database at all) or has a newer schema.
+        """
+        raw = os.fspath(path)
+        if not isinstance(raw, str) or raw in ("", ":memory:") or raw.startswith("file:"):
+            raise InvalidValue(
+                f"SQLiteStore takes the path of a file, not {raw!r} (use memory:// for memory)"
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise InvalidValue(f"timeout must be a number of seconds >= 0, not {timeout!r}")
+        self._path = os.path.abspath(raw)
+        self._fsync = bool(fsync)
+        self._timeout = float(timeout)
+        self._errors = ErrorTranslator(self._path)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._finalizers: list[weakref.finalize[Any, Any]] = []
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._readers: set[sqlite3.Connection] = set()
+        self._closed = False
+        self._ready = False
+        parent = os.path.dirname(self._path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as error:
+            raise MirrorKVError(f"cannot create the directory {parent!r}: {error}") from error
+        self._connect()
+        _open_stores.add(self)
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> SQLiteStore:
+        """``sqlite:///abs/path.db`` or ``sqlite:rel/path.db``; options ``fsync``, ``timeout``."""
+        from ..errors import InvalidURL
+
+        reject_unknown(url, options, ("fsync", "timeout"))
+        fsync = parse_bool("fsync", options.get("fsync", False))
+        raw_timeout = options.get("timeout", 30.0)
+        try:
+            timeout = float(raw_timeout)
+        except (TypeError, ValueError):
+            raise InvalidURL(f"option timeout takes seconds, not {raw_timeout!r}") from None
+        if timeout < 0:
+            raise InvalidURL(f"option timeout takes seconds >= 0, not {raw_timeout!r}")
+        return cls(url.local_path(), fsync=fsync, timeout=timeout)
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the database file."""
+        return self._path
+
+    @property
+    def url(self) -> str:
+        """A URL that reopens this file with the same options, e.g. ``sqlite:///srv/app.db``."""
+        options = []
+        if self._fsync:
+            options.append("fsync=true")
+        if self._timeout != 30.0:
+            options.append(f"timeout={self._timeout:g}")
+        query = f"?{'&'.join(options)}" if options else ""
+        return f"sqlite://{quote(self._path)}{query}"
+
+    def __repr__(self) -> str:
+        flags = ", fsync=True" if self._fsync else ""
+        return f"SQLiteStore({self._path!r}{flags})"
+
+    # -- connections --------------------------------------------------------
+
+    def _new_connection(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._timeout,
+            isolation_level=None,  # autocommit: transactions are explicit
+            check_same_thread=False,  # close() closes every thread's connection
+        )
+        try:
+            conn.execute("PRAGMA synchronous=FULL" if self._fsync else "PRAGMA synchronous=NORMAL")
+            if not self._ready:
+                self._prepare(conn)
+                self._ready = True
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Check (or create) the schema, then switch the file to WAL mode."""
+        with transaction(conn):
+            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            schema = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+            if application_id == 0 and schema == 0 and tables == 0:
+                conn.execute(_SCHEMA)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif application_id != APPLICATION_ID:
+                raise MirrorKVError(
+                    f"{self._path} is an SQLite database of another application, "
+                    "not a mirrorkv store"
+                )
+            elif schema > SCHEMA_VERSION:
+                raise MirrorKVError(
+                    f"{self._path} has mirrorkv schema version {schema}, newer than this "
+                    f"mirrorkv knows (up to {SCHEMA_VERSION}): upgrade mirrorkv to open it"
+                )
+            elif schema < SCHEMA_VERSION:
+                raise MirrorKVError(f"{self._path} has an unknown mirrorkv schema {schema}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise MirrorKVError(f"{self._path}: SQLite refused WAL mode (journal_mode={mode})")
+
+    def _connect(self) -> sqlite3.Connection:
+        """The calling thread's connection, opened on its first use."""
+        with self._lock:
+            self._check_open()
+            with self._errors:
+                conn = self._new_connection()
+            slot = _ThreadSlot()
+            self._finalizers = [f for f in self._finalizers if f.alive]
+            self._finalizers.append(weakref.finalize(slot, _close_quietly, conn))
+        self._local.slot = slot
+        self._local.conn = conn
+        return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MirrorKVError(f"{self!r} is closed")
+
+    def _reader(self) -> sqlite3.Connection:
+        """A connection of its own for a stream, which holds a read transaction."""
+        with self._lock:
+            self._check_open()
+            if self._idle_readers:
+                return self._idle_readers.pop()
+        with self._errors:
+            conn = self._new_connection()
+        with self._lock:
+            self._readers.add(conn)
+        return conn
+
+    def _release_reader(self, conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        with self._lock:
+            if not self._closed and len(self._idle_readers) < 4:
+                self._idle_readers.append(conn)
+                return
+            self._readers.discard(conn)
+        _close_quietly(conn)
+
+    def _forget_connections(self) -> None:
+        """In a forked child: drop the parent's connections without touching them."""
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        for finalizer in self._finalizers:
+            detached = finalizer.detach()
+            if detached is not None:
+                _inherited.append(detached[2][0])
+        self._finalizers = []
+        _inherited.extend(self._readers)
+        self._readers = set()
+        self._idle_readers = []
+
+    def close(self) -> None:
+        """Close every connection of every thread, and those of open streams.
+
+        Closing twice is harmless; any later call raises :class:`MirrorKVError`.
+        """
+        with self._lock:
+            self._closed = True
+            finalizers, self._finalizers = self._finalizers, []
+            readers, self._readers = self._readers, set()
+            self._idle_readers = []
+            self._local = threading.local()
+        for finalizer in finalizers:
+            finalizer()
+        for conn in readers:
+            _close_quietly(conn)
+        _open_stores.discard(self)
+
+    # -- primitives ---------------------------------------------------------
+
+    def _get(self, key: str) -> bytes:
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        with self._errors:
+            row = conn.execute(_GET, (key,)).fetchone()
+        if row is None:
+            raise KeyNotFound(key)
+        value: bytes = row[0]
+        return value
+
+    def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        size = len(data)
+        etag = _md5(data, usedforsecurity=False).hexdigest()
+        now = _now()
+        version = f"{_version_prefix}{next(_version_counter):x}"
+        content_type, metadata = options.content_type, options.metadata
+        row = (key, size, etag, now, content_type, _dump_metadata(metadata), version, data)
+        with self._errors:
+            if options.if_match is None and options.if_none_match is None:
+                conn.execute(_REPLACE, row)
+            else:
+                with transaction(conn):
+                    self._check_condition(conn, key, options)
+                    conn.execute(_REPLACE, row)
+        meta: Meta = _new_meta(Meta, (key, size, etag, now, content_type, metadata, version))
+        return meta
+
+    def _check_condition(self, conn: sqlite3.Connection, key: str, options: PutOptions) -> None:
+        """Inside a write transaction: raise PreconditionFailed unless ``options`` hold."""
+        if options.if_match is None and options.if_none_match is None:
+            return
+        row = conn.execute(_ETAG, (key,)).fetchone()
+        check_precondition(key, None if row is None else Meta(key, 0, row[0], 0.0), options)
+
+    def _delete(self, key: str) -> None:
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        with self._errors:
+            conn.execute(_DELETE, (key,))
+
+    def _head(self, key: str) -> Meta:
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        with self._errors:
+            row = conn.execute(_HEAD, (key,)).fetchone()
+        if row is None:
+            raise KeyNotFound(key)
+        return _row_meta(row)
+
+    def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        with self._errors:
+            row = conn.execute(_GET_WITH_META, (key,)).fetchone()
+        if row is None:
+            raise KeyNotFound(key)
+        return row[7], _row_meta(row)
+
+    def _pages(self, columns: str, prefix: str, start_after: str | None) -> Iterator[list[Any]]:
+        """Rows in key order, page by page.
+
+        Each page is one complete statement, so no statement stays open (and
+        no read snapshot stays pinned) while the caller holds the iterator.
+        """
+        if start_after is not None and start_after >= prefix:
+            lower, inclusive = start_after, False
+        else:
+            lower, inclusive = prefix, True
+        upper = prefix_upper_bound(prefix) if prefix else None
+        limit = _FIRST_PAGE
+        while True:
+            try:
+                conn = self._local.conn
+            except AttributeError:
+                conn = self._connect()
+            sql = _list_sql(columns, inclusive, upper is not None)
+            params = (lower, limit) if upper is None else (lower, upper, limit)
+            with self._errors:
+                rows = conn.execute(sql, params).fetchall()
+            if rows:
+                yield rows
+            if len(rows) < limit:
+                return
+            lower, inclusive = rows[-1][0], False
+            limit = min(limit * 4, _LAST_PAGE)
+
+    def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
+        for rows in self._pages(_COLUMNS, prefix, start_after):
+            yield from map(_row_meta, rows)
+
+    def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
+        for rows in self._pages("key", prefix, start_after):
+            yield from [row[0] for row in rows]
+
+    # -- streams --------------------------------------------------------------
+
+    def _open(self, key: str) -> BinaryIO:
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        with self._errors:
+            row = conn.execute(
+                "SELECT size, CASE WHEN size <= ? THEN value END FROM entries WHERE key = ?",
+                (_SMALL, key),
+            ).fetchone()
+        if row is None:
+            raise KeyNotFound(key)
+        if row[1] is not None:
+            return io.BytesIO(row[1])
+        # Large: read it under a read transaction of a connection of its own, a snapshot.
+        reader = self._reader()
+        try:
+            with self._errors:
+                reader.execute("BEGIN")
+                found = reader.execute("SELECT rowid FROM entries WHERE key = ?", (key,))
+                found_row = found.fetchone()
+                if found_row is None:
+                    raise KeyNotFound(key)
+                blob = reader.blobopen("entries", "value", found_row[0], readonly=True)
+        except BaseException:
+            self._release_reader(reader)
+            raise
+        stream = BlobReader(blob, self._errors, lambda: self._release_reader(reader))
+        return cast(BinaryIO, stream)
+
+    def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
+        with sized_source(stream, _SMALL) as (source, size):
+            if size <= _SMALL:
+                return self._put(key, source.read(), options)
+            try:
+                conn = self._local.conn
+            except AttributeError:
+                conn = self._connect()
+            now = _now()
+            version = _next_version()
+            metadata_json = _dump_metadata(options.metadata)
+            with self._errors, transaction(conn):
+                self._check_condition(conn, key, options)
+                row = (key, size, "", now, options.content_type, metadata_json, version)
+                cursor = conn.execute(
+                    f"INSERT OR REPLACE INTO entries ({_COLUMNS}, value) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, zeroblob(?))",
+                    (*row, size),
+                )
+                rowid = cursor.lastrowid
+                assert rowid is not None
+                etag = write_blob(conn, rowid, source, size)
+                conn.execute("UPDATE entries SET etag = ? WHERE rowid = ?", (etag, rowid))
+        fields = (key, size, etag, now, options.content_type, options.metadata, version)
+        meta: Meta = _new_meta(Meta, fields)
+        return meta
+
+    # -- atomic and batched versions of the derived API ---------------------
+
+    def copy(self, source: str, target: str) -> Meta:
+        """Copy a value with its content type and metadata inside the database, atomically."""
+        check_key(source)
+        check_key(target)
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        now = _now()
+        version = _next_version()
+        with self._errors, transaction(conn):
+            row = conn.execute(f"SELECT {_COLUMNS}, rowid FROM entries WHERE key = ?", (source,))
+            found = row.fetchone()
+            if found is None:
+                raise KeyNotFound(source)
+            meta = _row_meta((target, *found[1:3], now, *found[4:6], version))
+            if source == target:
+                conn.execute(
+                    "UPDATE entries SET modified = ?, version = ? WHERE rowid = ?",
+                    (now, version, found[7]),
+                )
+            elif found[1] <= _SMALL:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO entries ({_COLUMNS}, value) SELECT ?, size, etag, "
+                    "?, content_type, metadata, ?, value FROM entries WHERE rowid = ?",
+                    (target, now, version, found[7]),
+                )
+            else:
+                self._copy_large(conn, found, meta)
+        return meta
+
+    def _copy_large(self, conn: sqlite3.Connection, found: tuple[Any, ...], meta: Meta) -> None:
+        """Copy a large value blob to blob, a chunk at a time, inside the caller's transaction."""
+        cursor = conn.execute(
+            f"INSERT OR REPLACE INTO entries ({_COLUMNS}, value) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, zeroblob(?))",
+            (meta.key, found[1], found[2], found[3], found[4], found[5], meta.version, found[1]),
+        )
+        target_rowid = cursor.lastrowid
+        assert target_rowid is not None
+        with conn.blobopen("entries", "value", found[7], readonly=True) as source:
+            write_blob(conn, target_rowid, source, found[1], hashed=False)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """The values of the keys that exist (absent keys left out), read in one statement."""
+        wanted = [check_key(key) for key in keys]
+        if not wanted:
+            return {}
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        with self._errors:
+            rows = conn.execute(
+                "SELECT key, value FROM entries WHERE key IN (SELECT value FROM json_each(?))",
+                (json.dumps(wanted, ensure_ascii=False),),
+            ).fetchall()
+        return dict(rows)
+
+    def _put_many(self, items: list[tuple[str, bytes]]) -> list[Meta]:
+        # One version and one time for the whole batch: each key is written
+        # once by it, so the version still differs from every earlier write.
+        now = _now()
+        version = _next_version()
+        content_type = DEFAULT_CONTENT_TYPE
+        rows = [
+            (key, len(data), _md5(data, usedforsecurity=False).hexdigest(), now, content_type,
+             None, version, data)
+            for key, data in items
+        ]  # fmt: skip
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        with self._errors, transaction(conn):
+            conn.executemany(_REPLACE, rows)
+        return [
+            _new_meta(Meta, (row[0], row[1], row[2], now, content_type, _EMPTY, version))
+            for row in rows
+        ]
+
+    def _delete_many(self, keys: list[str]) -> None:
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        with self._errors, transaction(conn):
+            conn.executemany(_DELETE, [(key,) for key in keys])
+
+    def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
+        """Add ``delta`` to the counter at ``key`` in one transaction; see :meth:`Store.incr`."""
+        check_key(key)
+        check_counter_arguments(delta, initial)
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        with self._errors, transaction(conn):
+            row = conn.execute(
+                "SELECT value, content_type, metadata FROM entries WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                value = initial + delta
+                content_type, metadata = DEFAULT_CONTENT_TYPE, None
+            else:
+                value = parse_counter(key, row[0]) + delta
+                content_type, metadata = row[1], row[2]
+            data = b"%d" % value
+            etag = _md5(data, usedforsecurity=False).hexdigest()
+            conn.execute(
+                _REPLACE,
+                (key, len(data), etag, _now(), content_type, metadata, _next_version(), data),
+            )
+        return value
+
+    def decr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
+        """Subtract ``delta`` from the counter at ``key``; see :meth:`incr`."""
+        # Checked before negating: -True is -1, which would pass as a whole number.
+        check_counter_arguments(delta, initial)
+        return self.incr(key, -delta, initial=initial)
