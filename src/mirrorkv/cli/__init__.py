@@ -198,7 +198,7 @@ def _metadata_pairs(
     "-t",
     "--content-type",
     metavar="CT",
-    help="Content type to record (default: guessed from FILE's name, else KEY's).",
+    help="Content type to record (default: guessed from KEY's name, else FILE's).",
 )
 @click.option(
     "-m",
@@ -226,7 +226,10 @@ def put_command(
     if file is None and sys.stdin.isatty():
         raise click.UsageError("name a FILE, or pipe the value in (or pass '-' to type it)")
     if content_type is None:
-        content_type = mimetypes.guess_type(key if from_stdin else str(file))[0]
+        guessed = mimetypes.guess_type(key, strict=False)[0]
+        if guessed is None and not from_stdin:
+            guessed = mimetypes.guess_type(str(file), strict=False)[0]
+        content_type = guessed
     source: str | IO[bytes] = sys.stdin.buffer if from_stdin else str(file)
     with _store(settings) as store:
         meta = store.put_file(key, source, content_type=content_type, metadata=metadata)
