@@ -196,7 +196,9 @@ def run_round(
     command = [sys.executable, "-m", __name__, url, namespace, str(seed), str(big_at)]
     command += [str(big_size), str(scratch)]
     with open(errors, "wb") as stderr:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        child = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, encoding="utf-8"
+        )
     assert child.stdout is not None
     acknowledged = 0
     step = 0
@@ -268,6 +270,7 @@ def _main(argv: list[str]) -> None:
     url, namespace, seed, big_at, big_size, scratch = argv
     # Die quietly on a closed pipe: the parent may stop reading before it kills us.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.stdout.reconfigure(encoding="utf-8")  # type: ignore[union-attr]
     _child(url, namespace, int(seed), int(big_at), int(big_size), scratch)
 
 
