@@ -1,0 +1,886 @@
+"""`FileStore`: one file per value in a directory tree."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import itertools
+import json
+import os
+import secrets
+import stat
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import IO, Any, BinaryIO
+
+from ..errors import (
+    KeyNotFound,
+    MirrorKVError,
+    ReadOnlyError,
+    StoreUnavailable,
+)
+from ..keys import check_key
+from ..meta import DEFAULT_CONTENT_TYPE, EtagSource, Meta
+from ..store import (
+    CHUNK_SIZE,
+    Capability,
+    PutOptions,
+    Store,
+    check_counter_arguments,
+    check_precondition,
+    parse_counter,
+)
+from ..urls import StoreURL, parse_bool, reject_unknown
+from ._file_keys import (
+    CHAIN_PREFIX,
+    LOCK_NAME,
+    META_PREFIX,
+    RESERVED,
+    TEMP_PREFIX,
+    VALUE_NAME,
+    decode_name,
+    decode_piece,
+    encode_key,
+    encode_segment,
+    key_names,
+)
+from ._file_lock import StoreLock
+
+__all__ = ["FileStore"]
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_new_meta = tuple.__new__
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+_READ_SIZE = 1 << 16
+#: A temporary file untouched for this long belongs to a writer that died.
+STALE_TEMP_SECONDS = 3600.0
+_RETRIES = 100
+_RETRYABLE = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EAGAIN,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+        errno.ETIMEDOUT,
+        errno.ESTALE,
+        errno.EBUSY,
+    }
+)
+# Kinds of listing entries, in the order they sort when names tie (they never do).
+_FILE, _DIR_VALUE, _DIR = 0, 1, 2
+
+
+class FileStore(Store):
+    """A store kept as one file per value under a root directory.
+
+    **Layout.** A key maps to a path below ``root`` as
+    :mod:`mirrorkv.stores._file_keys` describes: keys of ordinary characters
+    (``photos/2026/cat.jpg``) are their own path, anything else is escaped
+    with ``%XX``, and no key can leave the root or share a path with another.
+    Where a key is also a directory (``a`` next to ``a/b``) its value lives at
+    ``a/%%v``. Names starting with ``%%`` belong to the store (values of
+    directories, metadata sidecars, temporary files, the lock) and never
+    appear as keys.
+
+    **Files of other tools.** A file written straight into the tree is a value:
+    readable, and listed under the key its path decodes to, with the default
+    content type and no metadata. A name that is not the canonical encoding
+    of a key (``CON``, ``%zz``, ``a%2fb``, names with a trailing dot, names not
+    valid UTF-8, ``%%`` names) is skipped by listings. Symbolic links to files
+    are values; symbolic links to directories, sockets and the like are skipped.
+
+    **Writes.** A value is written to a temporary file in its target directory
+    and renamed over the old one, so a reader sees the old value or the new,
+    never part of one, and the metadata it sees belongs to the value it reads.
+    Content type and user metadata, where not the defaults, go to a sidecar
+    file ``%%m.<name>`` that names the exact file (inode, size, nanosecond
+    mtime) it describes: a sidecar left behind by a crash, or by a later
+    write without metadata, describes no current value and is ignored.
+    ``version`` is made of the file's mtime, inode and size, so it survives a
+    restart and changes on every write; ``etag`` is the MD5 of the content,
+    read from the file only when first asked for (if the value was replaced
+    in between, the etag reads ``stale:<version>``, which equals no etag, so
+    a conditional write with it fails as it should).
+
+    **Durability.** With ``fsync=False`` (the default) a write that returned
+    is in the operating system's cache: it survives the process being killed
+    (``kill -9``) or crashing, but after a power loss or kernel crash a write
+    made shortly before may be missing (the key then holds its previous
+    value, or on some file systems an empty file, or is absent). With
+    ``fsync=True`` the file is flushed to the device before it is renamed into
+    place, and its directory (and any directory created for it) after, so a
+    write that returned also survives a power loss; a delete that returned
+    does too. Neither setting ever leaves a partly written value under a key.
+
+    **Concurrency.** Any number of threads and processes may use one root.
+    Plain writes take no lock (a rename is atomic); conditional writes,
+    writes with metadata, counters, deletes, and moving a value aside to make
+    room for a directory take one exclusive lock (``flock`` on ``%%lock`` in
+    the root, plus a thread lock), so ``incr`` from several processes loses
+    no update. A read that finds nothing checks again under the lock, so a
+    value being moved aside is never reported missing. Temporary files left
+    by a crashed writer are invisible to listings, and removed by a listing
+    that meets one untouched for an hour.
+
+    **Listing** yields keys in ascending UTF-8 byte order, one directory read
+    at a time; ``prefix`` and ``start_after`` skip whole directories.
+
+    **Limits.** The encoded path of a key is at most about 3,100 bytes, so a
+    root path longer than about 900 bytes may make the longest keys fail
+    with :class:`MirrorKVError` (the system's path limit).
+    """
+
+    capabilities = Capability.CONDITIONAL_WRITES | Capability.MULTI_PROCESS | Capability.URLS
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        """Open (and create if absent) the store rooted at directory ``root``."""
+        self._root = os.path.abspath(os.fspath(root))
+        self._prefix = self._root.rstrip("/") + "/"
+        self._fsync = bool(fsync)
+        self._token = secrets.token_hex(6) + "."
+        self._counter = itertools.count()
+        self._lock = StoreLock(self._prefix + LOCK_NAME)
+        with self._errors(None):
+            os.makedirs(self._root, exist_ok=True)
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> FileStore:
+        """``file:///abs/root`` (absolute) or ``file:rel/root``; option ``fsync`` (bool)."""
+        reject_unknown(url, options, ("fsync",))
+        fsync = parse_bool("fsync", options.get("fsync", False))
+        return cls(os.path.abspath(url.local_path()), fsync=fsync)
+
+    @property
+    def root(self) -> str:
+        """The absolute path of the root directory."""
+        return self._root
+
+    @property
+    def url(self) -> str:
+        """The URL that opens this store again: ``file:///abs/root``."""
+        return Path(self._root).as_uri()
+
+    def __repr__(self) -> str:
+        return f"FileStore({self._root!r}, fsync={self._fsync})"
+
+    def close(self) -> None:
+        """Release the lock file. The store stays usable; closing twice is harmless."""
+        with self._errors(None):
+            self._lock.close()
+
+    def url_for(self, key: str) -> str:
+        """The ``file://`` URL of the file that holds (or would hold) the value of ``key``."""
+        path = self._path(check_key(key))
+        if os.path.isdir(path):
+            path += "/" + VALUE_NAME
+        return Path(path).as_uri()
+
+    # -- reads --------------------------------------------------------------
+
+    def _get(self, key: str) -> bytes:
+        path = self._prefix + encode_key(key)
+        with self._errors(key):
+            try:
+                fd = os.open(path, _READ_FLAGS)
+            except (FileNotFoundError, NotADirectoryError):
+                return self._confirm(key, path)[0]
+            try:
+                return _read_all(fd)
+            except IsADirectoryError:
+                return self._confirm(key, path)[0]
+            finally:
+                os.close(fd)
+
+    def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
+        path = self._prefix + encode_key(key)
+        with self._errors(key):
+            data, info, where = self._confirm(key, path)
+            return data, self._meta(key, where, info, data)
+
+    def _head(self, key: str) -> Meta:
+        path = self._prefix + encode_key(key)
+        with self._errors(key):
+            found = self._stat(path)
+            if found is None:
+                with self._lock:
+                    found = self._stat(path)
+                if found is None:
+                    raise KeyNotFound(key)
+            where, info = found
+            return self._meta(key, where, info, None)
+
+    def _open(self, key: str) -> BinaryIO:
+        path = self._prefix + encode_key(key)
+        with self._errors(key):
+            fd = self._open_value(path)
+            if fd < 0:
+                with self._lock:
+                    fd = self._open_value(path)
+                if fd < 0:
+                    raise KeyNotFound(key)
+            return open(fd, "rb")
+
+    def _confirm(self, key: str, path: str) -> tuple[bytes, os.stat_result, str]:
+        """The value at ``path``, looked for again under the lock if it seems absent."""
+        found = self._load(path)
+        if found is None:
+            with self._lock:
+                found = self._load(path)
+            if found is None:
+                raise KeyNotFound(key)
+        return found
+
+    def _load(self, path: str) -> tuple[bytes, os.stat_result, str] | None:
+        """The value of the key at ``path``, its file's stat and where it was; ``None``: absent."""
+        for where in (path, path + "/" + VALUE_NAME):
+            try:
+                fd = os.open(where, _READ_FLAGS)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            try:
+                info = os.fstat(fd)
+                if stat.S_ISDIR(info.st_mode):
+                    continue
+                return _read_all(fd), info, where
+            finally:
+                os.close(fd)
+        return None
+
+    def _open_value(self, path: str) -> int:
+        """An open descriptor on the value's file, or -1 where the key is absent."""
+        for where in (path, path + "/" + VALUE_NAME):
+            try:
+                fd = os.open(where, _READ_FLAGS)
+            except (FileNotFoundError, NotADirectoryError):
+                return -1
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        return -1
+
+    def _stat(self, path: str) -> tuple[str, os.stat_result] | None:
+        """Where the value of the key at ``path`` is, and its stat; ``None``: absent."""
+        for where in (path, path + "/" + VALUE_NAME):
+            try:
+                info = os.stat(where)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if not stat.S_ISDIR(info.st_mode):
+                return where, info
+        return None
+
+    def _meta(
+        self,
+        key: str,
+        where: str,
+        info: os.stat_result,
+        data: bytes | None,
+        sidecar: bool | None = None,
+    ) -> Meta:
+        """The Meta of the value in file ``where`` (``sidecar=False``: known to have none)."""
+        content_type, metadata = DEFAULT_CONTENT_TYPE, _EMPTY
+        if sidecar is not False:
+            content_type, metadata = _read_sidecar(where, info)
+        etag: EtagSource = data if data is not None else _LazyEtag(where, info)
+        fields = (key, info.st_size, etag, info.st_mtime, content_type, metadata, _version(info))
+        meta: Meta = _new_meta(Meta, fields)
+        return meta
+
+    # -- writes -------------------------------------------------------------
+
+    def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
+        path = self._prefix + encode_key(key)
+        with self._errors(key):
+            if options.if_match is None and options.if_none_match is None and _plain(options):
+                return self._write(key, path, _BytesSource(data), options)
+            with self._lock:
+                self._check(key, path, options)
+                return self._write(key, path, _BytesSource(data), options)
+
+    def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
+        path = self._prefix + encode_key(key)
+        with self._errors(key):
+            if options.if_match is None and options.if_none_match is None and _plain(options):
+                return self._write(key, path, _StreamSource(stream), options)
+            with self._lock:
+                self._check(key, path, options)
+                return self._write(key, path, _StreamSource(stream), options)
+
+    def _check(self, key: str, path: str, options: PutOptions) -> None:
+        """Raise PreconditionFailed unless the value at ``path`` meets the write's conditions."""
+        if options.if_match is None and options.if_none_match is None:
+            return
+        found = self._load(path)
+        current = None if found is None else Meta(key, len(found[0]), found[0], 0.0)
+        check_precondition(key, current, options)
+
+    def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
+        """Add ``delta`` to the counter at ``key`` under the store lock; see :meth:`Store.incr`."""
+        check_key(key)
+        check_counter_arguments(delta, initial)
+        path = self._prefix + encode_key(key)
+        with self._errors(key), self._lock:
+            found = self._load(path)
+            if found is None:
+                value = initial + delta
+                options = PutOptions()
+            else:
+                data, info, where = found
+                value = parse_counter(key, data) + delta
+                options = PutOptions(*_read_sidecar(where, info))
+            self._write(key, path, _BytesSource(b"%d" % value), options)
+        return value
+
+    def decr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
+        """Subtract ``delta`` from the counter at ``key``; see :meth:`incr`."""
+        check_counter_arguments(delta, initial)  # before negating: -True is a valid int
+        return self.incr(key, -delta, initial=initial)
+
+    def _write(self, key: str, path: str, source: _Source, options: PutOptions) -> Meta:
+        """Write a value to a temporary file and rename it to ``path`` (or ``path/%%v``)."""
+        with_sidecar = not _plain(options)
+        fd, temp = self._create_temp(path)
+        try:
+            try:
+                etag = source.write(fd)
+                if with_sidecar:
+                    # A fine-grained mtime ties the sidecar to this file even if a
+                    # later file reuses the inode number within one clock tick.
+                    now = time.time_ns()
+                    os.utime(fd, ns=(now, now))
+                if self._fsync:
+                    os.fsync(fd)
+                info = os.fstat(fd)
+            finally:
+                os.close(fd)
+            self._place(path, temp, info, options if with_sidecar else None)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+        fields = (
+            key,
+            info.st_size,
+            etag,
+            info.st_mtime,
+            options.content_type,
+            options.metadata,
+            _version(info),
+        )
+        meta: Meta = _new_meta(Meta, fields)
+        return meta
+
+    def _create_temp(self, path: str) -> tuple[int, str]:
+        directory = path[: path.rfind("/")]
+        for _ in range(_RETRIES):
+            temp = f"{directory}/{TEMP_PREFIX}{self._token}{next(self._counter):x}"
+            try:
+                return os.open(temp, _TEMP_FLAGS, 0o666), temp
+            except FileExistsError:  # another process drew the same token
+                self._token = secrets.token_hex(6) + "."
+            except (FileNotFoundError, NotADirectoryError):
+                self._make_dir(directory)
+        raise StoreUnavailable(f"could not create a temporary file in {self._relative(directory)}")
+
+    def _place(
+        self, path: str, temp: str, info: os.stat_result, options: PutOptions | None
+    ) -> None:
+        """Rename ``temp`` to ``path``, or into ``path`` where that is a directory.
+
+        With ``options``, writes the sidecar first (the caller holds the lock).
+        """
+        in_dir = False
+        for _ in range(_RETRIES):
+            target = path + "/" + VALUE_NAME if in_dir else path
+            try:
+                if options is not None:
+                    self._write_sidecar(target, info, options)
+                os.replace(temp, target)
+            except IsADirectoryError:
+                if in_dir:
+                    raise
+                in_dir = True
+                continue
+            except (FileNotFoundError, NotADirectoryError):
+                if not in_dir:
+                    raise
+                in_dir = False  # the directory was removed meanwhile: a file will do
+                continue
+            if options is not None and in_dir:
+                _unlink_quietly(_sidecar_of(path))
+            if self._fsync:
+                _fsync_dir(target[: target.rfind("/")])
+            return
+        raise StoreUnavailable(f"could not place a value at {self._relative(path)}")
+
+    def _write_sidecar(self, target: str, info: os.stat_result, options: PutOptions) -> None:
+        record = {
+            "ino": info.st_ino,
+            "size": info.st_size,
+            "mtime_ns": info.st_mtime_ns,
+            "content_type": options.content_type,
+            "metadata": dict(options.metadata),
+        }
+        fd, temp = self._create_temp(target)
+        try:
+            try:
+                _write_all(fd, json.dumps(record, ensure_ascii=False).encode("utf-8"))
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, _sidecar_of(target))
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+
+    def _make_dir(self, directory: str) -> None:
+        """Create ``directory`` and its parents, moving aside values in the way."""
+        for _ in range(_RETRIES):
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                self._clear_way(directory)
+            except FileNotFoundError:
+                continue  # a parent was removed as we went: go again
+            else:
+                if self._fsync:
+                    while len(directory) >= len(self._prefix):
+                        directory = directory[: directory.rfind("/")]
+                        _fsync_dir(directory)
+                return
+        raise StoreUnavailable(f"could not create directory {self._relative(directory)}")
+
+    def _clear_way(self, directory: str) -> None:
+        """Move aside every value file that sits where ``directory`` needs a directory."""
+        with self._lock:
+            current = self._root
+            for name in directory[len(self._prefix) :].split("/"):
+                current = f"{current}/{name}"
+                if os.path.lexists(current) and not os.path.isdir(current):
+                    self._move_aside(current)
+
+    def _move_aside(self, path: str) -> None:
+        """Turn the value file at ``path`` into a directory holding it as ``%%v``.
+
+        Done under the lock. Readers that miss the value in between look again
+        under the lock. A plain write that lands on ``path`` meanwhile is newer
+        than the value being moved, which is then dropped.
+        """
+        parent = path[: path.rfind("/")]
+        with self._lock:
+            for _ in range(_RETRIES):
+                if os.path.isdir(path):
+                    return
+                holder = f"{parent}/{TEMP_PREFIX}{self._token}{next(self._counter):x}"
+                os.mkdir(holder)
+                try:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(_sidecar_of(path), _sidecar_of(f"{holder}/{VALUE_NAME}"))
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(path, f"{holder}/{VALUE_NAME}")
+                    try:
+                        os.rename(holder, path)
+                    except OSError as error:
+                        if error.errno not in (errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
+                            raise
+                        if not os.path.isdir(path):
+                            continue  # a newer value took the name: move that one
+                        # A writer of a key below made the directory meanwhile: keep the
+                        # value inside it unless a newer one got there first.
+                        _adopt(holder, path)
+                    if self._fsync:
+                        _fsync_dir(parent)
+                    return
+                finally:
+                    _remove_tree_quietly(holder)
+            raise StoreUnavailable(f"could not make room for {self._relative(path)}")
+
+    # -- deletes ------------------------------------------------------------
+
+    def _delete(self, key: str) -> None:
+        path = self._prefix + encode_key(key)
+        with self._errors(key), self._lock:
+            self._remove(path)
+
+    def _delete_many(self, keys: list[str]) -> None:
+        with self._errors(None), self._lock:
+            for key in keys:
+                self._remove(self._prefix + encode_key(key))
+
+    def _remove(self, path: str) -> None:
+        """Remove the value at ``path``, its sidecar and any parents left empty (under the lock)."""
+        target = path
+        try:
+            os.unlink(target)
+        except (IsADirectoryError, PermissionError):
+            if not os.path.isdir(path):
+                raise
+            target = path + "/" + VALUE_NAME
+            try:
+                os.unlink(target)
+            except FileNotFoundError:
+                return
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        _unlink_quietly(_sidecar_of(target))
+        directory = target[: target.rfind("/")]
+        while len(directory) >= len(self._prefix):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+            directory = directory[: directory.rfind("/")]
+        if self._fsync:
+            _fsync_dir(directory)
+
+    # -- listing ------------------------------------------------------------
+
+    def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
+        for key, where, info, sidecar in self._walk(prefix, start_after, True):
+            assert info is not None
+            yield self._meta(key, where, info, None, sidecar)
+
+    def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
+        for key, _where, _info, _sidecar in self._walk(prefix, start_after, False):
+            yield key
+
+    def _walk(
+        self, prefix: str, start_after: str | None, with_stat: bool
+    ) -> Iterator[tuple[str, str, os.stat_result | None, bool]]:
+        """(key, file, stat, has-sidecar) of every value in range, in key order."""
+        cut = prefix.rfind("/")
+        if cut < 0:
+            base, directory = "", self._root
+        else:
+            base = prefix[: cut + 1]
+            directory = self._prefix + "/".join(key_names(prefix[:cut]))
+        with self._errors(None):
+            yield from self._walk_dir(directory, base, prefix, start_after, with_stat)
+
+    def _walk_dir(
+        self, directory: str, base: str, prefix: str, start_after: str | None, with_stat: bool
+    ) -> Iterator[tuple[str, str, os.stat_result | None, bool]]:
+        entries: list[tuple[str, int, str]] = []
+        sidecars: set[str] = set()
+        self._scan(directory, "", (), entries, sidecars)
+        entries.sort()
+        for name, kind, where in entries:
+            key = base + name
+            if kind == _DIR:
+                if not key.startswith(prefix) and not prefix.startswith(key):
+                    if key > prefix:
+                        return
+                    continue
+                if (
+                    start_after is not None
+                    and start_after > key
+                    and not start_after.startswith(key)
+                ):
+                    continue  # every key below this directory is <= start_after
+                yield from self._walk_dir(where, key, prefix, start_after, with_stat)
+                continue
+            if not key.startswith(prefix):
+                if key > prefix:
+                    return
+                continue
+            if start_after is not None and key <= start_after:
+                continue
+            info: os.stat_result | None = None
+            if kind == _DIR_VALUE:
+                where += "/" + VALUE_NAME
+                try:
+                    info = os.stat(where)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                yield key, where, info, True
+                continue
+            if with_stat:
+                try:
+                    info = os.stat(where)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # removed since the directory was read
+            yield key, where, info, where in sidecars
+
+    def _scan(
+        self,
+        directory: str,
+        stem: str,
+        chain: tuple[str, ...],
+        entries: list[tuple[str, int, str]],
+        sidecars: set[str],
+    ) -> None:
+        """Collect the entries of ``directory`` (following chains of a long segment)."""
+        try:
+            listing = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with listing:
+            for entry in listing:
+                name = entry.name
+                if name.startswith(RESERVED):
+                    self._scan_reserved(directory, stem, chain, entry, entries, sidecars)
+                    continue
+                if chain:
+                    piece = decode_piece(name)
+                    if piece is None or encode_segment(stem + piece) != [*chain, name]:
+                        continue
+                    segment = stem + piece
+                else:
+                    decoded = decode_name(name)
+                    if decoded is None:
+                        continue
+                    segment = decoded
+                where = f"{directory}/{name}"
+                if entry.is_dir(follow_symlinks=False):
+                    entries.append((segment, _DIR_VALUE, where))
+                    entries.append((segment + "/", _DIR, where))
+                elif entry.is_file():
+                    entries.append((segment, _FILE, where))
+
+    def _scan_reserved(
+        self,
+        directory: str,
+        stem: str,
+        chain: tuple[str, ...],
+        entry: os.DirEntry[str],
+        entries: list[tuple[str, int, str]],
+        sidecars: set[str],
+    ) -> None:
+        name = entry.name
+        if name.startswith(META_PREFIX):
+            sidecars.add(f"{directory}/{name[len(META_PREFIX) :]}")
+        elif name.startswith(CHAIN_PREFIX) and entry.is_dir(follow_symlinks=False):
+            piece = decode_piece(name[len(CHAIN_PREFIX) :])
+            if piece is not None:
+                self._scan(entry.path, stem + piece, (*chain, name), entries, sidecars)
+        elif name.startswith(TEMP_PREFIX):
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime > STALE_TEMP_SECONDS:
+                    os.unlink(entry.path)
+            except OSError:
+                pass  # cleaning up is best effort
+
+    # -- paths and errors ---------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return self._prefix + encode_key(key)
+
+    def _relative(self, path: str | bytes | None) -> str:
+        """``path`` relative to the root, for messages (never anything outside the root)."""
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not path:
+            return "(the store's root)"
+        if path.startswith(self._prefix):
+            return repr(path[len(self._prefix) :])
+        return "(the store's root)"
+
+    def _errors(self, key: str | None) -> _OSErrors:
+        return _OSErrors(self, key)
+
+    def _translate(self, error: OSError, key: str | None) -> MirrorKVError:
+        """The mirrorkv error for an ``OSError`` met while working on ``key``."""
+        where = self._relative(error.filename)
+        what = f" for key {key!r}" if key is not None else ""
+        message = f"file store {self._root!r}: {error.strerror or error} at {where}{what}"
+        if isinstance(error, FileNotFoundError) and key is not None:
+            return KeyNotFound(key)
+        if error.errno in _RETRYABLE:
+            return StoreUnavailable(message)
+        if error.errno == errno.EROFS:
+            return ReadOnlyError(message)
+        return MirrorKVError(message)
+
+
+class _OSErrors:
+    """Translate any ``OSError`` raised inside into the mirrorkv hierarchy (the one place)."""
+
+    __slots__ = ("_key", "_store")
+
+    def __init__(self, store: FileStore, key: str | None) -> None:
+        self._store = store
+        self._key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, OSError):
+            raise self._store._translate(exc, self._key) from exc
+
+
+class _Source:
+    """What a write copies into its temporary file."""
+
+    __slots__ = ()
+
+    def write(self, fd: int) -> EtagSource:
+        """Write everything to ``fd``; return the etag or something Meta computes it from."""
+        raise NotImplementedError
+
+
+class _BytesSource(_Source):
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def write(self, fd: int) -> EtagSource:
+        _write_all(fd, self._data)
+        return self._data
+
+
+class _StreamSource(_Source):
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def write(self, fd: int) -> EtagSource:
+        digest = hashlib.md5(usedforsecurity=False)
+        while chunk := self._stream.read(CHUNK_SIZE):
+            digest.update(chunk)
+            _write_all(fd, chunk)
+        return digest.hexdigest()
+
+
+class _LazyEtag:
+    """The MD5 of one file's content, read on the first call and then remembered."""
+
+    __slots__ = ("_info", "_path", "_value")
+
+    def __init__(self, path: str, info: os.stat_result) -> None:
+        self._path = path
+        self._info = info
+        self._value: str | None = None
+
+    def __call__(self) -> str:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def _compute(self) -> str:
+        stale = f"stale:{_version(self._info)}"
+        try:
+            with open(self._path, "rb", buffering=0) as file:
+                if not _same_file(os.fstat(file.fileno()), self._info):
+                    return stale
+                digest = hashlib.md5(usedforsecurity=False)
+                while chunk := file.read(CHUNK_SIZE):
+                    digest.update(chunk)
+                return digest.hexdigest()
+        except FileNotFoundError:
+            return stale
+        except OSError as error:
+            raise MirrorKVError(f"could not read a value to compute its etag: {error}") from error
+
+
+def _plain(options: PutOptions) -> bool:
+    return options.content_type == DEFAULT_CONTENT_TYPE and not options.metadata
+
+
+def _same_file(info: os.stat_result, other: os.stat_result) -> bool:
+    return (
+        info.st_ino == other.st_ino
+        and info.st_size == other.st_size
+        and info.st_mtime_ns == other.st_mtime_ns
+    )
+
+
+def _version(info: os.stat_result) -> str:
+    return f"{info.st_mtime_ns:x}.{info.st_ino:x}.{info.st_size:x}"
+
+
+def _sidecar_of(path: str) -> str:
+    cut = path.rfind("/") + 1
+    return f"{path[:cut]}{META_PREFIX}{path[cut:]}"
+
+
+def _read_sidecar(where: str, info: os.stat_result) -> tuple[str, Mapping[str, str]]:
+    """Content type and metadata of the value in file ``where``, if its sidecar describes it."""
+    try:
+        with open(_sidecar_of(where), "rb", buffering=0) as file:
+            record = json.loads(file.read())
+        if (
+            record["ino"] == info.st_ino
+            and record["size"] == info.st_size
+            and record["mtime_ns"] == info.st_mtime_ns
+        ):
+            metadata = record["metadata"]
+            content_type = record["content_type"]
+            if isinstance(content_type, str) and isinstance(metadata, dict):
+                return content_type, MappingProxyType(
+                    {str(name): str(value) for name, value in metadata.items()}
+                )
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except (ValueError, KeyError, TypeError):
+        pass  # not a sidecar we wrote: ignore it like a stale one
+    return DEFAULT_CONTENT_TYPE, _EMPTY
+
+
+def _read_all(fd: int) -> bytes:
+    data = os.read(fd, _READ_SIZE)
+    if not data:
+        return data
+    parts = [data]
+    while chunk := os.read(fd, CHUNK_SIZE if len(data) == _READ_SIZE else _READ_SIZE):
+        parts.append(chunk)
+    return data if len(parts) == 1 else b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)
+        while written < len(data):
+            written += os.write(fd, view[written:])
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _remove_tree_quietly(directory: str) -> None:
+    """Remove a directory of the store's own making with the files in it, if it still exists."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        _unlink_quietly(f"{directory}/{name}")
+    with contextlib.suppress(OSError):
+        os.rmdir(directory)
+
+
+def _adopt(holder: str, directory: str) -> None:
+    """Move ``holder``'s value (and sidecar) into ``directory``, never over a newer value."""
+    value = f"{holder}/{VALUE_NAME}"
+    if not os.path.exists(value):
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(_sidecar_of(value), _sidecar_of(f"{directory}/{VALUE_NAME}"))
+    with contextlib.suppress(FileExistsError):
+        os.link(value, f"{directory}/{VALUE_NAME}")
