@@ -72,6 +72,7 @@ def _json_flag(command: _F) -> _F:
 
 
 @click.group(
+    "mirrorkv",
     cls=Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -284,7 +285,7 @@ def stat_command(settings: Settings, key: str) -> None:
         ("version", meta.version),
         *((f"metadata.{name}", shown(value)) for name, value in sorted(meta.metadata.items())),
     ]
-    out.table(("field", "value"), rows)
+    out.table(("field", "value"), rows, header=False)
 
 
 @cli.command("cp")
@@ -362,7 +363,7 @@ def du_command(settings: Settings, prefix: str, depth: int) -> None:
     walk(usage)
     total = f"{shown(prefix)} (total)" if prefix else "(total)"
     rows.append((human_size(usage.bytes), plural(usage.objects, "object"), total))
-    out.table(("size", "objects", "prefix"), rows, right=2)
+    out.table(("size", "objects", "prefix"), rows, right=2, total=True)
 
 
 def main() -> None:

@@ -75,17 +75,29 @@ class Output:
             separator = ",\n  "
         click.echo("]" if separator == "\n  " else "\n]")
 
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]], right: int = 0) -> None:
+    def table(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        *,
+        right: int = 0,
+        header: bool = True,
+        total: bool = False,
+    ) -> None:
         """A table: ruled on a terminal, space-aligned columns without a header when piped.
 
-        The first ``right`` columns are right-aligned (numbers).
+        The first ``right`` columns are right-aligned (numbers); with
+        ``total`` the last row is set apart as a total.
         """
         if self.rich:
-            table = Table(box=box.SIMPLE_HEAD, header_style="bold")
-            for index, header in enumerate(headers):
-                table.add_column(header, justify="right" if index < right else "left")
-            for row in rows:
-                table.add_row(*(Text(cell) for cell in row))
+            table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_header=header)
+            for index, name in enumerate(headers):
+                table.add_column(name, justify="right" if index < right else "left")
+            for number, row in enumerate(rows, 1):
+                last = total and number == len(rows)
+                table.add_row(*(Text(cell) for cell in row), style="bold" if last else None)
+                if total and number == len(rows) - 1:
+                    table.add_section()
             self.console.print(table)
             return
         widths = [max((len(row[i]) for row in rows), default=0) for i in range(len(headers))]
