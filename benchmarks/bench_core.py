@@ -1,0 +1,755 @@
+"""Side-by-side benchmark of mirrorkv's core stores and the peers a user would pick instead.
+
+Usage (from the repository root, with the ``bench`` extra installed)::
+
+    .venv/bin/python benchmarks/bench_core.py                  # everything importable, 3 rounds
+    .venv/bin/python benchmarks/bench_core.py --only memory,minimalkv-dict --repeat 7
+    .venv/bin/python benchmarks/bench_core.py --keys 20000 --batch 100000 --markdown
+    .venv/bin/python benchmarks/bench_core.py --list            # the contender names
+
+The workload, run by every contender in ONE process: ``--keys`` keys shaped
+like ``user42/item00001234`` with 100-byte values (distinct, random, seeded);
+``put`` each key one call at a time into an empty store, ``get`` each (in a
+shuffled order), ``keys`` (one full iteration in ascending key order),
+``list`` (one full ordered iteration of per-key metadata), ``delete`` each
+key one call at a time, then ``put_many`` of ``--batch`` new keys in one
+call. Figures are operations per second (for ``keys``/``list``: keys yielded
+per second), the median of ``--repeat`` rounds. Rounds interleave the
+contenders (each round runs every contender once, in a rotated order) so
+that noise from a shared machine spreads over all of them; every contender
+gets a fresh temporary directory each round, timed with
+``time.perf_counter``. The garbage collector stays on (it is part of the real
+cost) but runs a full collection before each phase.
+
+Slow contenders are not run to the end of a phase that would take minutes:
+a ``put``, ``get`` or ``delete`` phase (and a ``put_many`` that is only a loop
+of puts) stops after ``--phase-seconds``; a capped ``put`` loads the rest of
+the keys untimed through a bulk call, so later phases still see them all,
+and keys a capped ``delete`` left stay in the store. The figure is then the
+rate over the calls timed (at least 1,000); the report marks it with ``~``.
+A real batch call (one transaction) is always timed whole.
+
+Durability, compared like with like (printed with the results too):
+
+* In-memory: ``memory`` (mirrorkv MemoryStore), ``dict``, ``minimalkv-dict``.
+  Nothing is durable.
+* SQLite, surviving a crash of the process but not of the machine (WAL
+  with ``synchronous=NORMAL``, no fsync per commit): ``sqlite`` (mirrorkv
+  SQLiteStore with its default ``fsync=False``), ``sqlite3`` (raw: WAL,
+  NORMAL, autocommit, one ``INSERT OR REPLACE`` per put, one ``SELECT`` per
+  get, ``SELECT key ... ORDER BY key`` for keys, ``executemany`` in one
+  transaction for the batch), ``diskcache`` (its defaults are WAL and
+  NORMAL), ``sqlitedict`` (``autocommit=True``; journal mode switched to WAL
+  and synchronous to NORMAL, from its defaults DELETE and FULL),
+  ``minimalkv-sql`` (SQLAlchemyStore on a SQLite file, switched to WAL and
+  NORMAL; needs ``pip install sqlalchemy``).
+* ``lmdb`` with ``sync=False``: a commit survives a crash of the process
+  (the pages are written, not fsynced), like the SQLite contenders; after a
+  power loss LMDB may lose recent commits *or* be corrupt, which SQLite in
+  WAL/NORMAL never is.
+* Files, no fsync on either side: ``file`` (mirrorkv FileStore, default
+  ``fsync=False``: temporary file then rename, plus its metadata) and
+  ``minimalkv-fs`` (FilesystemStore, which writes the target file in place:
+  a crash mid-write leaves a torn value, which ours never does).
+
+minimalkv forbids ``/`` in keys (and needs no hierarchy), so its keys map
+``/`` to ``.`` (``user42.item00001234``); the mapping happens before timing.
+minimalkv and sqlitedict have no ordered key iteration, so their ``keys``
+figure includes a ``sorted()``; stores without per-key metadata report no
+``list`` figure, except ``dict``, ``sqlite3`` and ``lmdb``, which yield
+(key, size) pairs in order as the cheapest stand-in. Stores without a batch
+write loop over single puts for ``put_many`` (minimalkv), or use their own
+batch idiom: ``dict.update``, one ``executemany`` transaction (raw
+sqlite3), ``sqlitedict.update`` (one executemany), ``diskcache.transact``,
+one LMDB write transaction with ``putmulti``.
+
+The script writes nothing into the repository; it prints the table, the
+ratios of each mirrorkv store to each peer, and the issue's targets with
+PASS/FAIL. ``--markdown`` prints the same as Markdown for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import inspect
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+PHASES = ("put", "get", "keys", "list", "delete", "put_many")
+
+Item = tuple[str, bytes]
+
+
+@dataclass
+class Adapter:
+    """One opened contender: the calls the workload times, as plain callables."""
+
+    put: Callable[[str, bytes], object]
+    get: Callable[[str], object]
+    keys: Callable[[], Iterable[object]]
+    delete: Callable[[str], object]
+    put_many: Callable[[list[Item]], object]
+    list: Callable[[], Iterable[object]] | None = None
+    close: Callable[[], object] = lambda: None
+    #: Applied to every key before timing (minimalkv forbids "/").
+    map_key: Callable[[str], str] | None = None
+    #: Untimed bulk load of the keys a capped put phase left out (default: ``put_many``).
+    fill: Callable[[list[Item]], object] | None = None
+    #: Whether ``put_many`` is one call of the store (else a loop of puts, timed like ``put``).
+    native_batch: bool = True
+
+
+@dataclass
+class Contender:
+    """A store to benchmark: its name, whether it is ours, and how to open it in a directory."""
+
+    name: str
+    ours: bool
+    durability: str
+    open: Callable[[str], Adapter]
+    note: str = ""
+
+
+@dataclass
+class Result:
+    """Phase timings of one contender over all rounds."""
+
+    rates: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
+    partial: set[str] = field(default_factory=set)
+
+    def median(self, phase: str) -> float | None:
+        """The median rate of ``phase`` in operations per second, or None if never measured."""
+        values = self.rates[phase]
+        return statistics.median(values) if values else None
+
+
+# -- contenders ---------------------------------------------------------------
+
+
+def _sqlite_connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def open_raw_sqlite(directory: str) -> Adapter:
+    """Raw sqlite3: the limit for a SQLite-backed store with the same durability."""
+    conn = _sqlite_connect(os.path.join(directory, "raw.db"))
+    conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+    execute = conn.execute
+
+    def put(key: str, value: bytes) -> None:
+        execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+    def get(key: str) -> bytes:
+        row = execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        value: bytes = row[0]
+        return value
+
+    def keys() -> Iterator[str]:
+        return (row[0] for row in execute("SELECT key FROM kv ORDER BY key"))
+
+    def listing() -> Iterator[tuple[str, int]]:
+        return iter(execute("SELECT key, length(value) FROM kv ORDER BY key"))
+
+    def delete(key: str) -> None:
+        execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    def put_many(items: list[Item]) -> None:
+        execute("BEGIN")
+        conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", items)
+        execute("COMMIT")
+
+    return Adapter(put, get, keys, delete, put_many, listing, conn.close)
+
+
+def open_dict(directory: str) -> Adapter:
+    """A plain dict: the limit for an in-memory store."""
+    data: dict[str, bytes] = {}
+    return Adapter(
+        put=data.__setitem__,
+        get=data.__getitem__,
+        keys=lambda: sorted(data),
+        delete=data.__delitem__,
+        put_many=data.update,
+        list=lambda: ((key, len(data[key])) for key in sorted(data)),
+    )
+
+
+def _dotted(key: str) -> str:
+    return key.replace("/", ".")
+
+
+def _minimalkv_adapter(
+    store: Any,
+    close: Callable[[], object] = lambda: None,
+    fill: Callable[[list[Item]], object] | None = None,
+) -> Adapter:
+    put = store.put
+
+    def put_many(items: list[Item]) -> None:
+        for key, value in items:
+            put(key, value)
+
+    return Adapter(
+        put=put,
+        get=store.get,
+        keys=lambda: sorted(store.iter_keys()),
+        delete=store.delete,
+        put_many=put_many,
+        close=close,
+        map_key=_dotted,
+        fill=fill,
+        native_batch=False,
+    )
+
+
+def open_minimalkv_dict(directory: str) -> Adapter:
+    """minimalkv DictStore."""
+    from minimalkv.memory import DictStore
+
+    return _minimalkv_adapter(DictStore())
+
+
+def open_minimalkv_fs(directory: str) -> Adapter:
+    """minimalkv FilesystemStore (writes in place, no fsync)."""
+    from minimalkv.fs import FilesystemStore
+
+    return _minimalkv_adapter(FilesystemStore(os.path.join(directory, "fs")))
+
+
+def open_minimalkv_sql(directory: str) -> Adapter:
+    """minimalkv SQLAlchemyStore on a SQLite file, switched to WAL and synchronous=NORMAL."""
+    from minimalkv.db.sql import SQLAlchemyStore
+    from sqlalchemy import MetaData, create_engine, event
+
+    engine = create_engine(f"sqlite:///{os.path.join(directory, 'sa.db')}")
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    metadata = MetaData()
+    store = SQLAlchemyStore(engine, metadata, "kv")
+    metadata.create_all(engine)
+
+    def fill(items: list[Item]) -> None:
+        with engine.begin() as conn:
+            conn.execute(store.table.insert(), [{"key": k, "value": v} for k, v in items])
+
+    return _minimalkv_adapter(store, engine.dispose, fill)
+
+
+def open_diskcache(directory: str) -> Adapter:
+    """diskcache.Cache with its defaults (WAL, synchronous=NORMAL)."""
+    import diskcache
+
+    cache = diskcache.Cache(os.path.join(directory, "dc"))
+    assert cache.sqlite_synchronous == 1 and cache.sqlite_journal_mode.lower() == "wal"
+    set_ = cache.set
+
+    def put_many(items: list[Item]) -> None:
+        with cache.transact():
+            for key, value in items:
+                set_(key, value)
+
+    def get(key: str) -> bytes:
+        value: bytes = cache[key]
+        return value
+
+    return Adapter(
+        put=set_,
+        get=get,
+        keys=lambda: list(cache.iterkeys()),  # already ordered by key
+        delete=cache.__delitem__,
+        put_many=put_many,
+        close=cache.close,
+    )
+
+
+def open_sqlitedict(directory: str) -> Adapter:
+    """sqlitedict with autocommit, switched to WAL and synchronous=NORMAL."""
+    from sqlitedict import SqliteDict
+
+    data = SqliteDict(os.path.join(directory, "sd.db"), autocommit=True, journal_mode="WAL")
+    data.conn.execute("PRAGMA synchronous=NORMAL")
+    data.conn.commit()
+
+    return Adapter(
+        put=data.__setitem__,
+        get=data.__getitem__,
+        keys=lambda: sorted(data.keys()),
+        delete=data.__delitem__,
+        put_many=data.update,
+        close=data.close,
+    )
+
+
+def open_lmdb(directory: str) -> Adapter:
+    """LMDB with sync=False (process-crash safe, not power-loss safe), one txn per write."""
+    import lmdb
+
+    env = lmdb.open(os.path.join(directory, "lmdb"), map_size=1 << 30, sync=False)
+
+    def put(key: str, value: bytes) -> None:
+        with env.begin(write=True) as txn:
+            txn.put(key.encode(), value)
+
+    def get(key: str) -> bytes:
+        with env.begin(buffers=False) as txn:
+            value = txn.get(key.encode())
+        if value is None:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def keys() -> list[str]:
+        with env.begin() as txn:
+            return [key.decode() for key in txn.cursor().iternext(values=False)]
+
+    def listing() -> list[tuple[str, int]]:
+        with env.begin() as txn:
+            return [(key.decode(), len(value)) for key, value in txn.cursor()]
+
+    def delete(key: str) -> None:
+        with env.begin(write=True) as txn:
+            txn.delete(key.encode())
+
+    def put_many(items: list[Item]) -> None:
+        with env.begin(write=True) as txn:
+            txn.cursor().putmulti([(key.encode(), value) for key, value in items])
+
+    return Adapter(put, get, keys, delete, put_many, listing, env.close)
+
+
+def _mirrorkv_adapter(store: Any) -> Adapter:
+    return Adapter(
+        put=store.put,
+        get=store.get,
+        keys=store.keys,
+        delete=store.delete,
+        put_many=store.put_many,
+        list=store.list,
+        close=store.close,
+    )
+
+
+def _no_fsync(cls: type) -> dict[str, Any]:
+    """``fsync=False`` if the store takes that option (its documented default anyway)."""
+    return {"fsync": False} if "fsync" in inspect.signature(cls).parameters else {}
+
+
+def open_memory(directory: str) -> Adapter:
+    """mirrorkv MemoryStore."""
+    from mirrorkv.stores.memory import MemoryStore
+
+    return _mirrorkv_adapter(MemoryStore())
+
+
+def open_sqlite(directory: str) -> Adapter:
+    """mirrorkv SQLiteStore (default durability: WAL, synchronous=NORMAL)."""
+    from mirrorkv.stores.sqlite import SQLiteStore
+
+    return _mirrorkv_adapter(
+        SQLiteStore(os.path.join(directory, "mkv.db"), **_no_fsync(SQLiteStore))
+    )
+
+
+def open_file(directory: str) -> Adapter:
+    """mirrorkv FileStore (default durability: temporary file and rename, no fsync)."""
+    from mirrorkv.stores.file import FileStore
+
+    return _mirrorkv_adapter(FileStore(os.path.join(directory, "files"), **_no_fsync(FileStore)))
+
+
+SQLITE_NORMAL = "SQLite WAL, synchronous=NORMAL"
+
+CONTENDERS = [
+    Contender("memory", True, "none (in memory)", open_memory),
+    Contender("sqlite", True, SQLITE_NORMAL + " (fsync=False, the default)", open_sqlite),
+    Contender("file", True, "temp file + rename, no fsync (fsync=False, the default)", open_file),
+    Contender("dict", False, "none (in memory)", open_dict, "the in-memory limit"),
+    Contender("minimalkv-dict", False, "none (in memory)", open_minimalkv_dict),
+    Contender(
+        "sqlite3",
+        False,
+        SQLITE_NORMAL + ", autocommit",
+        open_raw_sqlite,
+        "the SQLite limit: one statement per call",
+    ),
+    Contender("diskcache", False, SQLITE_NORMAL + " (its defaults)", open_diskcache),
+    Contender(
+        "sqlitedict",
+        False,
+        SQLITE_NORMAL + " (set by us; its defaults are DELETE, FULL), autocommit",
+        open_sqlitedict,
+    ),
+    Contender(
+        "minimalkv-sql",
+        False,
+        SQLITE_NORMAL + " (set by us; SQLite's defaults are DELETE, FULL)",
+        open_minimalkv_sql,
+        "SQLAlchemyStore; keys with '/' mapped to '.'",
+    ),
+    Contender(
+        "lmdb",
+        False,
+        "sync=False: process-crash safe; power loss may lose or corrupt",
+        open_lmdb,
+    ),
+    Contender(
+        "minimalkv-fs",
+        False,
+        "file written in place (can tear), no fsync",
+        open_minimalkv_fs,
+        "FilesystemStore; keys with '/' mapped to '.'",
+    ),
+]
+
+
+# -- the workload -------------------------------------------------------------
+
+
+def make_items(count: int, start: int, seed: int) -> list[Item]:
+    """``count`` keys like ``user42/item00001234`` with distinct 100-byte values."""
+    rng = random.Random(seed)
+    return [
+        (f"user{index % 100}/item{index:08d}", rng.randbytes(100))
+        for index in range(start, start + count)
+    ]
+
+
+def _consume(iterable: Iterable[object]) -> int:
+    count = 0
+    for _ in iterable:
+        count += 1
+    return count
+
+
+def _timed_writes(
+    call: Callable[..., object], argsets: list[tuple[Any, ...]], budget: float
+) -> tuple[float, int]:
+    """Call ``call(*args)`` for each argument tuple until done or ``budget`` seconds pass.
+
+    Returns the elapsed time and how many calls were made; the clock is read
+    once every 256 calls (at least 1,000 calls are always made).
+    """
+    done = 0
+    total = len(argsets)
+    started = time.perf_counter()
+    while done < total:
+        chunk = argsets[done : done + 256]
+        if len(chunk[0]) == 2:
+            for first, second in chunk:
+                call(first, second)
+        else:
+            for (first,) in chunk:
+                call(first)
+        done += len(chunk)
+        if done >= 1000 and time.perf_counter() - started > budget:
+            break
+    return time.perf_counter() - started, done
+
+
+def run_once(
+    contender: Contender,
+    items: list[Item],
+    batch: list[Item],
+    order: list[int],
+    budget: float,
+    result: Result,
+) -> None:
+    """Run the whole workload once on a fresh store in a fresh temporary directory."""
+    directory = tempfile.mkdtemp(prefix=f"mirrorkv-bench-{contender.name}-")
+    try:
+        adapter = contender.open(directory)
+        if adapter.map_key is not None:
+            mapped = adapter.map_key
+            items = [(mapped(key), value) for key, value in items]
+            batch = [(mapped(key), value) for key, value in batch]
+        keys = [key for key, _ in items]
+        shuffled = [(keys[index],) for index in order]
+        count = len(items)
+        perf = time.perf_counter
+
+        gc.collect()
+        elapsed, done = _timed_writes(adapter.put, items, budget)
+        result.rates["put"].append(done / elapsed)
+        if done < count:
+            result.partial.add("put")
+            (adapter.fill or adapter.put_many)(items[done:])
+
+        gc.collect()
+        elapsed, done = _timed_writes(adapter.get, shuffled, budget)
+        result.rates["get"].append(done / elapsed)
+        if done < count:
+            result.partial.add("get")
+
+        gc.collect()
+        started = perf()
+        seen = _consume(adapter.keys())
+        result.rates["keys"].append(seen / (perf() - started))
+        if seen != count:
+            raise AssertionError(f"{contender.name}: keys() yielded {seen} of {count}")
+
+        if adapter.list is not None:
+            gc.collect()
+            started = perf()
+            seen = _consume(adapter.list())
+            result.rates["list"].append(seen / (perf() - started))
+            if seen != count:
+                raise AssertionError(f"{contender.name}: list() yielded {seen} of {count}")
+
+        gc.collect()
+        elapsed, done = _timed_writes(adapter.delete, shuffled, budget)
+        result.rates["delete"].append(done / elapsed)
+        if done < count:
+            result.partial.add("delete")  # the keys left stay in the store
+
+        gc.collect()
+        if adapter.native_batch:
+            started = perf()
+            adapter.put_many(batch)
+            result.rates["put_many"].append(len(batch) / (perf() - started))
+        else:
+            elapsed, done = _timed_writes(adapter.put, batch, budget)
+            result.rates["put_many"].append(done / elapsed)
+            if done < len(batch):
+                result.partial.add("put_many")
+        adapter.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- reporting ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of the issue's speed targets: ours / peer >= minimum on one phase."""
+
+    ours: str
+    peer: str
+    phase: str
+    minimum: float
+
+
+TARGETS = [
+    Target("memory", "minimalkv-dict", "get", 4.0),
+    Target("memory", "minimalkv-dict", "put", 1.5),
+    Target("sqlite", "diskcache", "put", 2.0),
+    Target("sqlite", "sqlitedict", "put", 5.0),
+    Target("sqlite", "diskcache", "get", 1.25),
+    Target("sqlite", "sqlite3", "put", 0.6),
+    Target("sqlite", "sqlite3", "get", 0.6),
+    Target("sqlite", "sqlite3", "put_many", 0.6),
+    Target("sqlite", "sqlite3", "keys", 0.5),
+    Target("file", "minimalkv-fs", "put", 1.0),
+    Target("file", "minimalkv-fs", "get", 1.0),
+]
+
+# Which peers each of our stores is compared with in the ratio table.
+PEERS_OF = {
+    "memory": ["dict", "minimalkv-dict"],
+    "sqlite": ["sqlite3", "diskcache", "sqlitedict", "minimalkv-sql", "lmdb"],
+    "file": ["minimalkv-fs"],
+}
+
+
+def _rate(value: float | None, partial: bool = False) -> str:
+    if value is None:
+        return "—"
+    mark = "~" if partial else ""
+    if value >= 1e6:
+        return f"{mark}{value / 1e6:.2f}M"
+    if value >= 1e3:
+        return f"{mark}{value / 1e3:.1f}k"
+    return f"{mark}{value:.0f}"
+
+
+def _ratio(ours: float | None, peer: float | None) -> str:
+    if ours is None or peer is None:
+        return "—"
+    return f"{ours / peer:.2f}x"
+
+
+def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def report(
+    results: dict[str, Result],
+    chosen: list[Contender],
+    skipped: dict[str, str],
+    args: argparse.Namespace,
+    elapsed: float,
+) -> str:
+    """The whole report as text (or Markdown)."""
+    md = args.markdown
+    out: list[str] = []
+
+    def heading(text: str) -> None:
+        out.append(f"\n### {text}\n" if md else f"\n{text}\n{'=' * len(text)}")
+
+    command = " ".join(["python", "benchmarks/bench_core.py", *sys.argv[1:]])
+    heading("Operations per second (median of rounds)")
+    out.append(
+        f"{args.keys:,} keys of 100 bytes, put_many of {args.batch:,}; "
+        f"{args.repeat} interleaved round(s); Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"temp dir {tempfile.gettempdir()}; {elapsed:.0f} s in all.\n"
+        f"Command: `{command}`\n"
+    )
+    header = ["store", *PHASES]
+    rows = []
+    for contender in chosen:
+        result = results[contender.name]
+        label = f"{contender.name} (mirrorkv)" if contender.ours else contender.name
+        rows.append([label] + [_rate(result.median(p), p in result.partial) for p in PHASES])
+    out.append(_table(header, rows, md))
+    if any(result.partial for result in results.values()):
+        out.append(
+            f"\n~ : timed over the first calls only (phase capped at {args.phase_seconds:g} s)."
+        )
+
+    heading("Ratio of each mirrorkv store to each peer (higher is better for mirrorkv)")
+    rows = []
+    for ours, peers in PEERS_OF.items():
+        if ours not in results:
+            continue
+        for peer in peers:
+            if peer not in results:
+                continue
+            rows.append(
+                [f"{ours} / {peer}"]
+                + [_ratio(results[ours].median(p), results[peer].median(p)) for p in PHASES]
+            )
+    out.append(_table(header, rows, md) if rows else "(no pair of mirrorkv store and peer ran)")
+
+    heading("The issue's targets")
+    rows = []
+    for target in TARGETS:
+        name = f"{target.ours} {target.phase} >= {target.minimum:g}x {target.peer}"
+        if target.ours not in results or target.peer not in results:
+            missing = target.ours if target.ours not in results else target.peer
+            rows.append([name, "—", "n/a", skipped.get(missing, "not selected")])
+            continue
+        ours = results[target.ours].median(target.phase)
+        peer = results[target.peer].median(target.phase)
+        assert ours is not None and peer is not None
+        ratio = ours / peer
+        verdict = "PASS" if ratio >= target.minimum else "FAIL"
+        rows.append([name, f"{ratio:.2f}x", verdict, f"{_rate(ours)} vs {_rate(peer)}"])
+    out.append(_table(["target", "measured", "verdict", "ops/s"], rows, md))
+
+    heading("Durability of each contender")
+    rows = [[c.name, c.durability + (f"; {c.note}" if c.note else "")] for c in chosen]
+    out.append(_table(["store", "durability"], rows, md))
+    if skipped:
+        heading("Not run")
+        out.extend(f"- {name}: {why}" for name, why in skipped.items())
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, run the rounds, print the report."""
+    parser = argparse.ArgumentParser(
+        description="Benchmark mirrorkv's core stores against their peers, side by side.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--keys", type=int, default=20_000, help="keys put one at a time")
+    parser.add_argument("--batch", type=int, default=100_000, help="items in the put_many")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated contender names (default: all importable)"
+    )
+    parser.add_argument(
+        "--phase-seconds",
+        type=float,
+        default=1.0,
+        help="stop timing a put or delete phase after this long (the rest is done untimed)",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--list", action="store_true", help="list the contenders and exit")
+    parser.add_argument("--seed", type=int, default=42, help="seed of values and read order")
+    args = parser.parse_args(argv)
+
+    if args.list:
+        for contender in CONTENDERS:
+            print(
+                f"{contender.name:15} {'mirrorkv' if contender.ours else 'peer':8} "
+                f"{contender.durability}"
+            )
+        return 0
+    names = [name.strip() for name in args.only.split(",") if name.strip()]
+    known = {c.name for c in CONTENDERS}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"unknown contender(s) {unknown}; known: {sorted(known)}")
+
+    chosen: list[Contender] = []
+    skipped: dict[str, str] = {}
+    for contender in CONTENDERS:
+        if names and contender.name not in names:
+            continue
+        probe = tempfile.mkdtemp(prefix="mirrorkv-bench-probe-")
+        try:
+            contender.open(probe).close()
+        except ImportError as error:
+            skipped[contender.name] = f"not importable ({error})"
+            continue
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+        chosen.append(contender)
+
+    items = make_items(args.keys, 0, args.seed)
+    batch = make_items(args.batch, args.keys, args.seed + 1)
+    order = list(range(args.keys))
+    random.Random(args.seed).shuffle(order)
+    results = {contender.name: Result() for contender in chosen}
+
+    # An untimed warm-up on a small workload (imports, page faults, caches).
+    warm_items, warm_batch = items[:1000], batch[:1000]
+    warm_order = [index for index in order if index < 1000]
+    for contender in chosen:
+        run_once(contender, warm_items, warm_batch, warm_order, args.phase_seconds, Result())
+
+    started = time.perf_counter()
+    for round_number in range(args.repeat):
+        shift = round_number % max(len(chosen), 1)
+        for contender in chosen[shift:] + chosen[:shift]:
+            print(f"round {round_number + 1}/{args.repeat}: {contender.name}", file=sys.stderr)
+            run_once(contender, items, batch, order, args.phase_seconds, results[contender.name])
+    print(report(results, chosen, skipped, args, time.perf_counter() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
