@@ -35,7 +35,7 @@ from ..errors import (
 from ..meta import DEFAULT_CONTENT_TYPE, Meta, etag_of
 from ..store import Capability, Store
 from . import StoreFactory
-from .crash import count_up
+from .crash import count_up, read_seq, write_values
 
 __all__ = ["ESCAPING_KEYS", "INVALID_KEYS", "ORDER_KEYS", "StoreConformance", "utf8_sorted"]
 
@@ -622,6 +622,30 @@ class StoreConformance:
             worker.join(120)
         assert [worker.exitcode for worker in workers] == [0] * 4
         assert store.get("hits") == b"400"
+
+    @pytest.mark.slow
+    def test_processes_write_whole_values(self, store: Store, store_factory: StoreFactory) -> None:
+        if not store_factory.multi_process or store_factory.url is None:
+            pytest.skip(f"{store_factory.name} is not shared between processes")
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(3)
+        workers = [
+            context.Process(target=write_values, args=(store_factory.url, i, 60, barrier))
+            for i in range(3)
+        ]
+        for worker in workers:
+            worker.start()
+        while any(worker.is_alive() for worker in workers):
+            for key in store.keys("shared/"):
+                with store.open(key) as stream:
+                    read_seq(key, stream)  # raises CorruptValue on a torn value
+        for worker in workers:
+            worker.join(120)
+        assert [worker.exitcode for worker in workers] == [0] * 3
+        for key in store.keys("shared/"):
+            with store.open(key) as stream:
+                assert read_seq(key, stream) % 1_000_000 >= 56, "a later write was lost"
+        assert list(store.keys("shared/")) == [f"shared/{i}" for i in range(4)]
 
     # -- batches ------------------------------------------------------------
 

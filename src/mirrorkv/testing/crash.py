@@ -42,6 +42,7 @@ __all__ = [
     "read_seq",
     "run_round",
     "schedule",
+    "write_values",
 ]
 
 _MAGIC = b"MKVCRASH"
@@ -67,6 +68,24 @@ def count_up(url: str, key: str, times: int, barrier: object = None) -> None:
             wait(60)
         for _ in range(times):
             store.incr(key)
+
+
+def write_values(url: str, worker: int, times: int, barrier: object = None) -> None:
+    """Open ``url`` and overwrite a few shared keys with self-verifying values ``times`` times.
+
+    A target for multi-process tests: the keys are ``shared/0`` to ``shared/3``,
+    the values between 4 and 64 KiB (see :func:`make_value`).
+    """
+    import mirrorkv
+
+    rng = random.Random(worker)
+    with mirrorkv.open(url) as store:
+        wait = getattr(barrier, "wait", None)
+        if wait is not None:
+            wait(60)
+        for i in range(times):
+            key = f"shared/{i % 4}"
+            store.put(key, make_value(key, worker * 1_000_000 + i, rng.randint(*SMALL_SIZES)))
 
 
 def _filler(key: str, seq: int, size: int) -> bytes:
