@@ -156,3 +156,13 @@ def test_usage_is_hashable_and_frozen() -> None:
     assert isinstance(hash(value), int)
     with pytest.raises(AttributeError):
         value.objects = 1  # type: ignore[misc]
+
+
+def test_copy_all_from_memory_to_files_and_usage_there(tmp_path: Path) -> None:
+    from mirrorkv.stores.file import FileStore
+
+    with FileStore(tmp_path / "blobs") as target:
+        report = copy_all(_filled(), target, "photos")
+        assert report == CopyReport(objects=5, bytes=71, skipped=0)
+        assert target.head("photos/2025/a.jpg").metadata == {"by": "ann"}
+        assert usage(target, depth=1) == usage(_filled(), "photos", depth=1)

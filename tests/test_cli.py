@@ -295,7 +295,6 @@ def test_terminal_output_is_rich(url: str, filled: Store, tmp_path: Path) -> Non
     assert "\x1b[" in listing
     assert "photos/2025/" in listing
     table = ok("--url", url, "stat", "readme", env=tty).stdout
-    assert re.search(r"^  content type +text/html", table, re.MULTILINE) is None
     assert re.search(r"^  content type +application/octet-stream", table, re.MULTILINE)
     usage = ok("--url", url, "du", "-d", "2", env=tty).stdout
     assert "─" in usage
@@ -430,3 +429,23 @@ def test_installed_script_stops_quietly_when_the_reader_goes_away(filled: Store,
     process.stderr.close()
     assert process.wait() == 1
     assert error == b""
+
+
+def test_installed_script_copies_sqlite_to_files_and_back(
+    filled: Store, url: str, tmp_path: Path
+) -> None:
+    files = f"file://{tmp_path / 'blobs'}"
+    copied = _script("--json", "cp", url, files, "photos/")
+    assert copied.returncode == 0, copied.stderr
+    assert json.loads(copied.stdout)["objects"] == 4
+    listing = _script("--url", files, "ls", "-r", "--json")
+    assert [entry["key"] for entry in json.loads(listing.stdout)] == [
+        "photos/2025/a.jpg",
+        "photos/2025/b.jpg",
+        "photos/2026/c.jpg",
+        "photos/index.html",
+    ]
+    stat = json.loads(_script("--url", files, "stat", "photos/2025/a.jpg", "--json").stdout)
+    assert (stat["content_type"], stat["metadata"]) == ("image/jpeg", {"by": "ann"})
+    usage = json.loads(_script("--url", files, "--json", "du", "photos/", "-d", "1").stdout)
+    assert usage["children"]["photos/2026/"] == {"objects": 1, "bytes": 3000, "children": {}}

@@ -120,10 +120,12 @@ class _Tally:
         self.children: dict[str, _Tally] = {}
 
     def add(self, size: int) -> None:
+        """Count one value of ``size`` bytes."""
         self.objects += 1
         self.bytes += size
 
     def freeze(self) -> Usage:
+        """The immutable :class:`Usage` this tally has counted."""
         if not self.children:
             return Usage(self.objects, self.bytes)
         children = {name: child.freeze() for name, child in self.children.items()}

@@ -35,6 +35,7 @@ class Group(click.Group):
     """The command group, with one policy for every error: one line, the right exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command, turning a closed stdout into :class:`_PipeClosed`."""
         try:
             return super().invoke(ctx)
         except BrokenPipeError:

@@ -135,10 +135,12 @@ def human_size(size: int) -> str:
 
 
 def plural(count: int, noun: str) -> str:
+    """``1 object``, ``2 objects``."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def meta_json(meta: Meta) -> dict[str, Any]:
+    """A :class:`Meta` as a JSON-ready dict, ``modified`` as ISO 8601."""
     fields = meta.as_dict()
     fields["modified"] = meta.modified.isoformat()
     return fields
