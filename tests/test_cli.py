@@ -35,6 +35,14 @@ def _no_inherited_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Schemes registered during the test are forgotten after it."""
+    import mirrorkv.urls
+
+    monkeypatch.setattr(mirrorkv.urls, "_registry", dict(mirrorkv.urls._registry))
+
+
+@pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "store.db"
 
@@ -337,6 +345,7 @@ def test_bad_url_exits_2() -> None:
     assert "unknown option" in fails(2, "--url", "memory://?colour=blue", "ls")
 
 
+@pytest.mark.usefixtures("scratch_registry")
 def test_other_store_errors_exit_1() -> None:
     mirrorkv.register("clitest-missing", "mirrorkv_test_no_such_module:Store")
     assert "missing" in fails(1, "--url", "clitest-missing://", "ls")
@@ -355,6 +364,7 @@ class _Buggy(MemoryStore):
         raise RuntimeError("a bug\nover two lines")
 
 
+@pytest.mark.usefixtures("scratch_registry")
 def test_unexpected_errors_are_one_line_unless_debugging() -> None:
     mirrorkv.register("clitest-buggy", _Buggy)
     message = fails(1, "--url", "clitest-buggy://", "ls")
