@@ -267,6 +267,9 @@ def test_cp_never_prints_secrets(url: str, filled: Store, tmp_path: Path) -> Non
     assert json.loads(result.stdout)["target"] == f"sqlite://user:***@{tmp_path}/x.db"
     assert "hunter2" not in ok("cp", url, secret, "readme").stdout
     assert "hunter2" not in fails(2, "cp", url, "nosuch://user:hunter2@host/")
+    encoded = f"sqlite://user:hun%40ter2@{tmp_path}/z.db"
+    result = ok("--json", "cp", url, encoded, "readme")
+    assert json.loads(result.stdout)["target"] == f"sqlite://user:***@{tmp_path}/z.db"
 
 
 def test_du(url: str, filled: Store) -> None:

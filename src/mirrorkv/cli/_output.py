@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from rich import box
@@ -148,10 +149,14 @@ def meta_json(meta: Meta) -> dict[str, Any]:
 
 def shown_url(url: str) -> str:
     """A store URL safe to print: no password, no query string (options may hold secrets)."""
-    parsed = parse_url(url)
-    if parsed.password is not None:
-        return parsed.redacted()
-    return url.split("?", 1)[0]
+    shown = url.split("?", 1)[0]
+    if parse_url(url).password is None:
+        return shown
+    # Rebuilt from the raw text: StoreURL.redacted() misses a percent-encoded
+    # password and turns "sqlite:rel.db" into "sqlite://rel.db".
+    netloc = urlsplit(url).netloc
+    userinfo, _, host = netloc.rpartition("@")
+    return shown.replace(netloc, f"{userinfo.partition(':')[0]}:***@{host}", 1)
 
 
 @contextmanager
