@@ -28,12 +28,14 @@ from ..keys import check_key, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Meta
 from ..store import (
     CHUNK_SIZE,
+    DEFAULT_PUT_OPTIONS,
     Capability,
     PutOptions,
     Store,
     check_counter_arguments,
     check_precondition,
     parse_counter,
+    to_bytes,
 )
 from ..urls import StoreURL, parse_bool, reject_unknown
 from ._sqlite_io import (
@@ -52,14 +54,13 @@ SCHEMA_VERSION = 1
 #: ``PRAGMA application_id`` of a mirrorkv database ("mkv" and a zero byte).
 APPLICATION_ID = 0x6D6B7600
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE entries (
     key          TEXT NOT NULL PRIMARY KEY,
-    size         INTEGER NOT NULL,
     etag         TEXT NOT NULL,
     modified     REAL NOT NULL,
-    content_type TEXT NOT NULL,
-    metadata     TEXT,
+    content_type TEXT NOT NULL DEFAULT '{DEFAULT_CONTENT_TYPE}',
+    metadata     TEXT DEFAULT NULL,
     version      TEXT NOT NULL,
     value        BLOB NOT NULL
 )
@@ -69,8 +70,18 @@ CREATE TABLE entries (
 # value is the last column so that reading metadata never walks its overflow
 # pages. The key index (sqlite_autoindex_entries_1) serves ordered listings.
 
-_COLUMNS = "key, size, etag, modified, content_type, metadata, version"
-_REPLACE = f"INSERT OR REPLACE INTO entries ({_COLUMNS}, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# The size is not stored: length() of a BLOB column reads only the record header.
+_COLUMNS = "key, length(value), etag, modified, content_type, metadata, version"
+_STORED = "key, etag, modified, content_type, metadata, version, value"
+_REPLACE = f"INSERT OR REPLACE INTO entries ({_STORED}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_REPLACE_ZEROS = (
+    f"INSERT OR REPLACE INTO entries ({_STORED}) VALUES (?, ?, ?, ?, ?, ?, zeroblob(?))"
+)
+# Plain values (default content type, no metadata) bind fewer parameters: the
+# columns' defaults fill the rest, which makes put_many much faster.
+_REPLACE_PLAIN = (
+    "INSERT OR REPLACE INTO entries (key, etag, modified, version, value) VALUES (?, ?, ?, ?, ?)"
+)
 _GET = "SELECT value FROM entries WHERE key = ?"
 _HEAD = f"SELECT {_COLUMNS} FROM entries WHERE key = ?"
 _GET_WITH_META = f"SELECT {_COLUMNS}, value FROM entries WHERE key = ?"
@@ -413,14 +424,14 @@ class SQLiteStore(Store):
         now = _now()
         version = f"{_version_prefix}{next(_version_counter):x}"
         content_type, metadata = options.content_type, options.metadata
-        row = (key, size, etag, now, content_type, _dump_metadata(metadata), version, data)
-        with self._errors:
-            if options.if_match is None and options.if_none_match is None:
+        if options is DEFAULT_PUT_OPTIONS:
+            with self._errors:
+                conn.execute(_REPLACE_PLAIN, (key, etag, now, version, data))
+        else:
+            row = (key, etag, now, content_type, _dump_metadata(metadata), version, data)
+            with self._errors, transaction(conn):
+                self._check_condition(conn, key, options)
                 conn.execute(_REPLACE, row)
-            else:
-                with transaction(conn):
-                    self._check_condition(conn, key, options)
-                    conn.execute(_REPLACE, row)
         meta: Meta = _new_meta(Meta, (key, size, etag, now, content_type, metadata, version))
         return meta
 
@@ -506,13 +517,13 @@ class SQLiteStore(Store):
             conn = self._connect()
         with self._errors:
             row = conn.execute(
-                "SELECT size, CASE WHEN size <= ? THEN value END FROM entries WHERE key = ?",
+                "SELECT CASE WHEN length(value) <= ? THEN value END FROM entries WHERE key = ?",
                 (_SMALL, key),
             ).fetchone()
         if row is None:
             raise KeyNotFound(key)
-        if row[1] is not None:
-            return io.BytesIO(row[1])
+        if row[0] is not None:
+            return io.BytesIO(row[0])
         # Large: read it under a read transaction of a connection of its own, a snapshot.
         reader = self._reader()
         try:
@@ -542,12 +553,8 @@ class SQLiteStore(Store):
             metadata_json = _dump_metadata(options.metadata)
             with self._errors, transaction(conn):
                 self._check_condition(conn, key, options)
-                row = (key, size, "", now, options.content_type, metadata_json, version)
-                cursor = conn.execute(
-                    f"INSERT OR REPLACE INTO entries ({_COLUMNS}, value) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, zeroblob(?))",
-                    (*row, size),
-                )
+                row = (key, "", now, options.content_type, metadata_json, version, size)
+                cursor = conn.execute(_REPLACE_ZEROS, row)
                 rowid = cursor.lastrowid
                 assert rowid is not None
                 etag = write_blob(conn, rowid, source, size)
@@ -581,8 +588,8 @@ class SQLiteStore(Store):
                 )
             elif found[1] <= _SMALL:
                 conn.execute(
-                    f"INSERT OR REPLACE INTO entries ({_COLUMNS}, value) SELECT ?, size, etag, "
-                    "?, content_type, metadata, ?, value FROM entries WHERE rowid = ?",
+                    f"INSERT OR REPLACE INTO entries ({_STORED}) SELECT ?, etag, ?, "
+                    "content_type, metadata, ?, value FROM entries WHERE rowid = ?",
                     (target, now, version, found[7]),
                 )
             else:
@@ -591,15 +598,13 @@ class SQLiteStore(Store):
 
     def _copy_large(self, conn: sqlite3.Connection, found: tuple[Any, ...], meta: Meta) -> None:
         """Copy a large value blob to blob, a chunk at a time, inside the caller's transaction."""
-        cursor = conn.execute(
-            f"INSERT OR REPLACE INTO entries ({_COLUMNS}, value) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, zeroblob(?))",
-            (meta.key, found[1], found[2], found[3], found[4], found[5], meta.version, found[1]),
-        )
+        size = found[1]
+        row = (meta.key, found[2], meta[3], found[4], found[5], meta.version, size)
+        cursor = conn.execute(_REPLACE_ZEROS, row)
         target_rowid = cursor.lastrowid
         assert target_rowid is not None
         with conn.blobopen("entries", "value", found[7], readonly=True) as source:
-            write_blob(conn, target_rowid, source, found[1], hashed=False)
+            write_blob(conn, target_rowid, source, size, hashed=False)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The values of the keys that exist (absent keys left out), read in one statement."""
@@ -617,27 +622,43 @@ class SQLiteStore(Store):
             ).fetchall()
         return dict(rows)
 
-    def _put_many(self, items: list[tuple[str, bytes]]) -> list[Meta]:
-        # One version and one time for the whole batch: each key is written
-        # once by it, so the version still differs from every earlier write.
+    def put_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> list[Meta]:
+        """Store many values in one transaction: all or nothing. Every item is checked first."""
+        # The base class's checks, the rows and the Metas in one pass: the bulk-load path.
+        # One version and one time serve the whole batch: it writes each key
+        # once, so the version still differs from every earlier write of it.
         now = _now()
         version = _next_version()
+        limit = self.max_value_size
         content_type = DEFAULT_CONTENT_TYPE
-        rows = [
-            (key, len(data), _md5(data, usedforsecurity=False).hexdigest(), now, content_type,
-             None, version, data)
-            for key, data in items
-        ]  # fmt: skip
+        rows = []
+        metas = []
+        for key, data in items.items() if isinstance(items, Mapping) else items:
+            if not (
+                key.__class__ is str and 0 < len(key) <= 256 and key.isascii() and "\x00" not in key
+            ):
+                check_key(key)
+            if data.__class__ is not bytes:
+                data = to_bytes(data)
+            size = len(data)
+            if size > limit:
+                self._checked_size(data)
+            etag = _md5(data, usedforsecurity=False).hexdigest()
+            rows.append((key, etag, now, version, data))
+            metas.append(_new_meta(Meta, (key, size, etag, now, content_type, _EMPTY, version)))
+        self._write_rows(rows)
+        return metas
+
+    def _put_many(self, items: list[tuple[str, bytes]]) -> list[Meta]:
+        return self.put_many(items)
+
+    def _write_rows(self, rows: list[tuple[str, str, float, str, bytes]]) -> None:
         try:
             conn = self._local.conn
         except AttributeError:
             conn = self._connect()
         with self._errors, transaction(conn):
-            conn.executemany(_REPLACE, rows)
-        return [
-            _new_meta(Meta, (row[0], row[1], row[2], now, content_type, _EMPTY, version))
-            for row in rows
-        ]
+            conn.executemany(_REPLACE_PLAIN, rows)
 
     def _delete_many(self, keys: list[str]) -> None:
         try:
@@ -669,7 +690,7 @@ class SQLiteStore(Store):
             etag = _md5(data, usedforsecurity=False).hexdigest()
             conn.execute(
                 _REPLACE,
-                (key, len(data), etag, _now(), content_type, metadata, _next_version(), data),
+                (key, etag, _now(), content_type, metadata, _next_version(), data),
             )
         return value
 
