@@ -1,14 +1,13 @@
 """Rewrite the asserts of the shipped suite so failures show the values compared."""
 
+import pkgutil
 import sys
 
 import pytest
 
-for _module in (
-    "mirrorkv.testing.conformance",
-    "mirrorkv.testing.stateful",
-    "mirrorkv.testing.crash",
-):
+import mirrorkv.testing
+
+for _info in pkgutil.iter_modules(mirrorkv.testing.__path__, "mirrorkv.testing."):
     # Registering a module that is already imported only warns (and warnings are errors).
-    if _module not in sys.modules:
-        pytest.register_assert_rewrite(_module)
+    if _info.name not in sys.modules:
+        pytest.register_assert_rewrite(_info.name)
