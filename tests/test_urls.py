@@ -7,7 +7,14 @@ import pytest
 
 import mirrorkv
 from mirrorkv import InvalidURL, MemoryStore, NotSupported
-from mirrorkv.urls import StoreURL, parse_size, parse_url, register, registered_schemes
+from mirrorkv.urls import (
+    StoreURL,
+    parse_size,
+    parse_url,
+    register,
+    registered_schemes,
+    unregister,
+)
 
 
 def test_memory_url_opens_a_memory_store() -> None:
@@ -35,6 +42,10 @@ def test_password_is_redacted() -> None:
     assert url.password == "s3cret"
     assert "s3cret" not in url.redacted()
     assert "s3cret" not in repr(url)
+    encoded = parse_url("redis://ann:p%40ss@host/0")
+    assert encoded.password == "p@ss"
+    assert "p%40ss" not in encoded.redacted() and "p@ss" not in encoded.redacted()
+    assert parse_url("sqlite:app.db").redacted() == "sqlite:app.db"
 
 
 def test_paths_follow_the_file_url_convention() -> None:
@@ -57,9 +68,7 @@ class _Recording(MemoryStore):
 def recording_scheme() -> Iterator[None]:
     register("recording", _Recording)
     yield
-    from mirrorkv import urls
-
-    urls._registry.pop("recording")
+    unregister("recording")
 
 
 def test_register_and_options(recording_scheme: None) -> None:
@@ -74,9 +83,7 @@ def test_missing_extra_names_it() -> None:
         with pytest.raises(NotSupported, match=r"mirrorkv\[s3\]"):
             mirrorkv.open("needsextra://bucket")
     finally:
-        from mirrorkv import urls
-
-        urls._registry.pop("needsextra")
+        unregister("needsextra")
 
 
 def test_default_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "register",
     "registered_schemes",
     "reject_unknown",
+    "unregister",
 ]
 
 #: The store :func:`mirrorkv.open` opens without a URL and without ``$MIRRORKV_URL``.
@@ -81,7 +82,10 @@ class StoreURL:
         """The URL with any password replaced by ``***``, safe for logs and errors."""
         netloc = self.raw_netloc
         if self.password is not None:
-            netloc = netloc.replace(f":{self.password}@", ":***@", 1)
+            userinfo, _, host = netloc.rpartition("@")
+            netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+        if not netloc and self.path and not self.path.startswith("/"):
+            return f"{self.scheme}:{self.path}"  # the opaque form, e.g. sqlite:rel.db
         return f"{self.scheme}://{netloc}{self.path}"
 
     def local_path(self) -> str:
@@ -129,6 +133,11 @@ def register(scheme: str, target: str | Callable[..., Store], *, extra: str | No
     if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
         raise InvalidURL(f"not a valid URL scheme: {scheme!r}")
     _registry[scheme] = _Registration(target, extra)
+
+
+def unregister(scheme: str) -> None:
+    """Forget ``scheme`` (a no-op where it is unknown); built-in schemes come back on reload."""
+    _registry.pop(scheme, None)
 
 
 def registered_schemes() -> list[str]:
