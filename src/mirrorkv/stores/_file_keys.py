@@ -44,6 +44,7 @@ __all__ = [
     "encode_key",
     "encode_segment",
     "key_names",
+    "plain_key",
 ]
 
 #: The longest name (in bytes) a segment or piece encodes to; leaves room for ``%%m.``.
@@ -75,7 +76,8 @@ _PLAIN_SEGMENT = (
     r"[A-Za-z0-9_.,+=@~-]*[A-Za-z0-9_,+=@~-]"  # no trailing dot
 )
 _PLAIN_KEY = re.compile(rf"{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*")
-_plain_key = _PLAIN_KEY.fullmatch
+#: A match for keys that are their own path (ASCII, at most MAX_NAME long), else None.
+plain_key = _PLAIN_KEY.fullmatch
 
 
 def _escape(char: str) -> str:
@@ -132,7 +134,7 @@ def key_names(key: str) -> list[str]:
 
 def encode_key(key: str) -> str:
     """The path of ``key`` relative to the store's root, with ``/`` between names."""
-    if len(key) <= MAX_NAME and _plain_key(key):
+    if len(key) <= MAX_NAME and plain_key(key):
         return key
     return "/".join(key_names(key))
 

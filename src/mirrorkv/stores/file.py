@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import itertools
-import json
 import os
 import secrets
 import stat
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import IO, Any, BinaryIO
 
-from ..errors import (
-    KeyNotFound,
-    MirrorKVError,
-    ReadOnlyError,
-    StoreUnavailable,
-)
+from ..errors import KeyNotFound, MirrorKVError, ReadOnlyError, StoreUnavailable
 from ..keys import check_key
 from ..meta import DEFAULT_CONTENT_TYPE, EtagSource, Meta
 from ..store import (
-    CHUNK_SIZE,
     Capability,
     PutOptions,
     Store,
@@ -34,31 +26,35 @@ from ..store import (
     parse_counter,
 )
 from ..urls import StoreURL, parse_bool, reject_unknown
-from ._file_keys import (
-    CHAIN_PREFIX,
-    LOCK_NAME,
-    META_PREFIX,
-    RESERVED,
-    TEMP_PREFIX,
-    VALUE_NAME,
-    decode_name,
-    decode_piece,
-    encode_key,
-    encode_segment,
-    key_names,
+from ._file_io import (
+    EMPTY,
+    BytesSource,
+    LazyEtag,
+    Source,
+    StreamSource,
+    adopt,
+    fsync_dir,
+    is_plain,
+    read_all,
+    read_sidecar,
+    remove_tree_quietly,
+    sidecar_of,
+    sidecar_record,
+    unlink_quietly,
+    version_of,
+    write_all,
 )
+from ._file_keys import LOCK_NAME, MAX_NAME, TEMP_PREFIX, VALUE_NAME, encode_key, plain_key
 from ._file_lock import StoreLock
+from ._file_walk import walk
 
 __all__ = ["FileStore"]
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 _new_meta = tuple.__new__
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
-_READ_SIZE = 1 << 16
-#: A temporary file untouched for this long belongs to a writer that died.
-STALE_TEMP_SECONDS = 3600.0
 _RETRIES = 100
+# Errors after which the same call may succeed later.
 _RETRYABLE = frozenset(
     {
         errno.ENOSPC,
@@ -73,8 +69,6 @@ _RETRYABLE = frozenset(
         errno.EBUSY,
     }
 )
-# Kinds of listing entries, in the order they sort when names tie (they never do).
-_FILE, _DIR_VALUE, _DIR = 0, 1, 2
 
 
 class FileStore(Store):
@@ -182,6 +176,77 @@ class FileStore(Store):
             path += "/" + VALUE_NAME
         return Path(path).as_uri()
 
+    # -- fast paths: the common case inlined (keys that are their own path, no options) --
+
+    def get(self, key: str) -> bytes:
+        """The value of ``key``. Raises :class:`KeyNotFound` where absent."""
+        if key.__class__ is str and len(key) <= MAX_NAME and plain_key(key):
+            try:
+                fd = os.open(self._prefix + key, _READ_FLAGS)
+            except OSError:
+                return self._get(key)  # absent, moved aside, or an error: the slow path decides
+            try:
+                return read_all(fd)
+            except OSError:
+                pass  # a directory (the value is inside it) or an error
+            finally:
+                os.close(fd)
+        return super().get(key)
+
+    def put(
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> Meta:
+        """Store ``data`` under ``key`` atomically; see :meth:`Store.put`."""
+        if (
+            content_type is None
+            and metadata is None
+            and if_match is None
+            and if_none_match is None
+            and data.__class__ is bytes
+            and key.__class__ is str
+            and len(key) <= MAX_NAME
+            and plain_key(key)
+        ):
+            path = self._prefix + key
+            temp = f"{path[: path.rfind('/')]}/{TEMP_PREFIX}{self._token}{next(self._counter):x}"
+            try:
+                fd = os.open(temp, _TEMP_FLAGS, 0o666)
+            except OSError:
+                fd = -1  # no directory yet, or an error: the slow path decides
+            if fd >= 0:
+                try:
+                    try:
+                        write_all(fd, data)
+                        if self._fsync:
+                            os.fsync(fd)
+                        info = os.fstat(fd)
+                    finally:
+                        os.close(fd)
+                    os.replace(temp, path)
+                except OSError:
+                    unlink_quietly(temp)  # a directory in the way, or an error: go slow
+                else:
+                    if self._fsync:
+                        fsync_dir(path[: path.rfind("/")])
+                    fields = (key, len(data), data, info.st_mtime, DEFAULT_CONTENT_TYPE, EMPTY)
+                    meta: Meta = _new_meta(Meta, (*fields, version_of(info)))
+                    return meta
+        return super().put(
+            key,
+            data,
+            content_type=content_type,
+            metadata=metadata,
+            if_match=if_match,
+            if_none_match=if_none_match,
+        )
+
     # -- reads --------------------------------------------------------------
 
     def _get(self, key: str) -> bytes:
@@ -192,7 +257,7 @@ class FileStore(Store):
             except (FileNotFoundError, NotADirectoryError):
                 return self._confirm(key, path)[0]
             try:
-                return _read_all(fd)
+                return read_all(fd)
             except IsADirectoryError:
                 return self._confirm(key, path)[0]
             finally:
@@ -248,7 +313,7 @@ class FileStore(Store):
                 info = os.fstat(fd)
                 if stat.S_ISDIR(info.st_mode):
                     continue
-                return _read_all(fd), info, where
+                return read_all(fd), info, where
             finally:
                 os.close(fd)
         return None
@@ -285,11 +350,11 @@ class FileStore(Store):
         sidecar: bool | None = None,
     ) -> Meta:
         """The Meta of the value in file ``where`` (``sidecar=False``: known to have none)."""
-        content_type, metadata = DEFAULT_CONTENT_TYPE, _EMPTY
+        content_type, metadata = DEFAULT_CONTENT_TYPE, EMPTY
         if sidecar is not False:
-            content_type, metadata = _read_sidecar(where, info)
-        etag: EtagSource = data if data is not None else _LazyEtag(where, info)
-        fields = (key, info.st_size, etag, info.st_mtime, content_type, metadata, _version(info))
+            content_type, metadata = read_sidecar(where, info)
+        etag: EtagSource = data if data is not None else LazyEtag(where, info)
+        fields = (key, info.st_size, etag, info.st_mtime, content_type, metadata, version_of(info))
         meta: Meta = _new_meta(Meta, fields)
         return meta
 
@@ -298,20 +363,20 @@ class FileStore(Store):
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
         path = self._prefix + encode_key(key)
         with self._errors(key):
-            if options.if_match is None and options.if_none_match is None and _plain(options):
-                return self._write(key, path, _BytesSource(data), options)
+            if options.if_match is None and options.if_none_match is None and is_plain(options):
+                return self._write(key, path, BytesSource(data), options)
             with self._lock:
                 self._check(key, path, options)
-                return self._write(key, path, _BytesSource(data), options)
+                return self._write(key, path, BytesSource(data), options)
 
     def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
         path = self._prefix + encode_key(key)
         with self._errors(key):
-            if options.if_match is None and options.if_none_match is None and _plain(options):
-                return self._write(key, path, _StreamSource(stream), options)
+            if options.if_match is None and options.if_none_match is None and is_plain(options):
+                return self._write(key, path, StreamSource(stream), options)
             with self._lock:
                 self._check(key, path, options)
-                return self._write(key, path, _StreamSource(stream), options)
+                return self._write(key, path, StreamSource(stream), options)
 
     def _check(self, key: str, path: str, options: PutOptions) -> None:
         """Raise PreconditionFailed unless the value at ``path`` meets the write's conditions."""
@@ -334,8 +399,8 @@ class FileStore(Store):
             else:
                 data, info, where = found
                 value = parse_counter(key, data) + delta
-                options = PutOptions(*_read_sidecar(where, info))
-            self._write(key, path, _BytesSource(b"%d" % value), options)
+                options = PutOptions(*read_sidecar(where, info))
+            self._write(key, path, BytesSource(b"%d" % value), options)
         return value
 
     def decr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
@@ -343,9 +408,9 @@ class FileStore(Store):
         check_counter_arguments(delta, initial)  # before negating: -True is a valid int
         return self.incr(key, -delta, initial=initial)
 
-    def _write(self, key: str, path: str, source: _Source, options: PutOptions) -> Meta:
+    def _write(self, key: str, path: str, source: Source, options: PutOptions) -> Meta:
         """Write a value to a temporary file and rename it to ``path`` (or ``path/%%v``)."""
-        with_sidecar = not _plain(options)
+        with_sidecar = not is_plain(options)
         fd, temp = self._create_temp(path)
         try:
             try:
@@ -362,7 +427,7 @@ class FileStore(Store):
                 os.close(fd)
             self._place(path, temp, info, options if with_sidecar else None)
         except BaseException:
-            _unlink_quietly(temp)
+            unlink_quietly(temp)
             raise
         fields = (
             key,
@@ -371,7 +436,7 @@ class FileStore(Store):
             info.st_mtime,
             options.content_type,
             options.metadata,
-            _version(info),
+            version_of(info),
         )
         meta: Meta = _new_meta(Meta, fields)
         return meta
@@ -413,31 +478,24 @@ class FileStore(Store):
                 in_dir = False  # the directory was removed meanwhile: a file will do
                 continue
             if options is not None and in_dir:
-                _unlink_quietly(_sidecar_of(path))
+                unlink_quietly(sidecar_of(path))
             if self._fsync:
-                _fsync_dir(target[: target.rfind("/")])
+                fsync_dir(target[: target.rfind("/")])
             return
         raise StoreUnavailable(f"could not place a value at {self._relative(path)}")
 
     def _write_sidecar(self, target: str, info: os.stat_result, options: PutOptions) -> None:
-        record = {
-            "ino": info.st_ino,
-            "size": info.st_size,
-            "mtime_ns": info.st_mtime_ns,
-            "content_type": options.content_type,
-            "metadata": dict(options.metadata),
-        }
         fd, temp = self._create_temp(target)
         try:
             try:
-                _write_all(fd, json.dumps(record, ensure_ascii=False).encode("utf-8"))
+                write_all(fd, sidecar_record(info, options))
                 if self._fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(temp, _sidecar_of(target))
+            os.replace(temp, sidecar_of(target))
         except BaseException:
-            _unlink_quietly(temp)
+            unlink_quietly(temp)
             raise
 
     def _make_dir(self, directory: str) -> None:
@@ -453,7 +511,7 @@ class FileStore(Store):
                 if self._fsync:
                     while len(directory) >= len(self._prefix):
                         directory = directory[: directory.rfind("/")]
-                        _fsync_dir(directory)
+                        fsync_dir(directory)
                 return
         raise StoreUnavailable(f"could not create directory {self._relative(directory)}")
 
@@ -482,7 +540,7 @@ class FileStore(Store):
                 os.mkdir(holder)
                 try:
                     with contextlib.suppress(FileNotFoundError):
-                        os.rename(_sidecar_of(path), _sidecar_of(f"{holder}/{VALUE_NAME}"))
+                        os.rename(sidecar_of(path), sidecar_of(f"{holder}/{VALUE_NAME}"))
                     with contextlib.suppress(FileNotFoundError):
                         os.rename(path, f"{holder}/{VALUE_NAME}")
                     try:
@@ -494,12 +552,12 @@ class FileStore(Store):
                             continue  # a newer value took the name: move that one
                         # A writer of a key below made the directory meanwhile: keep the
                         # value inside it unless a newer one got there first.
-                        _adopt(holder, path)
+                        adopt(holder, path)
                     if self._fsync:
-                        _fsync_dir(parent)
+                        fsync_dir(parent)
                     return
                 finally:
-                    _remove_tree_quietly(holder)
+                    remove_tree_quietly(holder)
             raise StoreUnavailable(f"could not make room for {self._relative(path)}")
 
     # -- deletes ------------------------------------------------------------
@@ -529,7 +587,7 @@ class FileStore(Store):
                 return
         except (FileNotFoundError, NotADirectoryError):
             return
-        _unlink_quietly(_sidecar_of(target))
+        unlink_quietly(sidecar_of(target))
         directory = target[: target.rfind("/")]
         while len(directory) >= len(self._prefix):
             try:
@@ -538,135 +596,22 @@ class FileStore(Store):
                 break
             directory = directory[: directory.rfind("/")]
         if self._fsync:
-            _fsync_dir(directory)
+            fsync_dir(directory)
+
+    # -- listing ------------------------------------------------------------
 
     # -- listing ------------------------------------------------------------
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
-        for key, where, info, sidecar in self._walk(prefix, start_after, True):
-            assert info is not None
-            yield self._meta(key, where, info, None, sidecar)
+        with self._errors(None):
+            for key, where, info, sidecar in walk(self._root, prefix, start_after, True):
+                assert info is not None
+                yield self._meta(key, where, info, None, sidecar)
 
     def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
-        for key, _where, _info, _sidecar in self._walk(prefix, start_after, False):
-            yield key
-
-    def _walk(
-        self, prefix: str, start_after: str | None, with_stat: bool
-    ) -> Iterator[tuple[str, str, os.stat_result | None, bool]]:
-        """(key, file, stat, has-sidecar) of every value in range, in key order."""
-        cut = prefix.rfind("/")
-        if cut < 0:
-            base, directory = "", self._root
-        else:
-            base = prefix[: cut + 1]
-            directory = self._prefix + "/".join(key_names(prefix[:cut]))
         with self._errors(None):
-            yield from self._walk_dir(directory, base, prefix, start_after, with_stat)
-
-    def _walk_dir(
-        self, directory: str, base: str, prefix: str, start_after: str | None, with_stat: bool
-    ) -> Iterator[tuple[str, str, os.stat_result | None, bool]]:
-        entries: list[tuple[str, int, str]] = []
-        sidecars: set[str] = set()
-        self._scan(directory, "", (), entries, sidecars)
-        entries.sort()
-        for name, kind, where in entries:
-            key = base + name
-            if kind == _DIR:
-                if not key.startswith(prefix) and not prefix.startswith(key):
-                    if key > prefix:
-                        return
-                    continue
-                if (
-                    start_after is not None
-                    and start_after > key
-                    and not start_after.startswith(key)
-                ):
-                    continue  # every key below this directory is <= start_after
-                yield from self._walk_dir(where, key, prefix, start_after, with_stat)
-                continue
-            if not key.startswith(prefix):
-                if key > prefix:
-                    return
-                continue
-            if start_after is not None and key <= start_after:
-                continue
-            info: os.stat_result | None = None
-            if kind == _DIR_VALUE:
-                where += "/" + VALUE_NAME
-                try:
-                    info = os.stat(where)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                yield key, where, info, True
-                continue
-            if with_stat:
-                try:
-                    info = os.stat(where)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue  # removed since the directory was read
-            yield key, where, info, where in sidecars
-
-    def _scan(
-        self,
-        directory: str,
-        stem: str,
-        chain: tuple[str, ...],
-        entries: list[tuple[str, int, str]],
-        sidecars: set[str],
-    ) -> None:
-        """Collect the entries of ``directory`` (following chains of a long segment)."""
-        try:
-            listing = os.scandir(directory)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        with listing:
-            for entry in listing:
-                name = entry.name
-                if name.startswith(RESERVED):
-                    self._scan_reserved(directory, stem, chain, entry, entries, sidecars)
-                    continue
-                if chain:
-                    piece = decode_piece(name)
-                    if piece is None or encode_segment(stem + piece) != [*chain, name]:
-                        continue
-                    segment = stem + piece
-                else:
-                    decoded = decode_name(name)
-                    if decoded is None:
-                        continue
-                    segment = decoded
-                where = f"{directory}/{name}"
-                if entry.is_dir(follow_symlinks=False):
-                    entries.append((segment, _DIR_VALUE, where))
-                    entries.append((segment + "/", _DIR, where))
-                elif entry.is_file():
-                    entries.append((segment, _FILE, where))
-
-    def _scan_reserved(
-        self,
-        directory: str,
-        stem: str,
-        chain: tuple[str, ...],
-        entry: os.DirEntry[str],
-        entries: list[tuple[str, int, str]],
-        sidecars: set[str],
-    ) -> None:
-        name = entry.name
-        if name.startswith(META_PREFIX):
-            sidecars.add(f"{directory}/{name[len(META_PREFIX) :]}")
-        elif name.startswith(CHAIN_PREFIX) and entry.is_dir(follow_symlinks=False):
-            piece = decode_piece(name[len(CHAIN_PREFIX) :])
-            if piece is not None:
-                self._scan(entry.path, stem + piece, (*chain, name), entries, sidecars)
-        elif name.startswith(TEMP_PREFIX):
-            try:
-                info = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime > STALE_TEMP_SECONDS:
-                    os.unlink(entry.path)
-            except OSError:
-                pass  # cleaning up is best effort
+            for key, _where, _info, _sidecar in walk(self._root, prefix, start_after, False):
+                yield key
 
     # -- paths and errors ---------------------------------------------------
 
@@ -720,167 +665,3 @@ class _OSErrors:
     ) -> None:
         if isinstance(exc, OSError):
             raise self._store._translate(exc, self._key) from exc
-
-
-class _Source:
-    """What a write copies into its temporary file."""
-
-    __slots__ = ()
-
-    def write(self, fd: int) -> EtagSource:
-        """Write everything to ``fd``; return the etag or something Meta computes it from."""
-        raise NotImplementedError
-
-
-class _BytesSource(_Source):
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def write(self, fd: int) -> EtagSource:
-        _write_all(fd, self._data)
-        return self._data
-
-
-class _StreamSource(_Source):
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-
-    def write(self, fd: int) -> EtagSource:
-        digest = hashlib.md5(usedforsecurity=False)
-        while chunk := self._stream.read(CHUNK_SIZE):
-            digest.update(chunk)
-            _write_all(fd, chunk)
-        return digest.hexdigest()
-
-
-class _LazyEtag:
-    """The MD5 of one file's content, read on the first call and then remembered."""
-
-    __slots__ = ("_info", "_path", "_value")
-
-    def __init__(self, path: str, info: os.stat_result) -> None:
-        self._path = path
-        self._info = info
-        self._value: str | None = None
-
-    def __call__(self) -> str:
-        if self._value is None:
-            self._value = self._compute()
-        return self._value
-
-    def _compute(self) -> str:
-        stale = f"stale:{_version(self._info)}"
-        try:
-            with open(self._path, "rb", buffering=0) as file:
-                if not _same_file(os.fstat(file.fileno()), self._info):
-                    return stale
-                digest = hashlib.md5(usedforsecurity=False)
-                while chunk := file.read(CHUNK_SIZE):
-                    digest.update(chunk)
-                return digest.hexdigest()
-        except FileNotFoundError:
-            return stale
-        except OSError as error:
-            raise MirrorKVError(f"could not read a value to compute its etag: {error}") from error
-
-
-def _plain(options: PutOptions) -> bool:
-    return options.content_type == DEFAULT_CONTENT_TYPE and not options.metadata
-
-
-def _same_file(info: os.stat_result, other: os.stat_result) -> bool:
-    return (
-        info.st_ino == other.st_ino
-        and info.st_size == other.st_size
-        and info.st_mtime_ns == other.st_mtime_ns
-    )
-
-
-def _version(info: os.stat_result) -> str:
-    return f"{info.st_mtime_ns:x}.{info.st_ino:x}.{info.st_size:x}"
-
-
-def _sidecar_of(path: str) -> str:
-    cut = path.rfind("/") + 1
-    return f"{path[:cut]}{META_PREFIX}{path[cut:]}"
-
-
-def _read_sidecar(where: str, info: os.stat_result) -> tuple[str, Mapping[str, str]]:
-    """Content type and metadata of the value in file ``where``, if its sidecar describes it."""
-    try:
-        with open(_sidecar_of(where), "rb", buffering=0) as file:
-            record = json.loads(file.read())
-        if (
-            record["ino"] == info.st_ino
-            and record["size"] == info.st_size
-            and record["mtime_ns"] == info.st_mtime_ns
-        ):
-            metadata = record["metadata"]
-            content_type = record["content_type"]
-            if isinstance(content_type, str) and isinstance(metadata, dict):
-                return content_type, MappingProxyType(
-                    {str(name): str(value) for name, value in metadata.items()}
-                )
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except (ValueError, KeyError, TypeError):
-        pass  # not a sidecar we wrote: ignore it like a stale one
-    return DEFAULT_CONTENT_TYPE, _EMPTY
-
-
-def _read_all(fd: int) -> bytes:
-    data = os.read(fd, _READ_SIZE)
-    if not data:
-        return data
-    parts = [data]
-    while chunk := os.read(fd, CHUNK_SIZE if len(data) == _READ_SIZE else _READ_SIZE):
-        parts.append(chunk)
-    return data if len(parts) == 1 else b"".join(parts)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):
-        view = memoryview(data)
-        while written < len(data):
-            written += os.write(fd, view[written:])
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def _remove_tree_quietly(directory: str) -> None:
-    """Remove a directory of the store's own making with the files in it, if it still exists."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        _unlink_quietly(f"{directory}/{name}")
-    with contextlib.suppress(OSError):
-        os.rmdir(directory)
-
-
-def _adopt(holder: str, directory: str) -> None:
-    """Move ``holder``'s value (and sidecar) into ``directory``, never over a newer value."""
-    value = f"{holder}/{VALUE_NAME}"
-    if not os.path.exists(value):
-        return
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(_sidecar_of(value), _sidecar_of(f"{directory}/{VALUE_NAME}"))
-    with contextlib.suppress(FileExistsError):
-        os.link(value, f"{directory}/{VALUE_NAME}")
