@@ -20,8 +20,10 @@ from mirrorkv import (
     Capability,
     CorruptValue,
     InvalidURL,
+    InvalidValue,
     KeyNotFound,
     MirrorKVError,
+    PreconditionFailed,
     StoreUnavailable,
 )
 from mirrorkv.stores.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -273,6 +275,21 @@ def test_stream_from_an_unseekable_source(store: SQLiteStore) -> None:
     assert meta.etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
     assert store.get("piped") == data
     assert store.head("piped") == meta
+
+
+def test_a_failed_stream_write_changes_nothing(store: SQLiteStore) -> None:
+    store.put("k", b"old")
+
+    class Truncated(io.BytesIO):
+        def read(self, size: int | None = -1, /) -> bytes:
+            return b"" if self.tell() >= MIB else super().read(size)
+
+    with pytest.raises(InvalidValue, match="ended"):
+        store.put_file("k", Truncated(bytes(3 * MIB)))
+    with pytest.raises(PreconditionFailed):
+        store.put_file("k", io.BytesIO(bytes(3 * MIB)), if_none_match="*")
+    assert store.get("k") == b"old"
+    assert list(store.keys()) == ["k"]
 
 
 def test_open_reads_a_snapshot(store: SQLiteStore) -> None:

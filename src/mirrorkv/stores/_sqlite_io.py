@@ -127,13 +127,10 @@ def sized_source(stream: IO[bytes], small: int) -> Iterator[tuple[IO[bytes], int
     A seekable stream is measured in place; any other is copied into a
     temporary file (in memory up to ``small`` bytes), so memory stays bounded.
     """
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        if stream.seekable():
-            start = stream.tell()
-            end = stream.seek(0, io.SEEK_END)
-            stream.seek(start)
-            yield stream, end - start
-            return
+    size = _remaining(stream)
+    if size is not None:
+        yield stream, size
+        return
     with tempfile.SpooledTemporaryFile(max_size=small) as spool:
         size = 0
         while chunk := stream.read(CHUNK_SIZE):
@@ -141,6 +138,19 @@ def sized_source(stream: IO[bytes], small: int) -> Iterator[tuple[IO[bytes], int
             size += len(chunk)
         spool.seek(0)
         yield spool, size
+
+
+def _remaining(stream: IO[bytes]) -> int | None:
+    """How many bytes a seekable stream holds after its position; ``None`` if it cannot tell."""
+    try:
+        if not stream.seekable():
+            return None
+        start = stream.tell()
+        end = stream.seek(0, io.SEEK_END)
+        stream.seek(start)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return end - start
 
 
 class BlobReader(io.RawIOBase):

@@ -424,14 +424,23 @@ class SQLiteStore(Store):
         now = _now()
         version = f"{_version_prefix}{next(_version_counter):x}"
         content_type, metadata = options.content_type, options.metadata
-        if options is DEFAULT_PUT_OPTIONS:
+        if options is DEFAULT_PUT_OPTIONS or (
+            content_type == DEFAULT_CONTENT_TYPE
+            and not metadata
+            and options.if_match is None
+            and options.if_none_match is None
+        ):
             with self._errors:
                 conn.execute(_REPLACE_PLAIN, (key, etag, now, version, data))
         else:
             row = (key, etag, now, content_type, _dump_metadata(metadata), version, data)
-            with self._errors, transaction(conn):
-                self._check_condition(conn, key, options)
-                conn.execute(_REPLACE, row)
+            with self._errors:
+                if options.if_match is None and options.if_none_match is None:
+                    conn.execute(_REPLACE, row)
+                else:
+                    with transaction(conn):
+                        self._check_condition(conn, key, options)
+                        conn.execute(_REPLACE, row)
         meta: Meta = _new_meta(Meta, (key, size, etag, now, content_type, metadata, version))
         return meta
 
@@ -544,6 +553,11 @@ class SQLiteStore(Store):
         with sized_source(stream, _SMALL) as (source, size):
             if size <= _SMALL:
                 return self._put(key, source.read(), options)
+            if size > self.max_value_size:
+                raise InvalidValue(
+                    f"SQLiteStore holds values of at most {self.max_value_size} bytes, "
+                    f"this one has {size}"
+                )
             try:
                 conn = self._local.conn
             except AttributeError:
