@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from mirrorkv import MemoryStore
-from mirrorkv.testing import StoreFactory
+# The shipped suite's asserts should show the values they compare: rewrite them
+# before anything imports mirrorkv.testing.
+pytest.register_assert_rewrite("mirrorkv.testing")
+
+from mirrorkv import MemoryStore  # noqa: E402
+from mirrorkv.testing import StoreFactory  # noqa: E402
 
 
 def _memory(tmp_path: Path) -> StoreFactory:
@@ -56,4 +60,3 @@ STORE_FACTORIES: dict[str, Callable[[Path], StoreFactory]] = {
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Each registered store in turn, empty, in its own temporary directory."""
     return STORE_FACTORIES[request.param](tmp_path)
-

@@ -385,6 +385,7 @@ class Store(ABC):
 
     def decr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
         """Subtract ``delta`` from the counter at ``key``; see :meth:`incr`."""
+        check_counter_arguments(delta, initial)  # before negating: -True is a valid int
         return self.incr(key, -delta, initial=initial)
 
     def url_for(self, key: str) -> str:
