@@ -13,6 +13,7 @@ import hashlib
 import io
 import itertools
 import json
+import operator
 import os
 import sqlite3
 import threading
@@ -96,6 +97,7 @@ _LAST_PAGE = 4096
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _new_meta = tuple.__new__
+_first = operator.itemgetter(0)
 _now = time.time
 _md5 = hashlib.md5
 
@@ -515,7 +517,7 @@ class SQLiteStore(Store):
 
     def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
         for rows in self._pages("key", prefix, start_after):
-            yield from [row[0] for row in rows]
+            yield from map(_first, rows)
 
     # -- streams --------------------------------------------------------------
 
