@@ -20,11 +20,10 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from types import MappingProxyType
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote
 
-from ..errors import CorruptValue, InvalidValue, KeyNotFound, MirrorKVError
+from ..errors import InvalidValue, KeyNotFound, MirrorKVError
 from ..keys import check_key, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Meta
 from ..store import (
@@ -46,56 +45,32 @@ from ._sqlite_io import (
     transaction,
     write_blob,
 )
-
-__all__ = ["SQLiteStore"]
-
-#: The schema this code reads and writes (kept in ``PRAGMA user_version``).
-SCHEMA_VERSION = 1
-
-#: ``PRAGMA application_id`` of a mirrorkv database ("mkv" and a zero byte).
-APPLICATION_ID = 0x6D6B7600
-
-_SCHEMA = f"""
-CREATE TABLE entries (
-    key          TEXT NOT NULL PRIMARY KEY,
-    etag         TEXT NOT NULL,
-    modified     REAL NOT NULL,
-    content_type TEXT NOT NULL DEFAULT '{DEFAULT_CONTENT_TYPE}',
-    metadata     TEXT DEFAULT NULL,
-    version      TEXT NOT NULL,
-    value        BLOB NOT NULL
+from ._sqlite_schema import (
+    COLUMNS,
+    DELETE,
+    EMPTY,
+    ETAG,
+    GET,
+    GET_WITH_META,
+    HEAD,
+    REPLACE,
+    REPLACE_PLAIN,
+    REPLACE_ZEROS,
+    SCHEMA_VERSION,
+    STORED,
+    dump_metadata,
+    list_sql,
+    prepare,
+    row_meta,
 )
-"""
-# A rowid table, not WITHOUT ROWID: incremental BLOB I/O needs a rowid, and a
-# WITHOUT ROWID b-tree would carry large values inside the key index. The
-# value is the last column so that reading metadata never walks its overflow
-# pages. The key index (sqlite_autoindex_entries_1) serves ordered listings.
 
-# The size is not stored: length() of a BLOB column reads only the record header.
-_COLUMNS = "key, length(value), etag, modified, content_type, metadata, version"
-_STORED = "key, etag, modified, content_type, metadata, version, value"
-_REPLACE = f"INSERT OR REPLACE INTO entries ({_STORED}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_REPLACE_ZEROS = (
-    f"INSERT OR REPLACE INTO entries ({_STORED}) VALUES (?, ?, ?, ?, ?, ?, zeroblob(?))"
-)
-# Plain values (default content type, no metadata) bind fewer parameters: the
-# columns' defaults fill the rest, which makes put_many much faster.
-_REPLACE_PLAIN = (
-    "INSERT OR REPLACE INTO entries (key, etag, modified, version, value) VALUES (?, ?, ?, ?, ?)"
-)
-_GET = "SELECT value FROM entries WHERE key = ?"
-_HEAD = f"SELECT {_COLUMNS} FROM entries WHERE key = ?"
-_GET_WITH_META = f"SELECT {_COLUMNS}, value FROM entries WHERE key = ?"
-_DELETE = "DELETE FROM entries WHERE key = ?"
-_ETAG = "SELECT etag FROM entries WHERE key = ?"
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 #: Values up to this size are read whole by ``open`` and copied by one statement.
 _SMALL = CHUNK_SIZE
 #: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
-
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 _new_meta = tuple.__new__
 _first = operator.itemgetter(0)
 _now = time.time
@@ -110,39 +85,6 @@ _version_counter = itertools.count(1)
 
 def _next_version() -> str:
     return f"{_version_prefix}{next(_version_counter):x}"
-
-
-def _dump_metadata(metadata: Mapping[str, str]) -> str | None:
-    if not metadata:
-        return None
-    return json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def _load_metadata(text: str | None) -> Mapping[str, str]:
-    if text is None:
-        return _EMPTY
-    try:
-        loaded = json.loads(text)
-    except ValueError as error:
-        raise CorruptValue(f"unreadable metadata in the SQLite store: {text[:80]!r}") from error
-    if not isinstance(loaded, dict):
-        raise CorruptValue(f"unreadable metadata in the SQLite store: {text[:80]!r}")
-    return MappingProxyType(loaded)
-
-
-def _row_meta(row: tuple[Any, ...]) -> Meta:
-    metadata = row[5]
-    fields = (row[0], row[1], row[2], row[3], row[4], _EMPTY, row[6])
-    if metadata is not None:
-        fields = (*fields[:5], _load_metadata(metadata), row[6])
-    meta: Meta = _new_meta(Meta, fields)
-    return meta
-
-
-def _list_sql(columns: str, start_inclusive: bool, bounded: bool) -> str:
-    lower = ">=" if start_inclusive else ">"
-    upper = " AND key < ?" if bounded else ""
-    return f"SELECT {columns} FROM entries WHERE key {lower} ?{upper} ORDER BY key LIMIT ?"
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
@@ -299,38 +241,12 @@ class SQLiteStore(Store):
         try:
             conn.execute("PRAGMA synchronous=FULL" if self._fsync else "PRAGMA synchronous=NORMAL")
             if not self._ready:
-                self._prepare(conn)
+                prepare(conn, self._path)
                 self._ready = True
         except BaseException:
             conn.close()
             raise
         return conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Check (or create) the schema, then switch the file to WAL mode."""
-        with transaction(conn):
-            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            schema = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-            if application_id == 0 and schema == 0 and tables == 0:
-                conn.execute(_SCHEMA)
-                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif application_id != APPLICATION_ID:
-                raise MirrorKVError(
-                    f"{self._path} is an SQLite database of another application, "
-                    "not a mirrorkv store"
-                )
-            elif schema > SCHEMA_VERSION:
-                raise MirrorKVError(
-                    f"{self._path} has mirrorkv schema version {schema}, newer than this "
-                    f"mirrorkv knows (up to {SCHEMA_VERSION}): upgrade mirrorkv to open it"
-                )
-            elif schema < SCHEMA_VERSION:
-                raise MirrorKVError(f"{self._path} has an unknown mirrorkv schema {schema}")
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise MirrorKVError(f"{self._path}: SQLite refused WAL mode (journal_mode={mode})")
 
     def _connect(self) -> sqlite3.Connection:
         """The calling thread's connection, opened on its first use."""
@@ -410,7 +326,7 @@ class SQLiteStore(Store):
         except AttributeError:
             conn = self._connect()
         with self._errors:
-            row = conn.execute(_GET, (key,)).fetchone()
+            row = conn.execute(GET, (key,)).fetchone()
         if row is None:
             raise KeyNotFound(key)
         value: bytes = row[0]
@@ -433,16 +349,16 @@ class SQLiteStore(Store):
             and options.if_none_match is None
         ):
             with self._errors:
-                conn.execute(_REPLACE_PLAIN, (key, etag, now, version, data))
+                conn.execute(REPLACE_PLAIN, (key, etag, now, version, data))
         else:
-            row = (key, etag, now, content_type, _dump_metadata(metadata), version, data)
+            row = (key, etag, now, content_type, dump_metadata(metadata), version, data)
             with self._errors:
                 if options.if_match is None and options.if_none_match is None:
-                    conn.execute(_REPLACE, row)
+                    conn.execute(REPLACE, row)
                 else:
                     with transaction(conn):
                         self._check_condition(conn, key, options)
-                        conn.execute(_REPLACE, row)
+                        conn.execute(REPLACE, row)
         meta: Meta = _new_meta(Meta, (key, size, etag, now, content_type, metadata, version))
         return meta
 
@@ -450,7 +366,7 @@ class SQLiteStore(Store):
         """Inside a write transaction: raise PreconditionFailed unless ``options`` hold."""
         if options.if_match is None and options.if_none_match is None:
             return
-        row = conn.execute(_ETAG, (key,)).fetchone()
+        row = conn.execute(ETAG, (key,)).fetchone()
         check_precondition(key, None if row is None else Meta(key, 0, row[0], 0.0), options)
 
     def _delete(self, key: str) -> None:
@@ -459,7 +375,7 @@ class SQLiteStore(Store):
         except AttributeError:
             conn = self._connect()
         with self._errors:
-            conn.execute(_DELETE, (key,))
+            conn.execute(DELETE, (key,))
 
     def _head(self, key: str) -> Meta:
         try:
@@ -467,10 +383,10 @@ class SQLiteStore(Store):
         except AttributeError:
             conn = self._connect()
         with self._errors:
-            row = conn.execute(_HEAD, (key,)).fetchone()
+            row = conn.execute(HEAD, (key,)).fetchone()
         if row is None:
             raise KeyNotFound(key)
-        return _row_meta(row)
+        return row_meta(row)
 
     def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
         try:
@@ -478,10 +394,10 @@ class SQLiteStore(Store):
         except AttributeError:
             conn = self._connect()
         with self._errors:
-            row = conn.execute(_GET_WITH_META, (key,)).fetchone()
+            row = conn.execute(GET_WITH_META, (key,)).fetchone()
         if row is None:
             raise KeyNotFound(key)
-        return row[7], _row_meta(row)
+        return row[7], row_meta(row)
 
     def _pages(self, columns: str, prefix: str, start_after: str | None) -> Iterator[list[Any]]:
         """Rows in key order, page by page.
@@ -500,7 +416,7 @@ class SQLiteStore(Store):
                 conn = self._local.conn
             except AttributeError:
                 conn = self._connect()
-            sql = _list_sql(columns, inclusive, upper is not None)
+            sql = list_sql(columns, inclusive, upper is not None)
             params = (lower, limit) if upper is None else (lower, upper, limit)
             with self._errors:
                 rows = conn.execute(sql, params).fetchall()
@@ -512,8 +428,8 @@ class SQLiteStore(Store):
             limit = min(limit * 4, _LAST_PAGE)
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
-        for rows in self._pages(_COLUMNS, prefix, start_after):
-            yield from map(_row_meta, rows)
+        for rows in self._pages(COLUMNS, prefix, start_after):
+            yield from map(row_meta, rows)
 
     def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
         for rows in self._pages("key", prefix, start_after):
@@ -566,11 +482,11 @@ class SQLiteStore(Store):
                 conn = self._connect()
             now = _now()
             version = _next_version()
-            metadata_json = _dump_metadata(options.metadata)
+            metadata_json = dump_metadata(options.metadata)
             with self._errors, transaction(conn):
                 self._check_condition(conn, key, options)
                 row = (key, "", now, options.content_type, metadata_json, version, size)
-                cursor = conn.execute(_REPLACE_ZEROS, row)
+                cursor = conn.execute(REPLACE_ZEROS, row)
                 rowid = cursor.lastrowid
                 assert rowid is not None
                 etag = write_blob(conn, rowid, source, size)
@@ -592,11 +508,11 @@ class SQLiteStore(Store):
         now = _now()
         version = _next_version()
         with self._errors, transaction(conn):
-            row = conn.execute(f"SELECT {_COLUMNS}, rowid FROM entries WHERE key = ?", (source,))
+            row = conn.execute(f"SELECT {COLUMNS}, rowid FROM entries WHERE key = ?", (source,))
             found = row.fetchone()
             if found is None:
                 raise KeyNotFound(source)
-            meta = _row_meta((target, *found[1:3], now, *found[4:6], version))
+            meta = row_meta((target, *found[1:3], now, *found[4:6], version))
             if source == target:
                 conn.execute(
                     "UPDATE entries SET modified = ?, version = ? WHERE rowid = ?",
@@ -604,7 +520,7 @@ class SQLiteStore(Store):
                 )
             elif found[1] <= _SMALL:
                 conn.execute(
-                    f"INSERT OR REPLACE INTO entries ({_STORED}) SELECT ?, etag, ?, "
+                    f"INSERT OR REPLACE INTO entries ({STORED}) SELECT ?, etag, ?, "
                     "content_type, metadata, ?, value FROM entries WHERE rowid = ?",
                     (target, now, version, found[7]),
                 )
@@ -616,7 +532,7 @@ class SQLiteStore(Store):
         """Copy a large value blob to blob, a chunk at a time, inside the caller's transaction."""
         size = found[1]
         row = (meta.key, found[2], meta[3], found[4], found[5], meta.version, size)
-        cursor = conn.execute(_REPLACE_ZEROS, row)
+        cursor = conn.execute(REPLACE_ZEROS, row)
         target_rowid = cursor.lastrowid
         assert target_rowid is not None
         with conn.blobopen("entries", "value", found[7], readonly=True) as source:
@@ -661,7 +577,7 @@ class SQLiteStore(Store):
                 self._checked_size(data)
             etag = _md5(data, usedforsecurity=False).hexdigest()
             rows.append((key, etag, now, version, data))
-            metas.append(_new_meta(Meta, (key, size, etag, now, content_type, _EMPTY, version)))
+            metas.append(_new_meta(Meta, (key, size, etag, now, content_type, EMPTY, version)))
         self._write_rows(rows)
         return metas
 
@@ -674,7 +590,7 @@ class SQLiteStore(Store):
         except AttributeError:
             conn = self._connect()
         with self._errors, transaction(conn):
-            conn.executemany(_REPLACE_PLAIN, rows)
+            conn.executemany(REPLACE_PLAIN, rows)
 
     def _delete_many(self, keys: list[str]) -> None:
         try:
@@ -682,7 +598,7 @@ class SQLiteStore(Store):
         except AttributeError:
             conn = self._connect()
         with self._errors, transaction(conn):
-            conn.executemany(_DELETE, [(key,) for key in keys])
+            conn.executemany(DELETE, [(key,) for key in keys])
 
     def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
         """Add ``delta`` to the counter at ``key`` in one transaction; see :meth:`Store.incr`."""
@@ -705,7 +621,7 @@ class SQLiteStore(Store):
             data = b"%d" % value
             etag = _md5(data, usedforsecurity=False).hexdigest()
             conn.execute(
-                _REPLACE,
+                REPLACE,
                 (key, etag, _now(), content_type, metadata, _next_version(), data),
             )
         return value
