@@ -625,9 +625,3 @@ class SQLiteStore(Store):
                 (key, etag, _now(), content_type, metadata, _next_version(), data),
             )
         return value
-
-    def decr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
-        """Subtract ``delta`` from the counter at ``key``; see :meth:`incr`."""
-        # Checked before negating: -True is -1, which would pass as a whole number.
-        check_counter_arguments(delta, initial)
-        return self.incr(key, -delta, initial=initial)
