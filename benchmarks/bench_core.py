@@ -725,6 +725,9 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as error:
             skipped[contender.name] = f"not importable ({error})"
             continue
+        except Exception as error:  # a broken contender is reported, not fatal
+            skipped[contender.name] = f"failed to open: {type(error).__name__}: {error}"
+            continue
         finally:
             shutil.rmtree(probe, ignore_errors=True)
         chosen.append(contender)
@@ -738,15 +741,30 @@ def main(argv: list[str] | None = None) -> int:
     # An untimed warm-up on a small workload (imports, page faults, caches).
     warm_items, warm_batch = items[:1000], batch[:1000]
     warm_order = [index for index in order if index < 1000]
-    for contender in chosen:
-        run_once(contender, warm_items, warm_batch, warm_order, args.phase_seconds, Result())
+    for contender in list(chosen):
+        try:
+            run_once(contender, warm_items, warm_batch, warm_order, args.phase_seconds, Result())
+        except Exception as error:  # a broken contender is reported, not fatal
+            skipped[contender.name] = f"failed: {type(error).__name__}: {error}"
+            chosen.remove(contender)
+            del results[contender.name]
 
     started = time.perf_counter()
     for round_number in range(args.repeat):
         shift = round_number % max(len(chosen), 1)
         for contender in chosen[shift:] + chosen[:shift]:
+            if contender.name in skipped:
+                continue
             print(f"round {round_number + 1}/{args.repeat}: {contender.name}", file=sys.stderr)
-            run_once(contender, items, batch, order, args.phase_seconds, results[contender.name])
+            try:
+                run_once(
+                    contender, items, batch, order, args.phase_seconds, results[contender.name]
+                )
+            except Exception as error:  # a broken contender is reported, not fatal
+                skipped[contender.name] = f"failed: {type(error).__name__}: {error}"
+    for name in skipped:
+        results.pop(name, None)
+    chosen = [contender for contender in chosen if contender.name in results]
     print(report(results, chosen, skipped, args, time.perf_counter() - started))
     return 0
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..errors import InvalidKey, KeyNotFound
-from ..keys import check_key
+from ..keys import check_key, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Meta
 from ..store import (
     Capability,
@@ -19,6 +19,7 @@ from ..store import (
     check_counter_arguments,
     check_precondition,
     parse_counter,
+    to_bytes,
 )
 
 __all__ = ["MemoryStore"]
@@ -31,6 +32,7 @@ _new_meta = tuple.__new__
 # (Meta computes the MD5 from it when asked): one tuple per write, replaced by
 # a single atomic dict assignment, and head() allocates nothing.
 _VALUE = 2
+_ABSENT: Any = object()
 
 
 class MemoryStore(Store):
@@ -40,6 +42,10 @@ class MemoryStore(Store):
     listing after a new key appears. Nothing survives the process. Writes
     take one lock, so conditional writes and counters are atomic across
     threads; reads take none. The etag is computed only when asked for.
+
+    Listings iterate a sorted snapshot of the keys, so a key added after a
+    listing started is not yielded and a key deleted before it is reached is
+    skipped.
     """
 
     capabilities = (
@@ -51,10 +57,14 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire
         self._release = self._lock.release
-        self._versions = itertools.count(1)
-        self._generation = 0  # bumped after a key is added, to invalidate _sorted
-        self._sorted: list[str] = []
-        self._sorted_generation = -1
+        self._version = 0  # the last version given out; bumped under the lock
+        # Keys ever inserted = len(entries) + removed: the sorted key list is
+        # stale exactly when that count moved, so put need not test whether
+        # its key is new. Every removal bumps _removed after it (under the lock).
+        self._removed = 0
+        # (keys inserted when sorted, the sorted keys): one attribute, so that
+        # two listings racing to refresh it never pair one's count with the other's list.
+        self._sorted: tuple[int, list[str]] = (-1, [])
 
     @classmethod
     def from_url(cls, url: Any, **options: Any) -> MemoryStore:
@@ -81,7 +91,7 @@ class MemoryStore(Store):
     def get(self, key: str) -> bytes:
         """The value of ``key``. Raises :class:`KeyNotFound` where absent."""
         try:
-            value: bytes = self._entries[key][_VALUE]
+            value: bytes = self._entries[key][2]  # _VALUE, as a constant: no global lookup
         except (KeyError, TypeError):
             raise self._missing(key) from None
         return value
@@ -109,18 +119,16 @@ class MemoryStore(Store):
             and "\x00" not in key
         ):
             # The common case, inlined: this is the hot path of every workload.
-            meta: Meta = _new_meta(
-                Meta,
-                (key, len(data), data, _now(), DEFAULT_CONTENT_TYPE, _EMPTY, next(self._versions)),
-            )
-            entries = self._entries
+            # The lock is what makes conditional writes and incr atomic against
+            # plain puts; benchmarks/memory_put_variants.py prices each step.
+            now = _now()
             self._acquire()
             try:
-                if key in entries:
-                    entries[key] = meta
-                else:
-                    entries[key] = meta
-                    self._generation += 1
+                self._version = version = self._version + 1
+                meta: Meta = _new_meta(
+                    Meta, (key, len(data), data, now, DEFAULT_CONTENT_TYPE, _EMPTY, version)
+                )
+                self._entries[key] = meta
             finally:
                 self._release()
             return meta
@@ -153,18 +161,20 @@ class MemoryStore(Store):
         return KeyNotFound(str(key))
 
     def _new(self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]) -> Meta:
-        fields = (key, len(data), data, _now(), content_type, metadata, next(self._versions))
+        """A Meta with the next version; the caller holds the lock (versions follow write order)."""
+        self._version = version = self._version + 1
+        fields = (key, len(data), data, _now(), content_type, metadata, version)
         meta: Meta = _new_meta(Meta, fields)
         return meta
 
     def _store(self, meta: Meta) -> None:
         """Insert or replace an entry; the caller holds the lock."""
-        key = meta.key
-        if key not in self._entries:
-            self._entries[key] = meta
-            self._generation += 1
-        else:
-            self._entries[key] = meta
+        self._entries[meta[0]] = meta
+
+    def _remove(self, key: str) -> None:
+        """Remove an entry if present; the caller holds the lock."""
+        if self._entries.pop(key, _ABSENT) is not _ABSENT:
+            self._removed += 1
 
     def _get(self, key: str) -> bytes:
         try:
@@ -174,16 +184,16 @@ class MemoryStore(Store):
         return value
 
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
-        meta = self._new(key, data, options.content_type, options.metadata)
         with self._lock:
             if options.if_match is not None or options.if_none_match is not None:
                 check_precondition(key, self._entries.get(key), options)
+            meta = self._new(key, data, options.content_type, options.metadata)
             self._store(meta)
         return meta
 
     def _delete(self, key: str) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            self._remove(key)
 
     def _head(self, key: str) -> Meta:
         try:
@@ -196,30 +206,38 @@ class MemoryStore(Store):
         return meta[_VALUE], meta
 
     def _sorted_keys(self) -> list[str]:
-        generation = self._generation
-        if self._sorted_generation != generation:
+        with self._lock:
+            inserted = len(self._entries) + self._removed
+            cached_inserted, cached = self._sorted
+            if cached_inserted == inserted:
+                return cached
             # Iterating a str-keyed dict in C never releases the GIL: a consistent snapshot.
-            # Python orders str by code point, which is UTF-8 byte order for valid keys.
-            self._sorted = sorted(self._entries)
-            self._sorted_generation = generation
-        return self._sorted
+            snapshot = list(self._entries)
+        # Python orders str by code point, which is UTF-8 byte order for valid keys.
+        # Sorted outside the lock; the list is replaced, never mutated, so running
+        # listings keep iterating the snapshot they started with.
+        snapshot.sort()
+        self._sorted = (inserted, snapshot)
+        return snapshot
+
+    def _range(self, prefix: str, start_after: str | None) -> Iterator[str]:
+        """The sorted keys in the listing's range (deleted ones included), lazily, in C."""
+        keys = self._sorted_keys()
+        if start_after is not None and start_after >= prefix:
+            start = bisect.bisect_right(keys, start_after)
+        else:
+            start = bisect.bisect_left(keys, prefix)
+        bound = prefix_upper_bound(prefix)
+        stop = len(keys) if bound is None else bisect.bisect_left(keys, bound, start)
+        return itertools.islice(keys, start, stop)
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
-        keys = self._sorted_keys()
-        entries = self._entries
-        if start_after is not None and start_after >= prefix:
-            index = bisect.bisect_right(keys, start_after)
-        else:
-            index = bisect.bisect_left(keys, prefix)
-        for key in itertools.islice(keys, index, None):
-            if not key.startswith(prefix):
-                return
-            meta = entries.get(key)
-            if meta is not None:  # deleted keys linger in the sorted list
-                yield meta
+        # Deleted keys linger in the sorted list: get() yields None for them,
+        # which filter drops (a Meta is a non-empty tuple, so always true).
+        return filter(None, map(self._entries.get, self._range(prefix, start_after)))
 
     def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
-        return (meta[0] for meta in self._list(prefix, start_after))
+        return filter(self._entries.__contains__, self._range(prefix, start_after))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The values of the keys that exist; absent keys are left out."""
@@ -231,17 +249,47 @@ class MemoryStore(Store):
                 found[key] = meta[_VALUE]
         return found
 
+    def put_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> list[Meta]:
+        """Store many values at once, all-or-nothing; see :meth:`Store.put_many`.
+
+        Every key and value is checked before anything is written; the
+        values share one timestamp and get consecutive versions.
+        """
+        if self.max_value_size is not None:
+            return super().put_many(items)
+        pairs = items.items() if isinstance(items, Mapping) else items
+        checked: list[tuple[str, bytes]] = []
+        append = checked.append
+        for key, data in pairs:
+            # The checks of put's fast path; anything unusual goes the long way.
+            if not (
+                key.__class__ is str and 0 < len(key) <= 256 and key.isascii() and "\x00" not in key
+            ):
+                check_key(key)
+            append((key, data if data.__class__ is bytes else to_bytes(data)))
+        return self._put_many(checked)
+
     def _put_many(self, items: list[tuple[str, bytes]]) -> list[Meta]:
-        written = [self._new(key, data, DEFAULT_CONTENT_TYPE, _EMPTY) for key, data in items]
+        now = _now()
+        written: list[Meta] = []
+        append = written.append
+        entries = self._entries
         with self._lock:
-            for meta in written:
-                self._store(meta)
+            version = self._version
+            for key, data in items:
+                version += 1
+                meta: Meta = _new_meta(
+                    Meta, (key, len(data), data, now, DEFAULT_CONTENT_TYPE, _EMPTY, version)
+                )
+                entries[key] = meta
+                append(meta)
+            self._version = version
         return written
 
     def _delete_many(self, keys: list[str]) -> None:
         with self._lock:
             for key in keys:
-                self._entries.pop(key, None)
+                self._remove(key)
 
     def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
         """Add ``delta`` to the counter at ``key`` atomically; see :meth:`Store.incr`."""
@@ -260,5 +308,5 @@ class MemoryStore(Store):
     def clear(self) -> None:
         """Remove every key."""
         with self._lock:
+            self._removed += len(self._entries)
             self._entries.clear()
-            self._generation += 1
