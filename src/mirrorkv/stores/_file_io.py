@@ -121,8 +121,14 @@ def same_file(info: os.stat_result, other: os.stat_result) -> bool:
     )
 
 
-def version_of(info: os.stat_result) -> str:
-    return f"{info.st_mtime_ns:x}.{info.st_ino:x}.{info.st_size:x}"
+def version_of(info: os.stat_result) -> int:
+    """The version of the file ``info`` describes: its nanosecond mtime and inode in one int.
+
+    A new value is a new file, created while the old one still exists, so it
+    never has the old one's inode: the version changes on every write.
+    (Meta turns it into a string when asked.)
+    """
+    return info.st_mtime_ns << 64 | info.st_ino
 
 
 def sidecar_of(path: str) -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "TEMP_PREFIX",
     "VALUE_NAME",
     "decode_name",
+    "decode_key",
     "decode_piece",
     "encode_key",
     "encode_segment",
@@ -141,12 +142,12 @@ def encode_key(key: str) -> str:
 
 def decode_piece(name: str) -> str | None:
     """The text a name or chain piece stands for, or ``None`` if it is not well formed."""
-    if "%" not in name:
-        return name
     try:
         raw = name.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes on disk, kept as surrogates by os
         return None
+    if b"%" not in raw:
+        return name
     unescaped, count = _ESCAPE.subn(_unescape, raw)
     if count != raw.count(b"%"):
         return None
@@ -168,3 +169,28 @@ def decode_name(name: str) -> str | None:
     if encode_segment(segment) != [name]:
         return None
     return segment
+
+
+def decode_key(path: str) -> str | None:
+    """The key a relative path stands for, or ``None`` if it is not a key's canonical path.
+
+    The inverse of :func:`encode_key`: ``decode_key(encode_key(key)) == key``.
+    """
+    segments: list[str] = []
+    stem = ""
+    for name in path.split("/"):
+        if name.startswith(CHAIN_PREFIX):
+            piece = decode_piece(name[len(CHAIN_PREFIX) :])
+            if piece is None:
+                return None
+            stem += piece
+            continue
+        piece = decode_piece(name) if stem else decode_name(name)
+        if piece is None or name.startswith(RESERVED):
+            return None
+        segments.append(stem + piece if stem else piece)
+        stem = ""
+    if stem:
+        return None
+    key = "/".join(segments)
+    return key if key and encode_key(key) == path else None

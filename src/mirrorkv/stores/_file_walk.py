@@ -11,6 +11,7 @@ skipped (see :mod:`mirrorkv.stores._file_keys`).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -48,6 +49,8 @@ def walk(root: str, prefix: str, start_after: str | None, with_stat: bool) -> It
     The walk starts in the deepest directory that ``prefix`` names whole.
     ``with_stat=False`` skips the ``stat`` of plain value files (listing keys only).
     """
+    if not stat.S_ISDIR(os.stat(root).st_mode):  # a vanished root is an error, not emptiness
+        raise NotADirectoryError(errno.ENOTDIR, "the store's root is not a directory", root)
     cut = prefix.rfind("/")
     if cut < 0:
         return _walk_dir(root, "", prefix, start_after, with_stat)

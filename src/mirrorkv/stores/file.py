@@ -97,8 +97,8 @@ class FileStore(Store):
     file ``%%m.<name>`` that names the exact file (inode, size, nanosecond
     mtime) it describes: a sidecar left behind by a crash, or by a later
     write without metadata, describes no current value and is ignored.
-    ``version`` is made of the file's mtime, inode and size, so it survives a
-    restart and changes on every write; ``etag`` is the MD5 of the content,
+    ``version`` is made of the file's nanosecond mtime and inode, so it survives
+    a restart and changes on every write; ``etag`` is the MD5 of the content,
     read from the file only when first asked for (if the value was replaced
     in between, the etag reads ``stale:<version>``, which equals no etag, so
     a conditional write with it fails as it should).
@@ -504,7 +504,8 @@ class FileStore(Store):
             try:
                 os.makedirs(directory, exist_ok=True)
             except (FileExistsError, NotADirectoryError):
-                self._clear_way(directory)
+                if not self._clear_way(directory):
+                    raise  # nothing of ours in the way (the root itself is not a directory)
             except FileNotFoundError:
                 continue  # a parent was removed as we went: go again
             else:
@@ -515,14 +516,17 @@ class FileStore(Store):
                 return
         raise StoreUnavailable(f"could not create directory {self._relative(directory)}")
 
-    def _clear_way(self, directory: str) -> None:
-        """Move aside every value file that sits where ``directory`` needs a directory."""
+    def _clear_way(self, directory: str) -> bool:
+        """Move aside the value files where ``directory`` needs directories; False: none found."""
+        moved = False
         with self._lock:
             current = self._root
             for name in directory[len(self._prefix) :].split("/"):
                 current = f"{current}/{name}"
                 if os.path.lexists(current) and not os.path.isdir(current):
                     self._move_aside(current)
+                    moved = True
+        return moved
 
     def _move_aside(self, path: str) -> None:
         """Turn the value file at ``path`` into a directory holding it as ``%%v``.
