@@ -384,3 +384,24 @@ def test_path_too_long_is_a_mirrorkv_error(tmp_path: Path) -> None:
     with pytest.raises(MirrorKVError) as caught:
         store.put("%" * 1000, b"v")
     assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_readers_never_miss_a_value_being_moved_aside(tmp_path: Path) -> None:
+    from mirrorkv.testing._support import run_threads
+
+    store = FileStore(tmp_path)
+    keys = [f"k{i}" for i in range(60)]
+    for key in keys:
+        store.put(key, b"value")
+
+    def work(thread: int) -> None:
+        for key in keys:
+            if thread == 0:
+                store.put(f"{key}/child", b"c")  # moves the value of key into key/%%v
+            else:
+                for other in keys:
+                    assert store.get(other) == b"value"
+
+    run_threads(work, 2)
+    for key in keys:
+        assert store.get(key) == b"value" and store.get(f"{key}/child") == b"c"
