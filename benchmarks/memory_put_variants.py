@@ -168,6 +168,18 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     ),
     "lean, SimpleQueue token for the Lock": _variant(CHECK_CLASS, _meta(), QUEUED),
     "type(), += 1 under a SimpleQueue token (all three)": _variant(*_BEST),
+    "version += 1 under the Lock, store an untracked tuple, return a Meta": _variant(
+        CHECK_CLASS,
+        """\
+now = _now()
+self._acquire()
+try:
+    self._version = version = self._version + 1
+    self._entries[key] = (key, len(data), data, now, CT, None, version)
+finally:
+    self._release()
+meta = _new(Meta, (key, len(data), data, now, CT, _EMPTY, version))""",
+    ),
     "lean minus the key/value check (breaks the contract)": _variant("True", _meta(), LOCKED),
     "lean minus the lock (breaks the contract)": _variant(
         CHECK_CLASS, _meta(), "self._entries[key] = meta"
