@@ -403,11 +403,6 @@ class FileStore(Store):
             self._write(key, path, BytesSource(b"%d" % value), options)
         return value
 
-    def decr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
-        """Subtract ``delta`` from the counter at ``key``; see :meth:`incr`."""
-        check_counter_arguments(delta, initial)  # before negating: -True is a valid int
-        return self.incr(key, -delta, initial=initial)
-
     def _write(self, key: str, path: str, source: Source, options: PutOptions) -> Meta:
         """Write a value to a temporary file and rename it to ``path`` (or ``path/%%v``)."""
         with_sidecar = not is_plain(options)
