@@ -141,6 +141,17 @@ class MemoryStore(Store):
             if_none_match=if_none_match,
         )
 
+    def delete(self, key: str) -> None:
+        """Remove ``key``. Deleting an absent key is not an error."""
+        if key.__class__ is str and 0 < len(key) <= 256 and key.isascii() and "\x00" not in key:
+            self._acquire()
+            try:
+                self._remove(key)
+            finally:
+                self._release()
+            return
+        super().delete(key)
+
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` exists. An invalid key raises :class:`InvalidKey`."""
         try:
