@@ -54,3 +54,13 @@ def test_pickle_roundtrip() -> None:
 
 def test_repr_shows_computed_fields() -> None:
     assert etag_of(b"abc") in repr(Meta("k", 3, b"abc", 0.0))
+
+
+def test_default_metadata_cannot_be_changed_through_a_meta() -> None:
+    from mirrorkv import MemoryStore
+
+    store = MemoryStore()
+    meta = store.put("k", b"v")
+    with pytest.raises(TypeError):
+        meta.metadata["owner"] = "mallory"  # type: ignore[index]
+    assert dict(store.put("j", b"v").metadata) == {}

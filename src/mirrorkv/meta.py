@@ -15,12 +15,20 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Self
 
-__all__ = ["DEFAULT_CONTENT_TYPE", "Listing", "Meta", "etag_of", "freeze_metadata"]
+__all__ = [
+    "DEFAULT_CONTENT_TYPE",
+    "NO_METADATA",
+    "Listing",
+    "Meta",
+    "etag_of",
+    "freeze_metadata",
+]
 
 #: The content type of a value stored without one.
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
+#: The (read-only, shared) user metadata of a value stored without any.
+NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 EtagSource = str | bytes | bytearray | memoryview | Callable[[], str]
 
@@ -33,7 +41,7 @@ def etag_of(data: bytes | bytearray | memoryview) -> str:
 def freeze_metadata(metadata: Mapping[str, str] | None) -> Mapping[str, str]:
     """A read-only copy of user metadata; checks that keys and values are ``str``."""
     if not metadata:
-        return _EMPTY
+        return NO_METADATA
     for name, value in metadata.items():
         if not isinstance(name, str) or not isinstance(value, str):
             from .errors import InvalidValue
@@ -60,7 +68,7 @@ class Meta(tuple[Any, ...]):
         etag: EtagSource,
         modified: datetime | float,
         content_type: str = DEFAULT_CONTENT_TYPE,
-        metadata: Mapping[str, str] = _EMPTY,
+        metadata: Mapping[str, str] = NO_METADATA,
         version: str | int = "",
     ) -> Self:
         """Make a record; ``etag`` may be the value or a function, ``modified`` a POSIX time."""

@@ -37,14 +37,12 @@ from typing import IO, BinaryIO, NamedTuple, Self
 
 from .errors import InvalidValue, KeyNotFound, NotSupported, PreconditionFailed
 from .keys import check_key, check_prefix
-from .meta import DEFAULT_CONTENT_TYPE, Listing, Meta
+from .meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Listing, Meta
 
 __all__ = ["Capability", "PutOptions", "Store", "after_prefix", "to_bytes"]
 
 #: The chunk size used when a store streams a value in or out.
 CHUNK_SIZE = 1 << 20
-
-_EMPTY: Mapping[str, str] = {}
 
 PathOrFile = str | os.PathLike[str] | IO[bytes]
 
@@ -71,7 +69,7 @@ class PutOptions(NamedTuple):
     """The options of one write, as a backend's ``_put`` receives them (already validated)."""
 
     content_type: str = DEFAULT_CONTENT_TYPE
-    metadata: Mapping[str, str] = _EMPTY
+    metadata: Mapping[str, str] = NO_METADATA
     if_match: str | None = None
     if_none_match: str | None = None
 

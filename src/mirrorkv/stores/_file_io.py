@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import IO
 
 from ..errors import MirrorKVError
-from ..meta import DEFAULT_CONTENT_TYPE, EtagSource
+from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, EtagSource
 from ..store import CHUNK_SIZE, PutOptions
 from ._file_keys import META_PREFIX, VALUE_NAME
 
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The metadata of a value stored without any.
-EMPTY: Mapping[str, str] = MappingProxyType({})
+EMPTY = NO_METADATA
 _READ_SIZE = 1 << 16
 
 

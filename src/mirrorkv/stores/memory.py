@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import InvalidKey, KeyNotFound
 from ..keys import check_key, prefix_upper_bound
-from ..meta import DEFAULT_CONTENT_TYPE, Meta
+from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta
 from ..store import (
     Capability,
     PutOptions,
@@ -24,7 +24,6 @@ from ..store import (
 
 __all__ = ["MemoryStore"]
 
-_EMPTY: Mapping[str, str] = {}
 _now = time.time
 _new_meta = tuple.__new__
 
@@ -126,7 +125,7 @@ class MemoryStore(Store):
             try:
                 self._version = version = self._version + 1
                 meta: Meta = _new_meta(
-                    Meta, (key, len(data), data, now, DEFAULT_CONTENT_TYPE, _EMPTY, version)
+                    Meta, (key, len(data), data, now, DEFAULT_CONTENT_TYPE, NO_METADATA, version)
                 )
                 self._entries[key] = meta
             finally:
@@ -290,7 +289,7 @@ class MemoryStore(Store):
             for key, data in items:
                 version += 1
                 meta: Meta = _new_meta(
-                    Meta, (key, len(data), data, now, DEFAULT_CONTENT_TYPE, _EMPTY, version)
+                    Meta, (key, len(data), data, now, DEFAULT_CONTENT_TYPE, NO_METADATA, version)
                 )
                 entries[key] = meta
                 append(meta)
@@ -310,7 +309,7 @@ class MemoryStore(Store):
             current = self._entries.get(key)
             if current is None:
                 value = initial + delta
-                self._store(self._new(key, b"%d" % value, DEFAULT_CONTENT_TYPE, _EMPTY))
+                self._store(self._new(key, b"%d" % value, DEFAULT_CONTENT_TYPE, NO_METADATA))
             else:
                 value = parse_counter(key, current[_VALUE]) + delta
                 self._store(self._new(key, b"%d" % value, current.content_type, current.metadata))
