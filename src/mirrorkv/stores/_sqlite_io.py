@@ -20,7 +20,14 @@ from ..errors import (
 )
 from ..store import CHUNK_SIZE
 
-__all__ = ["BlobReader", "ErrorTranslator", "sized_source", "transaction", "write_blob"]
+__all__ = [
+    "BlobReader",
+    "ErrorTranslator",
+    "open_blob",
+    "sized_source",
+    "transaction",
+    "write_blob",
+]
 
 # Primary SQLite result codes (https://sqlite.org/rescode.html).
 _BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
@@ -101,13 +108,13 @@ class _Readable(Protocol):
 def write_blob(
     conn: sqlite3.Connection, rowid: int, source: _Readable, size: int, *, hashed: bool = True
 ) -> str:
-    """Fill the ``size``-byte value of row ``rowid`` from ``source``; return its hex MD5.
+    """Fill the ``size``-byte value of blob row ``rowid`` from ``source``; return its hex MD5.
 
-    The row must already hold a zero blob of that size (``zeroblob(size)``).
-    A source that ends early raises :class:`InvalidValue`.
+    The row of the ``blobs`` table must already hold a zero blob of that size
+    (``zeroblob(size)``). A source that ends early raises :class:`InvalidValue`.
     """
     digest = hashlib.md5(usedforsecurity=False)
-    with conn.blobopen("entries", "value", rowid) as blob:
+    with conn.blobopen("blobs", "data", rowid) as blob:
         remaining = size
         while remaining:
             chunk = source.read(min(CHUNK_SIZE, remaining))
@@ -118,6 +125,11 @@ def write_blob(
                 digest.update(chunk)
             remaining -= len(chunk)
     return digest.hexdigest() if hashed else ""
+
+
+def open_blob(conn: sqlite3.Connection, rowid: int) -> sqlite3.Blob:
+    """A read-only handle on the large value in blob row ``rowid``."""
+    return conn.blobopen("blobs", "data", rowid, readonly=True)
 
 
 @contextlib.contextmanager

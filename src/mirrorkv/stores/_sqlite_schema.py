@@ -1,8 +1,26 @@
-"""The SQLite store's schema: the table, its statements, and rows to `Meta` records.
+"""The SQLite store's schema: the tables, their statements, and rows to `Meta` records.
 
 A mirrorkv database is marked with ``PRAGMA application_id`` and carries its
 schema version in ``PRAGMA user_version``; :func:`prepare` creates the schema
 in an empty file and refuses any other.
+
+Layout (schema version 1):
+
+* ``entries``, a ``WITHOUT ROWID`` table keyed by the key: one b-tree holds
+  the key, the metadata and a small value inline, so a put writes one
+  b-tree and a get descends one. Its BINARY collation orders keys by their
+  UTF-8 bytes (S3 order), which serves listings.
+* ``blobs``, a rowid table of large values. A large value lives in one row
+  of its own, referenced by ``entries.blob`` (``entries.value`` is then
+  NULL), because SQLite's incremental BLOB I/O, which streams it, needs a
+  rowid, and because a ``WITHOUT ROWID`` b-tree works best with small rows.
+  No two entries share a blob row.
+* Two triggers delete the blob row of an entry that is deleted or whose
+  ``blob`` is replaced (an upsert over it), inside the same statement, so no
+  write path (put, put_many, copy, incr, delete, delete_many) can leak one.
+  Writes are upserts (``ON CONFLICT DO UPDATE``), not ``INSERT OR REPLACE``:
+  the update trigger fires without ``PRAGMA recursive_triggers``, and an
+  overwrite updates the row in place instead of deleting and reinserting it.
 """
 
 from __future__ import annotations
@@ -20,17 +38,20 @@ from ._sqlite_io import transaction
 __all__ = [
     "APPLICATION_ID",
     "COLUMNS",
+    "COPY_INLINE",
     "DELETE",
     "EMPTY",
     "ETAG",
     "GET",
     "GET_WITH_META",
     "HEAD",
-    "REPLACE",
-    "REPLACE_PLAIN",
-    "REPLACE_ZEROS",
+    "NEW_BLOB",
+    "NEW_ZEROBLOB",
+    "PUT",
+    "PUT_BLOB",
+    "PUT_PLAIN",
     "SCHEMA_VERSION",
-    "STORED",
+    "VALUE",
     "dump_metadata",
     "list_sql",
     "load_metadata",
@@ -44,7 +65,10 @@ SCHEMA_VERSION = 1
 #: ``PRAGMA application_id`` of a mirrorkv database ("mkv" and a zero byte).
 APPLICATION_ID = 0x6D6B7600
 
-SCHEMA = f"""
+# The value is the last column, so that reading metadata never walks the
+# overflow pages of a value that does not fit in its b-tree cell.
+SCHEMA = (
+    f"""
 CREATE TABLE entries (
     key          TEXT NOT NULL PRIMARY KEY,
     etag         TEXT NOT NULL,
@@ -52,27 +76,60 @@ CREATE TABLE entries (
     content_type TEXT NOT NULL DEFAULT '{DEFAULT_CONTENT_TYPE}',
     metadata     TEXT DEFAULT NULL,
     version      TEXT NOT NULL,
-    value        BLOB NOT NULL
+    size         INTEGER NOT NULL,
+    blob         INTEGER DEFAULT NULL,
+    value        BLOB DEFAULT NULL
+) WITHOUT ROWID
+""",
+    "CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)",
+    """
+CREATE TRIGGER entries_drop_blob AFTER DELETE ON entries
+WHEN old.blob IS NOT NULL
+BEGIN DELETE FROM blobs WHERE id = old.blob; END
+""",
+    """
+CREATE TRIGGER entries_swap_blob AFTER UPDATE OF blob ON entries
+WHEN old.blob IS NOT NULL AND old.blob IS NOT new.blob
+BEGIN DELETE FROM blobs WHERE id = old.blob; END
+""",
 )
-"""
-# A rowid table, not WITHOUT ROWID: incremental BLOB I/O needs a rowid, and a
-# WITHOUT ROWID b-tree would carry large values inside the key index. The
-# value is the last column so that reading metadata never walks its overflow
-# pages. The key index (sqlite_autoindex_entries_1) serves ordered listings.
 
-# The size is not stored: length() of a BLOB column reads only the record header.
-COLUMNS = "key, length(value), etag, modified, content_type, metadata, version"
-STORED = "key, etag, modified, content_type, metadata, version, value"
-REPLACE = f"INSERT OR REPLACE INTO entries ({STORED}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-REPLACE_ZEROS = f"INSERT OR REPLACE INTO entries ({STORED}) VALUES (?, ?, ?, ?, ?, ?, zeroblob(?))"
-# Plain values (default content type, no metadata) bind fewer parameters: the
-# columns' defaults fill the rest, which makes put_many much faster.
-REPLACE_PLAIN = (
-    "INSERT OR REPLACE INTO entries (key, etag, modified, version, value) VALUES (?, ?, ?, ?, ?)"
+COLUMNS = "key, size, etag, modified, content_type, metadata, version"
+#: The value of an entry, inline or from its blob row, read in the same statement.
+VALUE = "coalesce(entries.value, (SELECT data FROM blobs WHERE id = entries.blob))"
+# Every write replaces every column: ``excluded`` holds the defaults of the
+# columns a statement leaves out, so one clause serves them all.
+_UPSERT = (
+    " ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, modified = excluded.modified,"
+    " content_type = excluded.content_type, metadata = excluded.metadata,"
+    " version = excluded.version, size = excluded.size, blob = excluded.blob,"
+    " value = excluded.value"
 )
-GET = "SELECT value FROM entries WHERE key = ?"
+# Plain values (default content type, no metadata) bind fewer parameters: the
+# columns' defaults fill the rest, which makes put_many faster.
+PUT_PLAIN = (
+    "INSERT INTO entries (key, etag, modified, version, size, value) VALUES (?, ?, ?, ?, ?, ?)"
+    + _UPSERT
+)
+PUT = (
+    "INSERT INTO entries (key, etag, modified, content_type, metadata, version, size, value)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)" + _UPSERT
+)
+PUT_BLOB = (
+    "INSERT INTO entries (key, etag, modified, content_type, metadata, version, size, blob)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)" + _UPSERT
+)
+#: Copy an inline entry to another key: (target, modified, version, source).
+COPY_INLINE = (
+    "INSERT INTO entries (key, etag, modified, content_type, metadata, version, size, value)"
+    " SELECT ?, etag, ?, content_type, metadata, ?, size, value FROM entries WHERE key = ?"
+    + _UPSERT
+)
+NEW_BLOB = "INSERT INTO blobs (data) VALUES (?)"
+NEW_ZEROBLOB = "INSERT INTO blobs (data) VALUES (zeroblob(?))"
+GET = f"SELECT {VALUE} FROM entries WHERE key = ?"
 HEAD = f"SELECT {COLUMNS} FROM entries WHERE key = ?"
-GET_WITH_META = f"SELECT {COLUMNS}, value FROM entries WHERE key = ?"
+GET_WITH_META = f"SELECT {COLUMNS}, {VALUE} FROM entries WHERE key = ?"
 DELETE = "DELETE FROM entries WHERE key = ?"
 ETAG = "SELECT etag FROM entries WHERE key = ?"
 
@@ -124,7 +181,8 @@ def prepare(conn: sqlite3.Connection, path: str) -> None:
         schema = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
         if application_id == 0 and schema == 0 and tables == 0:
-            conn.execute(SCHEMA)
+            for statement in SCHEMA:
+                conn.execute(statement)
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif application_id != APPLICATION_ID:

@@ -1,14 +1,17 @@
 """`SQLiteStore`: the embedded default, one SQLite file in WAL mode.
 
-One table holds every key: the value as a BLOB and the metadata in columns.
-Listing follows the primary key index, whose BINARY collation compares the
-UTF-8 bytes of the keys (S3 order). Large values stream both ways through
-SQLite's incremental BLOB I/O (see :mod:`._sqlite_io`).
+One ``WITHOUT ROWID`` table keyed by the key holds the metadata and small
+values inline, so the common put and get touch one b-tree; large values live
+in a table of blobs of their own (see :mod:`._sqlite_schema`) and stream both
+ways through SQLite's incremental BLOB I/O (see :mod:`._sqlite_io`). Listing
+follows the key's b-tree, whose BINARY collation compares the UTF-8 bytes of
+the keys (S3 order).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import itertools
@@ -41,38 +44,58 @@ from ..urls import StoreURL, parse_bool, reject_unknown
 from ._sqlite_io import (
     BlobReader,
     ErrorTranslator,
+    open_blob,
     sized_source,
     transaction,
     write_blob,
 )
 from ._sqlite_schema import (
     COLUMNS,
+    COPY_INLINE,
     DELETE,
     EMPTY,
     ETAG,
     GET,
     GET_WITH_META,
     HEAD,
-    REPLACE,
-    REPLACE_PLAIN,
-    REPLACE_ZEROS,
+    NEW_BLOB,
+    NEW_ZEROBLOB,
+    PUT,
+    PUT_BLOB,
+    PUT_PLAIN,
     SCHEMA_VERSION,
-    STORED,
+    VALUE,
     dump_metadata,
     list_sql,
     prepare,
     row_meta,
 )
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["INLINE_LIMIT", "SCHEMA_VERSION", "SQLiteStore"]
 
-#: Values up to this size are read whole by ``open`` and copied by one statement.
+#: Values of at most this many bytes are kept inline in their entry; larger
+#: ones go to a blob row of their own. Reading never depends on it: an entry
+#: says where its value is.
+INLINE_LIMIT = 64 * 1024
+#: Streams of at most this many bytes are read whole (by ``open``, ``put_file``).
 _SMALL = CHUNK_SIZE
+#: The page cache of a connection that serves puts and gets, in KiB (see the class docstring).
+CACHE_KIB = 32 * 1024
 #: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
 _new_meta = tuple.__new__
 _first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
+_make_meta = functools.partial(tuple.__new__, Meta)
+_md5_of = functools.partial(hashlib.md5, usedforsecurity=False)
+_hexdigest = operator.methodcaller("hexdigest")
+_contains = operator.contains
+_repeat = itertools.repeat
+_STR = {str}
+_BYTES = {bytes}
+_TUPLE = {tuple}
+_PAIR = {2}
 _now = time.time
 _md5 = hashlib.md5
 
@@ -117,11 +140,24 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class SQLiteStore(Store):
     """A store in one SQLite file: the embedded default.
 
-    Layout: one table, one row per key, the value as a BLOB and the metadata
-    (size, etag = hex MD5 computed at write, modified time, content type,
-    user metadata as JSON, version) in columns. The schema version is kept in
-    the file; a file written by a newer schema, or an SQLite database of
-    another application, is refused with :class:`MirrorKVError`.
+    Layout: one ``WITHOUT ROWID`` table, one row per key, holding the
+    metadata (size, etag = hex MD5 computed at write, modified time, content
+    type, user metadata as JSON, version) and, for values of at most
+    :data:`INLINE_LIMIT` bytes, the value itself; a larger value is kept in
+    a row of a separate table of blobs, written and deleted in the same
+    transaction as its entry. The schema version is kept in the file; a file
+    written by a newer schema, or an SQLite database of another application,
+    is refused with :class:`MirrorKVError`.
+
+    Memory: each thread that uses the store has its own connection, whose
+    page cache grows on demand up to :data:`CACHE_KIB` KiB (32 MiB; SQLite's
+    default is 2 MiB) and stays allocated until the connection closes (when
+    the thread ends, or at :meth:`close`). A process whose N threads all
+    touch a large store may so hold up to N x 32 MiB of cached pages, on top
+    of the operating system's file cache. Connections held by open streams
+    keep SQLite's default cache (2 MiB). The file is read with ``read()``,
+    not memory-mapped: with ``mmap`` an I/O error or a file truncated
+    underneath would kill the process with SIGBUS instead of raising.
 
     Durability, in WAL mode:
 
@@ -157,6 +193,8 @@ class SQLiteStore(Store):
 
     #: SQLite's default limit on the size of one BLOB (SQLITE_MAX_LENGTH).
     max_value_size = 1_000_000_000
+    #: Values of at most this many bytes are kept inline; see :data:`INLINE_LIMIT`.
+    inline_limit = INLINE_LIMIT
 
     def __init__(
         self, path: str | os.PathLike[str], *, fsync: bool = False, timeout: float = 30.0
@@ -231,7 +269,7 @@ class SQLiteStore(Store):
 
     # -- connections --------------------------------------------------------
 
-    def _new_connection(self) -> sqlite3.Connection:
+    def _new_connection(self, *, cached: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self._path,
             timeout=self._timeout,
@@ -240,6 +278,8 @@ class SQLiteStore(Store):
         )
         try:
             conn.execute("PRAGMA synchronous=FULL" if self._fsync else "PRAGMA synchronous=NORMAL")
+            if cached:
+                conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             if not self._ready:
                 prepare(conn, self._path)
                 self._ready = True
@@ -272,7 +312,7 @@ class SQLiteStore(Store):
             if self._idle_readers:
                 return self._idle_readers.pop()
         with self._errors:
-            conn = self._new_connection()
+            conn = self._new_connection(cached=False)
         with self._lock:
             self._readers.add(conn)
         return conn
@@ -342,25 +382,44 @@ class SQLiteStore(Store):
         now = _now()
         version = f"{_version_prefix}{next(_version_counter):x}"
         content_type, metadata = options.content_type, options.metadata
-        if options is DEFAULT_PUT_OPTIONS or (
+        if size > self.inline_limit:
+            self._put_large(conn, key, data, options, (key, etag, now, version))
+        elif options is DEFAULT_PUT_OPTIONS or (
             content_type == DEFAULT_CONTENT_TYPE
             and not metadata
             and options.if_match is None
             and options.if_none_match is None
         ):
             with self._errors:
-                conn.execute(REPLACE_PLAIN, (key, etag, now, version, data))
+                conn.execute(PUT_PLAIN, (key, etag, now, version, size, data))
         else:
-            row = (key, etag, now, content_type, dump_metadata(metadata), version, data)
+            row = (key, etag, now, content_type, dump_metadata(metadata), version, size, data)
             with self._errors:
                 if options.if_match is None and options.if_none_match is None:
-                    conn.execute(REPLACE, row)
+                    conn.execute(PUT, row)
                 else:
                     with transaction(conn):
                         self._check_condition(conn, key, options)
-                        conn.execute(REPLACE, row)
+                        conn.execute(PUT, row)
         meta: Meta = _new_meta(Meta, (key, size, etag, now, content_type, metadata, version))
         return meta
+
+    def _put_large(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        data: bytes,
+        options: PutOptions,
+        fields: tuple[str, str, float, str],
+    ) -> None:
+        """Write a value above the inline limit to a blob row and its entry, in one transaction."""
+        _, etag, now, version = fields
+        metadata_json = dump_metadata(options.metadata)
+        with self._errors, transaction(conn):
+            self._check_condition(conn, key, options)
+            blob = conn.execute(NEW_BLOB, (data,)).lastrowid
+            row = (key, etag, now, options.content_type, metadata_json, version, len(data), blob)
+            conn.execute(PUT_BLOB, row)
 
     def _check_condition(self, conn: sqlite3.Connection, key: str, options: PutOptions) -> None:
         """Inside a write transaction: raise PreconditionFailed unless ``options`` hold."""
@@ -443,24 +502,25 @@ class SQLiteStore(Store):
         except AttributeError:
             conn = self._connect()
         with self._errors:
-            row = conn.execute(
-                "SELECT CASE WHEN length(value) <= ? THEN value END FROM entries WHERE key = ?",
-                (_SMALL, key),
-            ).fetchone()
+            row = conn.execute("SELECT value, blob FROM entries WHERE key = ?", (key,)).fetchone()
         if row is None:
             raise KeyNotFound(key)
-        if row[0] is not None:
+        if row[1] is None:  # inline, so at most inline_limit bytes
             return io.BytesIO(row[0])
         # Large: read it under a read transaction of a connection of its own, a snapshot.
         reader = self._reader()
         try:
             with self._errors:
                 reader.execute("BEGIN")
-                found = reader.execute("SELECT rowid FROM entries WHERE key = ?", (key,))
+                found = reader.execute("SELECT blob FROM entries WHERE key = ?", (key,))
                 found_row = found.fetchone()
                 if found_row is None:
                     raise KeyNotFound(key)
-                blob = reader.blobopen("entries", "value", found_row[0], readonly=True)
+                if found_row[0] is None:  # overwritten by a small value meanwhile
+                    value = reader.execute(GET, (key,)).fetchone()[0]
+                    self._release_reader(reader)
+                    return io.BytesIO(value)
+                blob = open_blob(reader, found_row[0])
         except BaseException:
             self._release_reader(reader)
             raise
@@ -470,7 +530,7 @@ class SQLiteStore(Store):
     def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
         with sized_source(stream, _SMALL) as (source, size):
             if size <= _SMALL:
-                return self._put(key, source.read(), options)
+                return self._put(key, self._checked_size(source.read()), options)
             if size > self.max_value_size:
                 raise InvalidValue(
                     f"SQLiteStore holds values of at most {self.max_value_size} bytes, "
@@ -485,12 +545,11 @@ class SQLiteStore(Store):
             metadata_json = dump_metadata(options.metadata)
             with self._errors, transaction(conn):
                 self._check_condition(conn, key, options)
-                row = (key, "", now, options.content_type, metadata_json, version, size)
-                cursor = conn.execute(REPLACE_ZEROS, row)
-                rowid = cursor.lastrowid
-                assert rowid is not None
-                etag = write_blob(conn, rowid, source, size)
-                conn.execute("UPDATE entries SET etag = ? WHERE rowid = ?", (etag, rowid))
+                blob = conn.execute(NEW_ZEROBLOB, (size,)).lastrowid
+                assert blob is not None
+                etag = write_blob(conn, blob, source, size)
+                row = (key, etag, now, options.content_type, metadata_json, version, size, blob)
+                conn.execute(PUT_BLOB, row)
         fields = (key, size, etag, now, options.content_type, options.metadata, version)
         meta: Meta = _new_meta(Meta, fields)
         return meta
@@ -508,35 +567,35 @@ class SQLiteStore(Store):
         now = _now()
         version = _next_version()
         with self._errors, transaction(conn):
-            row = conn.execute(f"SELECT {COLUMNS}, rowid FROM entries WHERE key = ?", (source,))
+            row = conn.execute(f"SELECT {COLUMNS}, blob FROM entries WHERE key = ?", (source,))
             found = row.fetchone()
             if found is None:
                 raise KeyNotFound(source)
             meta = row_meta((target, *found[1:3], now, *found[4:6], version))
             if source == target:
                 conn.execute(
-                    "UPDATE entries SET modified = ?, version = ? WHERE rowid = ?",
-                    (now, version, found[7]),
+                    "UPDATE entries SET modified = ?, version = ? WHERE key = ?",
+                    (now, version, source),
                 )
-            elif found[1] <= _SMALL:
-                conn.execute(
-                    f"INSERT OR REPLACE INTO entries ({STORED}) SELECT ?, etag, ?, "
-                    "content_type, metadata, ?, value FROM entries WHERE rowid = ?",
-                    (target, now, version, found[7]),
-                )
+            elif found[7] is None:
+                conn.execute(COPY_INLINE, (target, now, version, source))
             else:
                 self._copy_large(conn, found, meta)
         return meta
 
     def _copy_large(self, conn: sqlite3.Connection, found: tuple[Any, ...], meta: Meta) -> None:
-        """Copy a large value blob to blob, a chunk at a time, inside the caller's transaction."""
+        """Copy a blob row to a new one, a chunk at a time, and point the target's entry at it.
+
+        Runs inside the caller's transaction; the target's old blob row, if
+        any, goes with the upsert (a trigger).
+        """
         size = found[1]
-        row = (meta.key, found[2], meta[3], found[4], found[5], meta.version, size)
-        cursor = conn.execute(REPLACE_ZEROS, row)
-        target_rowid = cursor.lastrowid
-        assert target_rowid is not None
-        with conn.blobopen("entries", "value", found[7], readonly=True) as source:
-            write_blob(conn, target_rowid, source, size, hashed=False)
+        blob = conn.execute(NEW_ZEROBLOB, (size,)).lastrowid
+        assert blob is not None
+        with open_blob(conn, found[7]) as source:
+            write_blob(conn, blob, source, size, hashed=False)
+        row = (meta.key, found[2], meta[3], found[4], found[5], meta.version, size, blob)
+        conn.execute(PUT_BLOB, row)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The values of the keys that exist (absent keys left out), read in one statement."""
@@ -549,48 +608,102 @@ class SQLiteStore(Store):
             conn = self._connect()
         with self._errors:
             rows = conn.execute(
-                "SELECT key, value FROM entries WHERE key IN (SELECT value FROM json_each(?))",
+                f"SELECT key, {VALUE} FROM entries WHERE key IN (SELECT value FROM json_each(?))",
                 (json.dumps(wanted, ensure_ascii=False),),
             ).fetchall()
         return dict(rows)
 
     def put_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> list[Meta]:
         """Store many values in one transaction: all or nothing. Every item is checked first."""
-        # The base class's checks, the rows and the Metas in one pass: the bulk-load path.
+        # The bulk-load path: the base class's checks, the etags, the rows and
+        # the Metas each in one C-level pass over the batch where the batch is
+        # plain (str keys of ASCII, bytes values), item by item otherwise.
+        if isinstance(items, Mapping):
+            keys = list(items.keys())
+            values = list(items.values())
+        else:
+            pairs = items if isinstance(items, list) else list(items)
+            if set(map(type, pairs)) <= _TUPLE and set(map(len, pairs)) <= _PAIR:
+                keys = list(map(_first, pairs))
+                values = list(map(_second, pairs))
+            else:
+                keys, values = [], []
+                for key, value in pairs:
+                    keys.append(key)
+                    values.append(value)
+        if not keys:
+            return []
+        if not _plain_keys(keys):
+            for key in keys:
+                check_key(key)
+        if set(map(type, values)) != _BYTES:
+            values = [to_bytes(value) for value in values]
+        sizes = list(map(len, values))
+        etags = list(map(_hexdigest, map(_md5_of, values)))
         # One version and one time serve the whole batch: it writes each key
         # once, so the version still differs from every earlier write of it.
         now = _now()
         version = _next_version()
-        limit = self.max_value_size
-        content_type = DEFAULT_CONTENT_TYPE
-        rows = []
-        metas = []
-        for key, data in items.items() if isinstance(items, Mapping) else items:
-            if not (
-                key.__class__ is str and 0 < len(key) <= 256 and key.isascii() and "\x00" not in key
-            ):
-                check_key(key)
-            if data.__class__ is not bytes:
-                data = to_bytes(data)
-            size = len(data)
-            if size > limit:
-                self._checked_size(data)
-            etag = _md5(data, usedforsecurity=False).hexdigest()
-            rows.append((key, etag, now, version, data))
-            metas.append(_new_meta(Meta, (key, size, etag, now, content_type, EMPTY, version)))
-        self._write_rows(rows)
-        return metas
-
-    def _put_many(self, items: list[tuple[str, bytes]]) -> list[Meta]:
-        return self.put_many(items)
-
-    def _write_rows(self, rows: list[tuple[str, str, float, str, bytes]]) -> None:
         try:
             conn = self._local.conn
         except AttributeError:
             conn = self._connect()
+        if max(sizes) <= self.inline_limit:
+            rows = _plain_rows(keys, etags, sizes, values, now, version)
+            with self._errors, transaction(conn):
+                conn.executemany(PUT_PLAIN, rows)
+        else:
+            for value in values:
+                self._checked_size(value)
+            self._write_mixed(conn, keys, values, sizes, etags, (now, version))
+        fields = zip(  # noqa: B905 - the repeats are endless
+            keys,
+            sizes,
+            etags,
+            _repeat(now),
+            _repeat(DEFAULT_CONTENT_TYPE),
+            _repeat(EMPTY),
+            _repeat(version),
+        )
+        return list(map(_make_meta, fields))
+
+    def _write_mixed(
+        self,
+        conn: sqlite3.Connection,
+        keys: list[str],
+        values: list[bytes],
+        sizes: list[int],
+        etags: list[str],
+        stamp: tuple[float, str],
+    ) -> None:
+        """put_many's batch with large values among the small, in order, in one transaction."""
+        now, version = stamp
+        limit = self.inline_limit
+        start = 0
         with self._errors, transaction(conn):
-            conn.executemany(REPLACE_PLAIN, rows)
+            for index, size in enumerate(sizes):
+                if size <= limit:
+                    continue
+                rows = _plain_rows(
+                    keys[start:index],
+                    etags[start:index],
+                    sizes[start:index],
+                    values[start:index],
+                    now,
+                    version,
+                )
+                conn.executemany(PUT_PLAIN, rows)
+                blob = conn.execute(NEW_BLOB, (values[index],)).lastrowid
+                row = (keys[index], etags[index], now, DEFAULT_CONTENT_TYPE, None, version)
+                conn.execute(PUT_BLOB, (*row, size, blob))
+                start = index + 1
+            rows = _plain_rows(
+                keys[start:], etags[start:], sizes[start:], values[start:], now, version
+            )
+            conn.executemany(PUT_PLAIN, rows)
+
+    def _put_many(self, items: list[tuple[str, bytes]]) -> list[Meta]:
+        return self.put_many(items)
 
     def _delete_many(self, keys: list[str]) -> None:
         try:
@@ -610,7 +723,7 @@ class SQLiteStore(Store):
             conn = self._connect()
         with self._errors, transaction(conn):
             row = conn.execute(
-                "SELECT value, content_type, metadata FROM entries WHERE key = ?", (key,)
+                f"SELECT {VALUE}, content_type, metadata FROM entries WHERE key = ?", (key,)
             ).fetchone()
             if row is None:
                 value = initial + delta
@@ -620,8 +733,35 @@ class SQLiteStore(Store):
                 content_type, metadata = row[1], row[2]
             data = b"%d" % value
             etag = _md5(data, usedforsecurity=False).hexdigest()
-            conn.execute(
-                REPLACE,
-                (key, etag, _now(), content_type, metadata, _next_version(), data),
-            )
+            row = (key, etag, _now(), content_type, metadata, _next_version(), len(data), data)
+            conn.execute(PUT, row)
         return value
+
+
+def _plain_rows(
+    keys: list[str],
+    etags: list[str],
+    sizes: list[int],
+    values: list[bytes],
+    now: float,
+    version: str,
+) -> Iterator[tuple[str, str, float, str, int, bytes]]:
+    """The parameters of :data:`PUT_PLAIN` for each item, lazily."""
+    return zip(keys, etags, _repeat(now), _repeat(version), sizes, values)  # noqa: B905
+
+
+def _plain_keys(keys: list[str]) -> bool:
+    """Whether every key is a non-empty str of at most 256 ASCII characters, none of them NUL.
+
+    Such a key is valid (it cannot exceed 1024 bytes); the checks run in C
+    over the whole list. A batch that fails them is checked key by key.
+    """
+    if set(map(type, keys)) != _STR:
+        return False
+    lengths = set(map(len, keys))
+    return (
+        0 not in lengths
+        and max(lengths) <= 256
+        and all(map(str.isascii, keys))
+        and not any(map(_contains, keys, _repeat("\x00")))
+    )
