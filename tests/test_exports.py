@@ -27,3 +27,15 @@ def test_every_public_name_has_a_docstring() -> None:
         value = getattr(mirrorkv, name)
         if callable(value):
             assert value.__doc__, name
+
+
+def test_every_public_method_of_every_store_has_a_docstring() -> None:
+    import inspect
+
+    from mirrorkv import FileStore, MemoryStore, SQLiteStore, Store
+
+    for cls in (Store, MemoryStore, FileStore, SQLiteStore):
+        for name, member in inspect.getmembers(cls):
+            if name.startswith("_") or not (callable(member) or isinstance(member, property)):
+                continue
+            assert inspect.getdoc(member), f"{cls.__name__}.{name}"
