@@ -26,7 +26,7 @@ from mirrorkv import (
     PreconditionFailed,
     StoreUnavailable,
 )
-from mirrorkv.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+from mirrorkv.stores.sqlite import INLINE_LIMIT, SCHEMA_VERSION, SQLiteStore
 
 MIB = 1 << 20
 
@@ -220,6 +220,196 @@ def test_copy_of_a_large_value_streams_inside_the_database(store: SQLiteStore) -
     assert store.head("copy") == copied
     with pytest.raises(KeyNotFound):
         store.copy("absent", "copy")
+
+
+# -- the layout: small values inline, large ones in blob rows --------------
+
+
+def _blob_rows(store: SQLiteStore) -> int:
+    return cast(int, store._local.conn.execute("SELECT count(*) FROM blobs").fetchone()[0])
+
+
+def _is_inline(store: SQLiteStore, key: str) -> bool:
+    row = store._local.conn.execute(
+        "SELECT value IS NOT NULL, blob IS NULL FROM entries WHERE key = ?", (key,)
+    ).fetchone()
+    assert row[0] == row[1], row  # exactly one of the two places holds the value
+    return bool(row[0])
+
+
+def test_one_b_tree_for_entries(store: SQLiteStore) -> None:
+    sql = store._local.conn.execute(
+        "SELECT sql FROM sqlite_schema WHERE name = 'entries'"
+    ).fetchone()[0]
+    assert "WITHOUT ROWID" in sql
+    indexes = store._local.conn.execute(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'entries'"
+    ).fetchone()[0]
+    assert indexes == 0
+    assert _pragma(store, "recursive_triggers") == 1  # REPLACE must fire the blob trigger
+
+
+@pytest.mark.parametrize("size", [INLINE_LIMIT - 1, INLINE_LIMIT, INLINE_LIMIT + 1])
+def test_inline_limit_boundary(store: SQLiteStore, size: int) -> None:
+    data = os.urandom(size)
+    meta = store.put("k", data, metadata={"m": "1"})
+    assert _is_inline(store, "k") == (size <= INLINE_LIMIT)
+    assert _blob_rows(store) == (size > INLINE_LIMIT)
+    assert store.get("k") == data
+    assert store.head("k") == meta
+    assert meta.size == size and meta.etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    assert store.get_many(["k"]) == {"k": data}
+    with store.open("k") as stream:
+        assert stream.read() == data
+    store.put_many({"k": data})
+    assert _is_inline(store, "k") == (size <= INLINE_LIMIT)
+    assert store.get("k") == data
+    assert store.copy("k", "c").size == size
+    assert _is_inline(store, "c") == (size <= INLINE_LIMIT)
+    assert store.get("c") == data
+    store.delete_many(["k", "c"])
+    assert _blob_rows(store) == 0
+
+
+def test_large_overwrites_and_deletes_leave_no_blob_rows(store: SQLiteStore) -> None:
+    big, bigger = os.urandom(INLINE_LIMIT + 1), os.urandom(2 * MIB)
+    store.put("k", big)
+    store.put("k", bigger, content_type="x/y")  # large over large
+    assert _blob_rows(store) == 1
+    store.put("k", b"small")  # small over large
+    assert _blob_rows(store) == 0
+    store.put_file("k", io.BytesIO(bigger))  # streamed over small
+    store.put_file("k", io.BytesIO(bigger), if_match=store.head("k").etag)  # over large
+    assert _blob_rows(store) == 1
+    with pytest.raises(PreconditionFailed):  # a refused write adds nothing
+        store.put("k", big, if_none_match="*")
+    with pytest.raises(PreconditionFailed):
+        store.put_file("k", io.BytesIO(bigger), if_match="nope")
+    assert _blob_rows(store) == 1
+    store.delete("k")
+    assert _blob_rows(store) == 0
+    store.put_many({"a": big, "b": big, "c": b"x"})
+    store.put_many({"a": bigger, "b": b"y", "c": big})  # large, small and large again
+    assert _blob_rows(store) == 2
+    assert store.get_many(["a", "b", "c"]) == {"a": bigger, "b": b"y", "c": big}
+    store.delete_many(["a", "b", "c", "absent"])
+    assert _blob_rows(store) == 0
+    assert list(store.keys()) == []
+
+
+def test_copies_leave_no_blob_rows(store: SQLiteStore) -> None:
+    big = os.urandom(3 * MIB + 7)
+    store.put("src", big, metadata={"m": "1"})
+    store.put("dst", os.urandom(INLINE_LIMIT + 10))
+    copied = store.copy("src", "dst")  # large over large: the target's blob row goes
+    assert _blob_rows(store) == 2
+    assert store.get("dst") == big and store.head("dst") == copied
+    store.copy("src", "src")  # onto itself: the same blob row
+    assert _blob_rows(store) == 2
+    store.put("small", b"tiny", content_type="text/plain")
+    store.copy("small", "dst")  # small over large
+    assert _blob_rows(store) == 1
+    assert store.get("dst") == b"tiny" and store.head("dst").content_type == "text/plain"
+    store.copy("src", "small")  # large over small
+    assert _blob_rows(store) == 2
+    store.delete("src")
+    assert store.get("small") == big  # a copy owns its own blob row
+    store.delete_many(["small", "dst"])
+    assert _blob_rows(store) == 0
+
+
+def test_a_failed_large_write_leaves_no_blob_row(store: SQLiteStore) -> None:
+    class Truncated(io.BytesIO):
+        def read(self, size: int | None = -1, /) -> bytes:
+            return b"" if self.tell() >= MIB else super().read(size)
+
+    with pytest.raises(InvalidValue):
+        store.put_file("k", Truncated(bytes(3 * MIB)))
+    with pytest.raises(InvalidValue):  # a bad item fails the whole batch before writing
+        store.put_many([("a", os.urandom(INLINE_LIMIT + 1)), ("b", "text")])  # type: ignore[list-item]
+    assert _blob_rows(store) == 0
+    assert list(store.keys()) == []
+
+
+def test_put_many_keeps_the_order_of_repeated_keys(store: SQLiteStore) -> None:
+    big = os.urandom(INLINE_LIMIT * 3)
+    metas = store.put_many([("k", big), ("j", b"1"), ("k", b"small"), ("j", big)])
+    assert [meta.key for meta in metas] == ["k", "j", "k", "j"]
+    assert [meta.size for meta in metas] == [len(big), 1, 5, len(big)]
+    assert store.get_many(["k", "j"]) == {"k": b"small", "j": big}
+    assert _blob_rows(store) == 1
+    assert store.head("j") == metas[3]
+
+
+def test_put_many_checks_odd_batches_item_by_item(store: SQLiteStore) -> None:
+    class Key(str):
+        pass
+
+    metas = store.put_many([(Key("sub"), bytearray(b"ba")), ["list", memoryview(b"mv")]])  # type: ignore[list-item]
+    assert store.get_many(["sub", "list"]) == {"sub": b"ba", "list": b"mv"}
+    assert [meta.size for meta in metas] == [2, 2]
+    assert store.put_many([]) == []
+    long_key = "é" * 512  # 1024 bytes of UTF-8
+    store.put_many({long_key: b"x"})
+    assert store.get(long_key) == b"x"
+    for bad in ({"": b"x"}, {"a\x00b": b"x"}, {"é" * 513: b"x"}, {"ok": b"x", 5: b"y"}):
+        with pytest.raises(MirrorKVError):
+            store.put_many(bad)  # type: ignore[arg-type]
+    assert sorted(store.keys()) == sorted(["sub", "list", long_key])
+
+
+def test_default_content_type_reads_back(store: SQLiteStore) -> None:
+    store.put("plain", b"x")
+    store.put("typed", b"x", content_type="application/octet-stream", metadata={"a": "b"})
+    store.incr("n")
+    for key in ("plain", "typed", "n"):
+        assert store.head(key).content_type == "application/octet-stream"
+    stored = store._local.conn.execute("SELECT content_type FROM entries").fetchall()
+    assert stored == [(None,), (None,), (None,)]  # NULL for the default: smaller rows
+
+
+@pytest.mark.parametrize(
+    "size", [INLINE_LIMIT - 1, INLINE_LIMIT, INLINE_LIMIT + 1, MIB, MIB + 1, 2 * MIB + 3]
+)
+def test_streams_across_the_thresholds(store: SQLiteStore, size: int) -> None:
+    data = os.urandom(size)
+
+    class Pipe(io.RawIOBase):
+        def __init__(self) -> None:
+            self._inner = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+            return self._inner.readinto(buffer)
+
+    meta = store.put_file("piped", cast(IO[bytes], Pipe()), content_type="x/y")
+    assert meta == store.head("piped")
+    assert meta.etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    assert _is_inline(store, "piped") == (size <= INLINE_LIMIT)
+    with store.open("piped") as stream:
+        pieces = []
+        while chunk := stream.read(100_000):
+            pieces.append(chunk)
+        assert b"".join(pieces) == data
+        stream.seek(size // 2)
+        assert stream.read(10) == data[size // 2 : size // 2 + 10]
+    store.put_file("seekable", io.BytesIO(data))
+    assert store.get("seekable") == data
+    store.delete_many(["piped", "seekable"])
+    assert _blob_rows(store) == 0
+
+
+def test_incr_over_a_large_value_is_refused_and_keeps_it(store: SQLiteStore) -> None:
+    big = os.urandom(INLINE_LIMIT + 1)
+    store.put("k", big)
+    with pytest.raises(InvalidValue):
+        store.incr("k")
+    assert store.get("k") == big
+    store.put("k", b"7" * (INLINE_LIMIT + 1))  # a large counter
+    assert store.incr("k") == int(b"7" * (INLINE_LIMIT + 1)) + 1
+    assert _blob_rows(store) == 0  # the counter is now inline
 
 
 # -- streaming --------------------------------------------------------------
