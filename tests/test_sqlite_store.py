@@ -297,6 +297,25 @@ def test_large_overwrites_and_deletes_leave_no_blob_rows(store: SQLiteStore) -> 
     assert list(store.keys()) == []
 
 
+def test_bulk_load_without_triggers_only_while_no_blob_exists(store: SQLiteStore) -> None:
+    store.put_many({"a": b"1", "b": b"2"})  # no blob row: the fast path, triggers off
+    assert _pragma(store, "recursive_triggers") == 1  # and back on afterwards
+    store.put("big", os.urandom(INLINE_LIMIT + 1))
+    store.put_many({"big": b"small now", "c": b"3"})  # a blob exists: triggers stay on
+    assert _blob_rows(store) == 0
+    assert store.get_many(["a", "big", "c"]) == {"a": b"1", "big": b"small now", "c": b"3"}
+
+
+def test_small_values_store_no_etag(store: SQLiteStore) -> None:
+    meta = store.put("k", b"abc")
+    stored = store._local.conn.execute("SELECT etag FROM entries WHERE key = 'k'").fetchone()
+    assert stored == (None,)  # computed from the inline value when asked for
+    assert store.head("k").etag == meta.etag == hashlib.md5(b"abc").hexdigest()
+    store.put("k", b"abd", if_match=meta.etag)
+    with pytest.raises(PreconditionFailed):
+        store.put("k", b"abe", if_match=meta.etag)
+
+
 def test_copies_leave_no_blob_rows(store: SQLiteStore) -> None:
     big = os.urandom(3 * MIB + 7)
     store.put("src", big, metadata={"m": "1"})

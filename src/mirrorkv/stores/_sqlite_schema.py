@@ -26,6 +26,10 @@ Layout (schema version 1):
   ``blob``.
 * ``content_type`` is NULL for the default content type, which keeps 24
   bytes out of most rows (smaller rows, fewer pages to write and read).
+* ``etag`` is NULL for an inline value: its MD5 is computed from the value
+  (read in the same row) only when someone asks for it, so a write of a
+  small value hashes nothing and its row is 32 bytes narrower. A value in
+  ``blobs`` has its etag computed while it is written and stored.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from ..meta import DEFAULT_CONTENT_TYPE, Meta
 from ._sqlite_io import transaction
 
 __all__ = [
+    "ANY_BLOB",
     "APPLICATION_ID",
     "COLUMNS",
     "CONNECTION_PRAGMAS",
@@ -77,7 +82,7 @@ SCHEMA = (
     """
 CREATE TABLE entries (
     key          TEXT NOT NULL PRIMARY KEY,
-    etag         TEXT NOT NULL,
+    etag         TEXT DEFAULT NULL,
     modified     REAL NOT NULL,
     content_type TEXT DEFAULT NULL,
     metadata     TEXT DEFAULT NULL,
@@ -103,16 +108,17 @@ BEGIN DELETE FROM blobs WHERE id = old.blob; END
 #: Pragmas every connection sets: without recursive triggers, a REPLACE would leak blob rows.
 CONNECTION_PRAGMAS = ("PRAGMA recursive_triggers=ON",)
 
+#: The metadata columns; an inline value stands in for its NULL etag (Meta hashes it if asked).
 COLUMNS = (
-    f"key, size, etag, modified, ifnull(content_type, '{DEFAULT_CONTENT_TYPE}'), metadata, version"
+    "key, size, coalesce(etag, value), modified,"
+    f" ifnull(content_type, '{DEFAULT_CONTENT_TYPE}'), metadata, version"
 )
 #: The value of an entry, inline or from its blob row, read in the same statement.
 VALUE = "coalesce(entries.value, (SELECT data FROM blobs WHERE id = entries.blob))"
 # Plain values (default content type, no metadata) bind fewer parameters: the
 # columns' defaults fill the rest, which makes put_many faster.
 PUT_PLAIN = (
-    "INSERT OR REPLACE INTO entries (key, etag, modified, version, size, value)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO entries (key, modified, version, size, value) VALUES (?, ?, ?, ?, ?)"
 )
 PUT = (
     "INSERT OR REPLACE INTO entries"
@@ -131,12 +137,15 @@ COPY_INLINE = (
     " SELECT ?, etag, ?, content_type, metadata, ?, size, value FROM entries WHERE key = ?"
 )
 NEW_BLOB = "INSERT INTO blobs (data) VALUES (?)"
+#: A row if any large value is stored at all.
+ANY_BLOB = "SELECT 1 FROM blobs LIMIT 1"
 NEW_ZEROBLOB = "INSERT INTO blobs (data) VALUES (zeroblob(?))"
 GET = f"SELECT {VALUE} FROM entries WHERE key = ?"
 HEAD = f"SELECT {COLUMNS} FROM entries WHERE key = ?"
 GET_WITH_META = f"SELECT {COLUMNS}, {VALUE} FROM entries WHERE key = ?"
 DELETE = "DELETE FROM entries WHERE key = ?"
-ETAG = "SELECT etag FROM entries WHERE key = ?"
+#: The etag of an entry, or its inline value to hash.
+ETAG = "SELECT coalesce(etag, value) FROM entries WHERE key = ?"
 
 #: The metadata of a value stored without any.
 EMPTY: Mapping[str, str] = MappingProxyType({})

@@ -50,6 +50,7 @@ from ._sqlite_io import (
     write_blob,
 )
 from ._sqlite_schema import (
+    ANY_BLOB,
     COLUMNS,
     CONNECTION_PRAGMAS,
     COPY_INLINE,
@@ -95,8 +96,6 @@ _OPEN = f"SELECT CASE WHEN size <= ? THEN {VALUE} END FROM entries WHERE key = ?
 _first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
 _make_meta = functools.partial(tuple.__new__, Meta)
-_md5_of = functools.partial(hashlib.md5, usedforsecurity=False)
-_hexdigest = operator.methodcaller("hexdigest")
 _contains = operator.contains
 _repeat = itertools.repeat
 _STR = {str}
@@ -148,8 +147,9 @@ class SQLiteStore(Store):
     """A store in one SQLite file: the embedded default.
 
     Layout: one ``WITHOUT ROWID`` table, one row per key, holding the
-    metadata (size, etag = hex MD5 computed at write, modified time, content
-    type, user metadata as JSON, version) and, for values of at most
+    metadata (size, etag = hex MD5, stored for a large value and computed on
+    demand from a small one, modified time, content type, user metadata as
+    JSON, version) and, for values of at most
     :data:`INLINE_LIMIT` bytes, the value itself; a larger value is kept in
     a row of a separate table of blobs, written and deleted in the same
     transaction as its entry. The schema version is kept in the file; a file
@@ -390,12 +390,14 @@ class SQLiteStore(Store):
         except AttributeError:
             conn = self._connect()
         size = len(data)
-        etag = _md5(data, usedforsecurity=False).hexdigest()
         now = _now()
         version = f"{_version_prefix}{next(_version_counter):x}"
         content_type, metadata = options.content_type, options.metadata
         if size > self.inline_limit:
+            etag = _md5(data, usedforsecurity=False).hexdigest()
             self._put_large(conn, key, data, options, (key, etag, now, version))
+            meta: Meta = _new_meta(Meta, (key, size, etag, now, content_type, metadata, version))
+            return meta
         elif options is DEFAULT_PUT_OPTIONS or (
             content_type == DEFAULT_CONTENT_TYPE
             and not metadata
@@ -403,10 +405,10 @@ class SQLiteStore(Store):
             and options.if_none_match is None
         ):
             with self._errors:
-                conn.execute(PUT_PLAIN, (key, etag, now, version, size, data))
+                conn.execute(PUT_PLAIN, (key, now, version, size, data))
         else:
             stored_type = None if content_type == DEFAULT_CONTENT_TYPE else content_type
-            row = (key, etag, now, stored_type, dump_metadata(metadata), version, size, data)
+            row = (key, None, now, stored_type, dump_metadata(metadata), version, size, data)
             with self._errors:
                 if options.if_match is None and options.if_none_match is None:
                     conn.execute(PUT, row)
@@ -414,7 +416,8 @@ class SQLiteStore(Store):
                     with transaction(conn):
                         self._check_condition(conn, key, options)
                         conn.execute(PUT, row)
-        meta: Meta = _new_meta(Meta, (key, size, etag, now, content_type, metadata, version))
+        # An inline value's etag is computed from it when first asked for.
+        meta = _new_meta(Meta, (key, size, data, now, content_type, metadata, version))
         return meta
 
     def _put_large(
@@ -628,7 +631,7 @@ class SQLiteStore(Store):
 
     def put_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> list[Meta]:
         """Store many values in one transaction: all or nothing. Every item is checked first."""
-        # The bulk-load path: the base class's checks, the etags, the rows and
+        # The bulk-load path: the base class's checks, the rows and
         # the Metas each in one C-level pass over the batch where the batch is
         # plain (str keys of ASCII, bytes values), item by item otherwise.
         if isinstance(items, Mapping):
@@ -652,7 +655,6 @@ class SQLiteStore(Store):
         if set(map(type, values)) != _BYTES:
             values = [to_bytes(value) for value in values]
         sizes = list(map(len, values))
-        etags = list(map(_hexdigest, map(_md5_of, values)))
         # One version and one time serve the whole batch: it writes each key
         # once, so the version still differs from every earlier write of it.
         now = _now()
@@ -662,17 +664,28 @@ class SQLiteStore(Store):
         except AttributeError:
             conn = self._connect()
         if max(sizes) <= self.inline_limit:
-            rows = _plain_rows(keys, etags, sizes, values, now, version)
+            rows = _plain_rows(keys, sizes, values, now, version)
             with self._errors, transaction(conn):
-                conn.executemany(PUT_PLAIN, rows)
+                if conn.execute(ANY_BLOB).fetchone() is None:
+                    # No blob row exists (and none can appear: this transaction
+                    # holds the write lock), so REPLACE cannot orphan one and the
+                    # delete triggers, some 20% of a bulk load, can stay off.
+                    conn.execute("PRAGMA recursive_triggers=OFF")
+                    try:
+                        conn.executemany(PUT_PLAIN, rows)
+                    finally:
+                        conn.execute("PRAGMA recursive_triggers=ON")
+                else:
+                    conn.executemany(PUT_PLAIN, rows)
         else:
             for value in values:
                 self._checked_size(value)
-            self._write_mixed(conn, keys, values, sizes, etags, (now, version))
+            self._write_mixed(conn, keys, values, sizes, (now, version))
+        # Each Meta holds its value in the etag slot: hashed only if asked for.
         fields = zip(  # noqa: B905 - the repeats are endless
             keys,
             sizes,
-            etags,
+            values,
             _repeat(now),
             _repeat(DEFAULT_CONTENT_TYPE),
             _repeat(EMPTY),
@@ -686,7 +699,6 @@ class SQLiteStore(Store):
         keys: list[str],
         values: list[bytes],
         sizes: list[int],
-        etags: list[str],
         stamp: tuple[float, str],
     ) -> None:
         """put_many's batch with large values among the small, in order, in one transaction."""
@@ -698,21 +710,15 @@ class SQLiteStore(Store):
                 if size <= limit:
                     continue
                 rows = _plain_rows(
-                    keys[start:index],
-                    etags[start:index],
-                    sizes[start:index],
-                    values[start:index],
-                    now,
-                    version,
+                    keys[start:index], sizes[start:index], values[start:index], now, version
                 )
                 conn.executemany(PUT_PLAIN, rows)
                 blob = conn.execute(NEW_BLOB, (values[index],)).lastrowid
-                row = (keys[index], etags[index], now, DEFAULT_CONTENT_TYPE, None, version)
+                etag = _md5(values[index], usedforsecurity=False).hexdigest()
+                row = (keys[index], etag, now, DEFAULT_CONTENT_TYPE, None, version)
                 conn.execute(PUT_BLOB, (*row, size, blob))
                 start = index + 1
-            rows = _plain_rows(
-                keys[start:], etags[start:], sizes[start:], values[start:], now, version
-            )
+            rows = _plain_rows(keys[start:], sizes[start:], values[start:], now, version)
             conn.executemany(PUT_PLAIN, rows)
 
     def _put_many(self, items: list[tuple[str, bytes]]) -> list[Meta]:
@@ -744,23 +750,21 @@ class SQLiteStore(Store):
             else:
                 value = parse_counter(key, row[0]) + delta
                 content_type, metadata = row[1], row[2]
-            data = b"%d" % value
-            etag = _md5(data, usedforsecurity=False).hexdigest()
-            row = (key, etag, _now(), content_type, metadata, _next_version(), len(data), data)
+            data = b"%d" % value  # inline (a counter is short): its etag is left to be computed
+            row = (key, None, _now(), content_type, metadata, _next_version(), len(data), data)
             conn.execute(PUT, row)
         return value
 
 
 def _plain_rows(
     keys: list[str],
-    etags: list[str],
     sizes: list[int],
     values: list[bytes],
     now: float,
     version: str,
-) -> Iterator[tuple[str, str, float, str, int, bytes]]:
+) -> Iterator[tuple[str, float, str, int, bytes]]:
     """The parameters of :data:`PUT_PLAIN` for each item, lazily."""
-    return zip(keys, etags, _repeat(now), _repeat(version), sizes, values)  # noqa: B905
+    return zip(keys, _repeat(now), _repeat(version), sizes, values)  # noqa: B905
 
 
 def _plain_keys(keys: list[str]) -> bool:
