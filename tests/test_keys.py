@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mirrorkv import InvalidKey, MirrorKVError
-from mirrorkv.keys import MAX_KEY_BYTES, check_key, check_prefix, prefix_upper_bound
+from mirrorkv.keys import MAX_KEY_BYTES, check_key, check_keys, check_prefix, prefix_upper_bound
 from mirrorkv.store import after_prefix
 
 
@@ -63,3 +63,17 @@ def test_after_prefix_sorts_after_every_valid_extension(prefix: str, rest: str) 
     key = prefix + rest
     if len(key.encode()) <= MAX_KEY_BYTES:
         assert key < after_prefix(prefix)
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [["a", "b", ""], ["a", "b\x00"], ["ok", 7], ["x" * 1025], ["é" * 513], ["fine", "\ud800"]],
+)
+def test_check_keys_finds_the_one_bad_key(batch: list[str]) -> None:
+    with pytest.raises(InvalidKey):
+        check_keys(batch)
+
+
+def test_check_keys_accepts_every_valid_batch() -> None:
+    check_keys([])
+    check_keys(["a", "a/b", "é" * 512, "\U0001f600", "x" * 1024])

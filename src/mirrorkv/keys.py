@@ -12,9 +12,12 @@ valid keys is the same as Python's ``str`` order by code point.
 
 from __future__ import annotations
 
+import operator
+from itertools import repeat
+
 from .errors import InvalidKey
 
-__all__ = ["MAX_KEY_BYTES", "check_key", "check_prefix", "prefix_upper_bound"]
+__all__ = ["MAX_KEY_BYTES", "check_key", "check_keys", "check_prefix", "prefix_upper_bound"]
 
 #: The longest key, in bytes of UTF-8 (S3's limit).
 MAX_KEY_BYTES = 1024
@@ -38,6 +41,30 @@ def check_key(key: object) -> str:
     if "\x00" in key:
         raise InvalidKey("a key must not contain NUL")
     return key
+
+
+def check_keys(keys: list[str]) -> None:
+    """Raise :class:`InvalidKey` unless every key in the list is valid.
+
+    The common batch (str keys of at most 256 ASCII characters, none NUL,
+    which cannot exceed 1024 bytes) is checked in a few C-level passes over
+    the whole list; any other batch key by key.
+    """
+    if (
+        keys
+        and set(map(type, keys)) == _STR
+        and min(map(len, keys)) > 0
+        and max(map(len, keys)) <= 256
+        and all(map(str.isascii, keys))
+        and not any(map(_contains, keys, repeat("\x00")))
+    ):
+        return
+    for key in keys:
+        check_key(key)
+
+
+_STR = {str}
+_contains = operator.contains
 
 
 def check_prefix(prefix: object) -> str:

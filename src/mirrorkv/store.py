@@ -27,6 +27,7 @@ import builtins
 import contextlib
 import enum
 import io
+import operator
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -36,7 +37,7 @@ from types import TracebackType
 from typing import IO, BinaryIO, NamedTuple, Self
 
 from .errors import InvalidValue, KeyNotFound, NotSupported, PreconditionFailed
-from .keys import check_key, check_prefix
+from .keys import check_key, check_keys, check_prefix
 from .meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Listing, Meta
 
 __all__ = ["Capability", "PutOptions", "Store", "after_prefix", "to_bytes"]
@@ -340,13 +341,18 @@ class Store(ABC):
     ) -> builtins.list[Meta]:
         """Store many values; all-or-nothing on stores with :attr:`Capability.TRANSACTIONS`.
 
-        Every key and value is checked before anything is written.
+        Every key and value is checked before anything is written. Where a
+        key repeats, its last value wins.
         """
-        return self._put_many(self._checked_items(items))
+        keys, values = checked_batch(items, self.max_value_size)
+        return self._put_many(keys, values) if keys else []
 
-    def _put_many(self, items: builtins.list[tuple[str, bytes]]) -> builtins.list[Meta]:
-        """Store checked items; override to batch them."""
-        return [self._put(key, data, DEFAULT_PUT_OPTIONS) for key, data in items]
+    def _put_many(
+        self, keys: builtins.list[str], values: builtins.list[bytes]
+    ) -> builtins.list[Meta]:
+        """Store checked keys and values (same length, in order); override to batch them."""
+        pairs = zip(keys, values, strict=True)
+        return [self._put(key, data, DEFAULT_PUT_OPTIONS) for key, data in pairs]
 
     def delete_many(self, keys: Iterable[str]) -> None:
         """Remove many keys; absent ones are ignored. Every key is checked first."""
@@ -415,11 +421,43 @@ class Store(ABC):
             )
         return data
 
-    def _checked_items(
-        self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]
-    ) -> builtins.list[tuple[str, bytes]]:
-        pairs = items.items() if isinstance(items, Mapping) else items
-        return [(check_key(key), self._checked_size(to_bytes(data))) for key, data in pairs]
+
+def checked_batch(
+    items: Mapping[str, bytes] | Iterable[tuple[str, bytes]], max_value_size: int | None = None
+) -> tuple[list[str], list[bytes]]:
+    """Split ``put_many``'s argument into keys and values, every one checked.
+
+    Raises :class:`InvalidKey` or :class:`InvalidValue` (nothing is written
+    before this returns). A plain batch (a dict or list of ``(str, bytes)``
+    pairs) is split and checked in C-level passes; anything else item by item.
+    """
+    if isinstance(items, Mapping):
+        keys = list(items.keys())
+        values = list(items.values())
+    else:
+        pairs = items if isinstance(items, list) else list(items)
+        if set(map(type, pairs)) <= _TUPLE and set(map(len, pairs)) <= _PAIR:
+            keys = list(map(_first, pairs))
+            values = list(map(_second, pairs))
+        else:
+            keys, values = [], []
+            for key, value in pairs:
+                keys.append(key)
+                values.append(value)
+    check_keys(keys)
+    if set(map(type, values)) - _BYTES:
+        values = [to_bytes(value) for value in values]
+    if max_value_size is not None and values and max(map(len, values)) > max_value_size:
+        size = max(map(len, values))
+        raise InvalidValue(f"values are at most {max_value_size} bytes, one has {size}")
+    return keys, values
+
+
+_TUPLE = {tuple}
+_PAIR = {2}
+_BYTES = {bytes}
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 
 
 def check_counter_arguments(delta: object, initial: object) -> None:

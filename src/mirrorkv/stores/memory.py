@@ -19,7 +19,6 @@ from ..store import (
     check_counter_arguments,
     check_precondition,
     parse_counter,
-    to_bytes,
 )
 
 __all__ = ["MemoryStore"]
@@ -259,34 +258,15 @@ class MemoryStore(Store):
                 found[key] = meta[_VALUE]
         return found
 
-    def put_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> list[Meta]:
-        """Store many values at once, all-or-nothing; see :meth:`Store.put_many`.
-
-        Every key and value is checked before anything is written; the
-        values share one timestamp and get consecutive versions.
-        """
-        if self.max_value_size is not None:
-            return super().put_many(items)
-        pairs = items.items() if isinstance(items, Mapping) else items
-        checked: list[tuple[str, bytes]] = []
-        append = checked.append
-        for key, data in pairs:
-            # The checks of put's fast path; anything unusual goes the long way.
-            if not (
-                key.__class__ is str and 0 < len(key) <= 256 and key.isascii() and "\x00" not in key
-            ):
-                check_key(key)
-            append((key, data if data.__class__ is bytes else to_bytes(data)))
-        return self._put_many(checked)
-
-    def _put_many(self, items: list[tuple[str, bytes]]) -> list[Meta]:
+    def _put_many(self, keys: list[str], values: list[bytes]) -> list[Meta]:
+        # One timestamp for the batch, consecutive versions.
         now = _now()
         written: list[Meta] = []
         append = written.append
         entries = self._entries
         with self._lock:
             version = self._version
-            for key, data in items:
+            for key, data in zip(keys, values, strict=True):
                 version += 1
                 meta: Meta = _new_meta(
                     Meta, (key, len(data), data, now, DEFAULT_CONTENT_TYPE, NO_METADATA, version)

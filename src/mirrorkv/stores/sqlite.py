@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote
 
@@ -38,7 +38,6 @@ from ..store import (
     check_counter_arguments,
     check_precondition,
     parse_counter,
-    to_bytes,
 )
 from ..urls import StoreURL, parse_bool, reject_unknown
 from ._sqlite_io import (
@@ -94,14 +93,8 @@ _LAST_PAGE = 4096
 _new_meta = tuple.__new__
 _OPEN = f"SELECT CASE WHEN size <= ? THEN {VALUE} END FROM entries WHERE key = ?"
 _first = operator.itemgetter(0)
-_second = operator.itemgetter(1)
 _make_meta = functools.partial(tuple.__new__, Meta)
-_contains = operator.contains
 _repeat = itertools.repeat
-_STR = {str}
-_BYTES = {bytes}
-_TUPLE = {tuple}
-_PAIR = {2}
 _now = time.time
 _md5 = hashlib.md5
 
@@ -629,31 +622,8 @@ class SQLiteStore(Store):
             ).fetchall()
         return dict(rows)
 
-    def put_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> list[Meta]:
-        """Store many values in one transaction: all or nothing. Every item is checked first."""
-        # The bulk-load path: the base class's checks, the rows and
-        # the Metas each in one C-level pass over the batch where the batch is
-        # plain (str keys of ASCII, bytes values), item by item otherwise.
-        if isinstance(items, Mapping):
-            keys = list(items.keys())
-            values = list(items.values())
-        else:
-            pairs = items if isinstance(items, list) else list(items)
-            if set(map(type, pairs)) <= _TUPLE and set(map(len, pairs)) <= _PAIR:
-                keys = list(map(_first, pairs))
-                values = list(map(_second, pairs))
-            else:
-                keys, values = [], []
-                for key, value in pairs:
-                    keys.append(key)
-                    values.append(value)
-        if not keys:
-            return []
-        if not _plain_keys(keys):
-            for key in keys:
-                check_key(key)
-        if set(map(type, values)) != _BYTES:
-            values = [to_bytes(value) for value in values]
+    def _put_many(self, keys: list[str], values: list[bytes]) -> list[Meta]:
+        """Store checked items in one transaction: all or nothing."""
         sizes = list(map(len, values))
         # One version and one time serve the whole batch: it writes each key
         # once, so the version still differs from every earlier write of it.
@@ -678,8 +648,6 @@ class SQLiteStore(Store):
                 else:
                     conn.executemany(PUT_PLAIN, rows)
         else:
-            for value in values:
-                self._checked_size(value)
             self._write_mixed(conn, keys, values, sizes, (now, version))
         # Each Meta holds its value in the etag slot: hashed only if asked for.
         fields = zip(  # noqa: B905 - the repeats are endless
@@ -720,9 +688,6 @@ class SQLiteStore(Store):
                 start = index + 1
             rows = _plain_rows(keys[start:], sizes[start:], values[start:], now, version)
             conn.executemany(PUT_PLAIN, rows)
-
-    def _put_many(self, items: list[tuple[str, bytes]]) -> list[Meta]:
-        return self.put_many(items)
 
     def _delete_many(self, keys: list[str]) -> None:
         try:
@@ -765,20 +730,3 @@ def _plain_rows(
 ) -> Iterator[tuple[str, float, str, int, bytes]]:
     """The parameters of :data:`PUT_PLAIN` for each item, lazily."""
     return zip(keys, _repeat(now), _repeat(version), sizes, values)  # noqa: B905
-
-
-def _plain_keys(keys: list[str]) -> bool:
-    """Whether every key is a non-empty str of at most 256 ASCII characters, none of them NUL.
-
-    Such a key is valid (it cannot exceed 1024 bytes); the checks run in C
-    over the whole list. A batch that fails them is checked key by key.
-    """
-    if set(map(type, keys)) != _STR:
-        return False
-    lengths = set(map(len, keys))
-    return (
-        0 not in lengths
-        and max(lengths) <= 256
-        and all(map(str.isascii, keys))
-        and not any(map(_contains, keys, _repeat("\x00")))
-    )
