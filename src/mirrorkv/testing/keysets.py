@@ -41,6 +41,7 @@ INVALID_KEYS: tuple[object, ...] = (
     None,
     b"a",
     ("a",),
+    ["a"],
 )
 
 #: Ordinary keys that a naive file or URL mapping would let escape, collide or vanish.
