@@ -293,6 +293,14 @@ class SQLiteStore(Store):
             raise
         return conn
 
+    def _conn(self) -> sqlite3.Connection:
+        """The calling thread's connection."""
+        try:
+            conn: sqlite3.Connection = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        return conn
+
     def _connect(self) -> sqlite3.Connection:
         """The calling thread's connection, opened on its first use."""
         with self._lock:
@@ -366,10 +374,7 @@ class SQLiteStore(Store):
     # -- primitives ---------------------------------------------------------
 
     def _get(self, key: str) -> bytes:
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         with self._errors:
             row = conn.execute(GET, (key,)).fetchone()
         if row is None:
@@ -378,10 +383,7 @@ class SQLiteStore(Store):
         return value
 
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         size = len(data)
         now = _now()
         version = f"{_version_prefix}{next(_version_counter):x}"
@@ -438,18 +440,12 @@ class SQLiteStore(Store):
         check_precondition(key, None if row is None else Meta(key, 0, row[0], 0.0), options)
 
     def _delete(self, key: str) -> None:
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         with self._errors:
             conn.execute(DELETE, (key,))
 
     def _head(self, key: str) -> Meta:
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         with self._errors:
             row = conn.execute(HEAD, (key,)).fetchone()
         if row is None:
@@ -457,10 +453,7 @@ class SQLiteStore(Store):
         return row_meta(row)
 
     def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         with self._errors:
             row = conn.execute(GET_WITH_META, (key,)).fetchone()
         if row is None:
@@ -480,10 +473,7 @@ class SQLiteStore(Store):
         upper = prefix_upper_bound(prefix) if prefix else None
         limit = _FIRST_PAGE
         while True:
-            try:
-                conn = self._local.conn
-            except AttributeError:
-                conn = self._connect()
+            conn = self._conn()
             sql = list_sql(columns, inclusive, upper is not None)
             params = (lower, limit) if upper is None else (lower, upper, limit)
             with self._errors:
@@ -506,10 +496,7 @@ class SQLiteStore(Store):
     # -- streams --------------------------------------------------------------
 
     def _open(self, key: str) -> BinaryIO:
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         with self._errors:
             row = conn.execute(_OPEN, (_SMALL, key)).fetchone()
         if row is None:
@@ -545,10 +532,7 @@ class SQLiteStore(Store):
                     f"SQLiteStore holds values of at most {self.max_value_size} bytes, "
                     f"this one has {size}"
                 )
-            try:
-                conn = self._local.conn
-            except AttributeError:
-                conn = self._connect()
+            conn = self._conn()
             now = _now()
             version = _next_version()
             metadata_json = dump_metadata(options.metadata)
@@ -569,10 +553,7 @@ class SQLiteStore(Store):
         """Copy a value with its content type and metadata inside the database, atomically."""
         check_key(source)
         check_key(target)
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         now = _now()
         version = _next_version()
         with self._errors, transaction(conn):
@@ -611,10 +592,7 @@ class SQLiteStore(Store):
         wanted = [check_key(key) for key in keys]
         if not wanted:
             return {}
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         with self._errors:
             rows = conn.execute(
                 f"SELECT key, {VALUE} FROM entries WHERE key IN (SELECT value FROM json_each(?))",
@@ -629,10 +607,7 @@ class SQLiteStore(Store):
         # once, so the version still differs from every earlier write of it.
         now = _now()
         version = _next_version()
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         if max(sizes) <= self.inline_limit:
             rows = _plain_rows(keys, sizes, values, now, version)
             with self._errors, transaction(conn):
@@ -690,10 +665,7 @@ class SQLiteStore(Store):
             conn.executemany(PUT_PLAIN, rows)
 
     def _delete_many(self, keys: list[str]) -> None:
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         with self._errors, transaction(conn):
             conn.executemany(DELETE, [(key,) for key in keys])
 
@@ -701,10 +673,7 @@ class SQLiteStore(Store):
         """Add ``delta`` to the counter at ``key`` in one transaction; see :meth:`Store.incr`."""
         check_key(key)
         check_counter_arguments(delta, initial)
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self._connect()
+        conn = self._conn()
         with self._errors, transaction(conn):
             row = conn.execute(
                 f"SELECT {VALUE}, content_type, metadata FROM entries WHERE key = ?", (key,)
