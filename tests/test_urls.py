@@ -1,12 +1,13 @@
 """Configuration by URL: the registry behind mirrorkv.open."""
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mirrorkv
-from mirrorkv import InvalidURL, MemoryStore, NotSupported
+from mirrorkv import InvalidURL, MemoryStore, NotSupported, urls
 from mirrorkv.urls import (
     StoreURL,
     parse_size,
@@ -102,3 +103,30 @@ def test_parse_size(text: object, size: int) -> None:
 def test_parse_size_rejects_garbage() -> None:
     with pytest.raises(InvalidURL):
         parse_size("cache_bytes", "lots")
+
+
+def test_a_plugin_joins_through_the_entry_point_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real (if tiny) installed distribution: a module and a dist-info folder on sys.path.
+    (tmp_path / "mirrorkv_demo_plugin.py").write_text(
+        "from mirrorkv import MemoryStore\n\n"
+        "class DemoStore(MemoryStore):\n"
+        "    @classmethod\n"
+        "    def from_url(cls, url, **options):\n"
+        "        return cls()\n"
+    )
+    info = tmp_path / "mirrorkv_demo_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: mirrorkv-demo-plugin\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[mirrorkv.stores]\ndemo = mirrorkv_demo_plugin:DemoStore\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(urls, "_registry", dict(urls._registry))
+    monkeypatch.setattr(urls, "_entry_points_loaded", False)
+    store = mirrorkv.open("demo://anything")
+    assert type(store).__name__ == "DemoStore"
+    assert "demo" in registered_schemes()
