@@ -24,6 +24,7 @@ from .keys import MAX_KEY_BYTES, check_key
 from .meta import Listing, Meta
 from .store import Capability, Store
 from .stores.memory import MemoryStore
+from .urls import open_store as _open_store
 from .urls import register, registered_schemes
 
 __all__ = [
@@ -63,9 +64,7 @@ def open(url: str | None = None, **options: Any) -> Store:
     keyword arguments (which win); an unknown option, an unknown scheme or a
     malformed URL raises :class:`InvalidURL` naming what is accepted.
     """
-    from .urls import open_store
-
-    return open_store(url, **options)
+    return _open_store(url, **options)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Self
 
+from .errors import InvalidValue
+
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
     "NO_METADATA",
@@ -44,8 +46,6 @@ def freeze_metadata(metadata: Mapping[str, str] | None) -> Mapping[str, str]:
         return NO_METADATA
     for name, value in metadata.items():
         if not isinstance(name, str) or not isinstance(value, str):
-            from .errors import InvalidValue
-
             raise InvalidValue("metadata names and values must be str")
     return MappingProxyType(dict(metadata))
 

@@ -38,9 +38,22 @@ from typing import IO, BinaryIO, NamedTuple, Self
 
 from .errors import InvalidValue, KeyNotFound, NotSupported, PreconditionFailed
 from .keys import check_key, check_keys, check_prefix
-from .meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Listing, Meta
+from .meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Listing, Meta, freeze_metadata
 
-__all__ = ["Capability", "PutOptions", "Store", "after_prefix", "to_bytes"]
+__all__ = [
+    "CHUNK_SIZE",
+    "DEFAULT_PUT_OPTIONS",
+    "Capability",
+    "PutOptions",
+    "Store",
+    "after_prefix",
+    "check_counter_arguments",
+    "check_precondition",
+    "checked_batch",
+    "make_options",
+    "parse_counter",
+    "to_bytes",
+]
 
 #: The chunk size used when a store streams a value in or out.
 CHUNK_SIZE = 1 << 20
@@ -105,8 +118,6 @@ def make_options(
     if_none_match: str | None,
 ) -> PutOptions:
     """Validate the keyword arguments of a write and bundle them."""
-    from .meta import freeze_metadata
-
     if if_none_match is not None and if_none_match != "*":
         raise InvalidValue('if_none_match takes only "*" (create if absent)')
     if if_match is not None and not isinstance(if_match, str):

@@ -20,6 +20,7 @@ from ..store import (
     check_precondition,
     parse_counter,
 )
+from ..urls import reject_unknown
 
 __all__ = ["MemoryStore"]
 
@@ -67,8 +68,6 @@ class MemoryStore(Store):
     @classmethod
     def from_url(cls, url: Any, **options: Any) -> MemoryStore:
         """``memory://``: a new empty store (nothing is shared between two opens)."""
-        from ..urls import reject_unknown
-
         reject_unknown(url, options)
         return cls()
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote
 
-from ..errors import InvalidValue, KeyNotFound, MirrorKVError
+from ..errors import InvalidURL, InvalidValue, KeyNotFound, MirrorKVError
 from ..keys import check_key, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Meta
 from ..store import (
@@ -237,8 +237,6 @@ class SQLiteStore(Store):
     @classmethod
     def from_url(cls, url: StoreURL, **options: Any) -> SQLiteStore:
         """``sqlite:///abs/path.db`` or ``sqlite:rel/path.db``; options ``fsync``, ``timeout``."""
-        from ..errors import InvalidURL
-
         reject_unknown(url, options, ("fsync", "timeout"))
         fsync = parse_bool("fsync", options.get("fsync", False))
         raw_timeout = options.get("timeout", 30.0)
