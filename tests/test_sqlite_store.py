@@ -44,7 +44,7 @@ def store(path: Path) -> Iterator[SQLiteStore]:
 
 def _pragma(store: SQLiteStore, name: str) -> object:
     # The calling thread's own connection: synchronous is a per-connection setting.
-    return store._local.conn.execute(f"PRAGMA {name}").fetchone()[0]
+    return store._conn().execute(f"PRAGMA {name}").fetchone()[0]
 
 
 # -- opening ---------------------------------------------------------------
@@ -226,25 +226,29 @@ def test_copy_of_a_large_value_streams_inside_the_database(store: SQLiteStore) -
 
 
 def _blob_rows(store: SQLiteStore) -> int:
-    return cast(int, store._local.conn.execute("SELECT count(*) FROM blobs").fetchone()[0])
+    return cast(int, store._conn().execute("SELECT count(*) FROM blobs").fetchone()[0])
 
 
 def _is_inline(store: SQLiteStore, key: str) -> bool:
-    row = store._local.conn.execute(
-        "SELECT value IS NOT NULL, blob IS NULL FROM entries WHERE key = ?", (key,)
-    ).fetchone()
+    row = (
+        store._conn()
+        .execute("SELECT value IS NOT NULL, blob IS NULL FROM entries WHERE key = ?", (key,))
+        .fetchone()
+    )
     assert row[0] == row[1], row  # exactly one of the two places holds the value
     return bool(row[0])
 
 
 def test_one_b_tree_for_entries(store: SQLiteStore) -> None:
-    sql = store._local.conn.execute(
-        "SELECT sql FROM sqlite_schema WHERE name = 'entries'"
-    ).fetchone()[0]
+    sql = (
+        store._conn().execute("SELECT sql FROM sqlite_schema WHERE name = 'entries'").fetchone()[0]
+    )
     assert "WITHOUT ROWID" in sql
-    indexes = store._local.conn.execute(
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'entries'"
-    ).fetchone()[0]
+    indexes = (
+        store._conn()
+        .execute("SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'entries'")
+        .fetchone()[0]
+    )
     assert indexes == 0
     assert _pragma(store, "recursive_triggers") == 1  # REPLACE must fire the blob trigger
 
@@ -308,7 +312,7 @@ def test_bulk_load_without_triggers_only_while_no_blob_exists(store: SQLiteStore
 
 def test_small_values_store_no_etag(store: SQLiteStore) -> None:
     meta = store.put("k", b"abc")
-    stored = store._local.conn.execute("SELECT etag FROM entries WHERE key = 'k'").fetchone()
+    stored = store._conn().execute("SELECT etag FROM entries WHERE key = 'k'").fetchone()
     assert stored == (None,)  # computed from the inline value when asked for
     assert store.head("k").etag == meta.etag == hashlib.md5(b"abc").hexdigest()
     store.put("k", b"abd", if_match=meta.etag)
@@ -383,7 +387,7 @@ def test_default_content_type_reads_back(store: SQLiteStore) -> None:
     store.incr("n")
     for key in ("plain", "typed", "n"):
         assert store.head(key).content_type == "application/octet-stream"
-    stored = store._local.conn.execute("SELECT content_type FROM entries").fetchall()
+    stored = store._conn().execute("SELECT content_type FROM entries").fetchall()
     assert stored == [(None,), (None,), (None,)]  # NULL for the default: smaller rows
 
 

@@ -10,7 +10,6 @@ the keys (S3 order).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import io
@@ -19,9 +18,7 @@ import json
 import operator
 import os
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote
@@ -40,6 +37,7 @@ from ..store import (
     parse_counter,
 )
 from ..urls import StoreURL, parse_bool, reject_unknown
+from ._sqlite_connections import Connections
 from ._sqlite_io import (
     BlobReader,
     ErrorTranslator,
@@ -109,28 +107,9 @@ def _next_version() -> str:
     return f"{_version_prefix}{next(_version_counter):x}"
 
 
-def _close_quietly(conn: sqlite3.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):
-        conn.close()
-
-
-class _ThreadSlot:
-    """Lives in a thread's local storage; when the thread ends, its connection closes."""
-
-    __slots__ = ("__weakref__",)
-
-
-_open_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
-#: Connections inherited through fork: never used, never closed (closing could
-#: checkpoint or unlock on behalf of the parent), only kept from the collector.
-_inherited: list[sqlite3.Connection] = []
-
-
 def _after_fork_in_child() -> None:
     global _version_prefix
     _version_prefix = os.urandom(8).hex() + "."
-    for store in list(_open_stores):
-        store._forget_connections()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -219,20 +198,14 @@ class SQLiteStore(Store):
         self._fsync = bool(fsync)
         self._timeout = float(timeout)
         self._errors = ErrorTranslator(self._path)
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._finalizers: list[weakref.finalize[Any, Any]] = []
-        self._idle_readers: list[sqlite3.Connection] = []
-        self._readers: set[sqlite3.Connection] = set()
-        self._closed = False
         self._ready = False
+        self._connections = Connections(repr(self), self._new_connection, self._errors)
         parent = os.path.dirname(self._path)
         try:
             os.makedirs(parent, exist_ok=True)
         except OSError as error:
             raise MirrorKVError(f"cannot create the directory {parent!r}: {error}") from error
-        self._connect()
-        _open_stores.add(self)
+        self._connections.connect()
 
     @classmethod
     def from_url(cls, url: StoreURL, **options: Any) -> SQLiteStore:
@@ -270,7 +243,8 @@ class SQLiteStore(Store):
 
     # -- connections --------------------------------------------------------
 
-    def _new_connection(self, *, cached: bool = True) -> sqlite3.Connection:
+    def _new_connection(self, stream: bool) -> sqlite3.Connection:
+        """A configured connection (a stream's keeps SQLite's small default page cache)."""
         conn = sqlite3.connect(
             self._path,
             timeout=self._timeout,
@@ -281,7 +255,7 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA synchronous=FULL" if self._fsync else "PRAGMA synchronous=NORMAL")
             for pragma in CONNECTION_PRAGMAS:
                 conn.execute(pragma)
-            if cached:
+            if not stream:
                 conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             if not self._ready:
                 prepare(conn, self._path)
@@ -294,80 +268,17 @@ class SQLiteStore(Store):
     def _conn(self) -> sqlite3.Connection:
         """The calling thread's connection."""
         try:
-            conn: sqlite3.Connection = self._local.conn
+            conn: sqlite3.Connection = self._connections.local.conn
         except AttributeError:
-            conn = self._connect()
+            conn = self._connections.connect()
         return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        """The calling thread's connection, opened on its first use."""
-        with self._lock:
-            self._check_open()
-            with self._errors:
-                conn = self._new_connection()
-            slot = _ThreadSlot()
-            self._finalizers = [f for f in self._finalizers if f.alive]
-            self._finalizers.append(weakref.finalize(slot, _close_quietly, conn))
-        self._local.slot = slot
-        self._local.conn = conn
-        return conn
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise MirrorKVError(f"{self!r} is closed")
-
-    def _reader(self) -> sqlite3.Connection:
-        """A connection of its own for a stream, which holds a read transaction."""
-        with self._lock:
-            self._check_open()
-            if self._idle_readers:
-                return self._idle_readers.pop()
-        with self._errors:
-            conn = self._new_connection(cached=False)
-        with self._lock:
-            self._readers.add(conn)
-        return conn
-
-    def _release_reader(self, conn: sqlite3.Connection) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        with self._lock:
-            if not self._closed and len(self._idle_readers) < 4:
-                self._idle_readers.append(conn)
-                return
-            self._readers.discard(conn)
-        _close_quietly(conn)
-
-    def _forget_connections(self) -> None:
-        """In a forked child: drop the parent's connections without touching them."""
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        for finalizer in self._finalizers:
-            detached = finalizer.detach()
-            if detached is not None:
-                _inherited.append(detached[2][0])
-        self._finalizers = []
-        _inherited.extend(self._readers)
-        self._readers = set()
-        self._idle_readers = []
 
     def close(self) -> None:
         """Close every connection of every thread, and those of open streams.
 
         Closing twice is harmless; any later call raises :class:`MirrorKVError`.
         """
-        with self._lock:
-            self._closed = True
-            finalizers, self._finalizers = self._finalizers, []
-            readers, self._readers = self._readers, set()
-            self._idle_readers = []
-            self._local = threading.local()
-        for finalizer in finalizers:
-            finalizer()
-        for conn in readers:
-            _close_quietly(conn)
-        _open_stores.discard(self)
+        self._connections.close()
 
     # -- primitives ---------------------------------------------------------
 
@@ -502,7 +413,7 @@ class SQLiteStore(Store):
         if row[0] is not None:  # at most _SMALL bytes: read whole
             return io.BytesIO(row[0])
         # Large: read it under a read transaction of a connection of its own, a snapshot.
-        reader = self._reader()
+        reader = self._connections.reader()
         try:
             with self._errors:
                 reader.execute("BEGIN")
@@ -512,13 +423,13 @@ class SQLiteStore(Store):
                     raise KeyNotFound(key)
                 if found_row[0] is None:  # overwritten by an inline value meanwhile
                     value = reader.execute(GET, (key,)).fetchone()[0]
-                    self._release_reader(reader)
+                    self._connections.release_reader(reader)
                     return io.BytesIO(value)
                 blob = open_blob(reader, found_row[0])
         except BaseException:
-            self._release_reader(reader)
+            self._connections.release_reader(reader)
             raise
-        stream = BlobReader(blob, self._errors, lambda: self._release_reader(reader))
+        stream = BlobReader(blob, self._errors, lambda: self._connections.release_reader(reader))
         return cast(BinaryIO, stream)
 
     def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
