@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import multiprocessing
@@ -10,6 +11,7 @@ import sqlite3
 import threading
 import tracemalloc
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import IO, cast
 
@@ -66,7 +68,7 @@ def test_creates_parent_directories_and_declares_capabilities(
 def test_wal_and_synchronous_normal_by_default(store: SQLiteStore, path: Path) -> None:
     assert _pragma(store, "journal_mode") == "wal"
     assert _pragma(store, "synchronous") == 1  # NORMAL
-    with sqlite3.connect(path) as raw:
+    with closing(sqlite3.connect(path)) as raw, raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # kept in the file
 
 
@@ -119,7 +121,7 @@ def test_url_of_a_relative_path_and_odd_characters(
 
 def test_refuses_a_newer_schema(path: Path) -> None:
     SQLiteStore(path).close()
-    with sqlite3.connect(path) as raw:
+    with closing(sqlite3.connect(path)) as raw, raw:
         raw.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(MirrorKVError, match="newer"):
         SQLiteStore(path)
@@ -127,11 +129,11 @@ def test_refuses_a_newer_schema(path: Path) -> None:
 
 def test_refuses_another_applications_database(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
-    with sqlite3.connect(other) as raw:
+    with closing(sqlite3.connect(other)) as raw, raw:
         raw.execute("CREATE TABLE notes (body TEXT)")
     with pytest.raises(MirrorKVError, match="another application"):
         SQLiteStore(other)
-    with sqlite3.connect(other) as raw:  # and left it as it was
+    with closing(sqlite3.connect(other)) as raw, raw:  # and left it as it was
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
@@ -602,3 +604,17 @@ def test_processes_write_one_file(store: SQLiteStore) -> None:
     assert len(list(store.keys("w"))) == 400
     for worker in range(4):
         assert store.get(f"w{worker}/99") == bytes([worker]) * 20_000
+
+
+def test_a_store_dropped_without_close_closes_its_connections(path: Path) -> None:
+    store = SQLiteStore(path)
+    store.put("big", os.urandom(2 * MIB))
+    with store.open("big") as stream:
+        stream.read(1)
+    conns = [store._conn(), *store._connections._idle_readers]  # the thread's, the stream's
+    assert len(conns) == 2
+    del store, stream
+    gc.collect()
+    for conn in conns:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")

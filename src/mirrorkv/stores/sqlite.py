@@ -19,6 +19,7 @@ import operator
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote
@@ -49,7 +50,6 @@ from ._sqlite_io import (
 from ._sqlite_schema import (
     ANY_BLOB,
     COLUMNS,
-    CONNECTION_PRAGMAS,
     COPY_INLINE,
     DELETE,
     EMPTY,
@@ -66,7 +66,6 @@ from ._sqlite_schema import (
     VALUE,
     dump_metadata,
     list_sql,
-    prepare,
     row_meta,
 )
 
@@ -83,8 +82,6 @@ __all__ = ["INLINE_LIMIT", "SCHEMA_VERSION", "SQLiteStore"]
 INLINE_LIMIT = 512
 #: Streams of at most this many bytes are read whole (by ``open``, ``put_file``).
 _SMALL = CHUNK_SIZE
-#: The page cache of a connection that serves puts and gets, in KiB (see the class docstring).
-CACHE_KIB = 16 * 1024
 #: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
@@ -129,7 +126,7 @@ class SQLiteStore(Store):
     is refused with :class:`MirrorKVError`.
 
     Memory: each thread that uses the store has its own connection, whose
-    page cache grows on demand up to :data:`CACHE_KIB` KiB (16 MiB; SQLite's
+    page cache grows on demand up to 16 MiB (``_sqlite_connections.CACHE_KIB``; SQLite's
     default is 2 MiB, which made every get of a 20,000-key store miss and
     read from the file) and stays allocated until the connection closes
     (when the thread ends, or at :meth:`close`). It never exceeds the size
@@ -198,14 +195,17 @@ class SQLiteStore(Store):
         self._fsync = bool(fsync)
         self._timeout = float(timeout)
         self._errors = ErrorTranslator(self._path)
-        self._ready = False
-        self._connections = Connections(repr(self), self._new_connection, self._errors)
+        self._connections = Connections(
+            self._path, fsync=self._fsync, timeout=self._timeout, errors=self._errors
+        )
         parent = os.path.dirname(self._path)
         try:
             os.makedirs(parent, exist_ok=True)
         except OSError as error:
             raise MirrorKVError(f"cannot create the directory {parent!r}: {error}") from error
         self._connections.connect()
+        # A store dropped without close() still closes its connections.
+        weakref.finalize(self, self._connections.close)
 
     @classmethod
     def from_url(cls, url: StoreURL, **options: Any) -> SQLiteStore:
@@ -242,28 +242,6 @@ class SQLiteStore(Store):
         return f"SQLiteStore({self._path!r}{flags})"
 
     # -- connections --------------------------------------------------------
-
-    def _new_connection(self, stream: bool) -> sqlite3.Connection:
-        """A configured connection (a stream's keeps SQLite's small default page cache)."""
-        conn = sqlite3.connect(
-            self._path,
-            timeout=self._timeout,
-            isolation_level=None,  # autocommit: transactions are explicit
-            check_same_thread=False,  # close() closes every thread's connection
-        )
-        try:
-            conn.execute("PRAGMA synchronous=FULL" if self._fsync else "PRAGMA synchronous=NORMAL")
-            for pragma in CONNECTION_PRAGMAS:
-                conn.execute(pragma)
-            if not stream:
-                conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            if not self._ready:
-                prepare(conn, self._path)
-                self._ready = True
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     def _conn(self) -> sqlite3.Connection:
         """The calling thread's connection."""
