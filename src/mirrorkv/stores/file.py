@@ -11,10 +11,9 @@ import stat
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, BinaryIO
 
-from ..errors import KeyNotFound, MirrorKVError, ReadOnlyError, StoreUnavailable
+from ..errors import KeyNotFound, StoreUnavailable
 from ..keys import check_key
 from ..meta import DEFAULT_CONTENT_TYPE, EtagSource, Meta
 from ..store import (
@@ -26,6 +25,7 @@ from ..store import (
     parse_counter,
 )
 from ..urls import StoreURL, parse_bool, reject_unknown
+from ._file_errors import OSErrorTranslator
 from ._file_io import (
     EMPTY,
     BytesSource,
@@ -54,21 +54,6 @@ _new_meta = tuple.__new__
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _RETRIES = 100
-# Errors after which the same call may succeed later.
-_RETRYABLE = frozenset(
-    {
-        errno.ENOSPC,
-        errno.EDQUOT,
-        errno.EIO,
-        errno.EAGAIN,
-        errno.EMFILE,
-        errno.ENFILE,
-        errno.ENOMEM,
-        errno.ETIMEDOUT,
-        errno.ESTALE,
-        errno.EBUSY,
-    }
-)
 
 
 class FileStore(Store):
@@ -137,6 +122,7 @@ class FileStore(Store):
         """Open (and create if absent) the store rooted at directory ``root``."""
         self._root = os.path.abspath(os.fspath(root))
         self._prefix = self._root.rstrip("/") + "/"
+        self._errors = OSErrorTranslator(self._root, self._prefix)
         self._fsync = bool(fsync)
         self._token = secrets.token_hex(6) + "."
         self._counter = itertools.count()
@@ -446,7 +432,9 @@ class FileStore(Store):
                 self._token = secrets.token_hex(6) + "."
             except (FileNotFoundError, NotADirectoryError):
                 self._make_dir(directory)
-        raise StoreUnavailable(f"could not create a temporary file in {self._relative(directory)}")
+        raise StoreUnavailable(
+            f"could not create a temporary file in {self._errors.relative(directory)}"
+        )
 
     def _place(
         self, path: str, temp: str, info: os.stat_result, options: PutOptions | None
@@ -477,7 +465,7 @@ class FileStore(Store):
             if self._fsync:
                 fsync_dir(target[: target.rfind("/")])
             return
-        raise StoreUnavailable(f"could not place a value at {self._relative(path)}")
+        raise StoreUnavailable(f"could not place a value at {self._errors.relative(path)}")
 
     def _write_sidecar(self, target: str, info: os.stat_result, options: PutOptions) -> None:
         fd, temp = self._create_temp(target)
@@ -509,7 +497,7 @@ class FileStore(Store):
                         directory = directory[: directory.rfind("/")]
                         fsync_dir(directory)
                 return
-        raise StoreUnavailable(f"could not create directory {self._relative(directory)}")
+        raise StoreUnavailable(f"could not create directory {self._errors.relative(directory)}")
 
     def _clear_way(self, directory: str) -> bool:
         """Move aside the value files where ``directory`` needs directories; False: none found."""
@@ -557,7 +545,7 @@ class FileStore(Store):
                     return
                 finally:
                     remove_tree_quietly(holder)
-            raise StoreUnavailable(f"could not make room for {self._relative(path)}")
+            raise StoreUnavailable(f"could not make room for {self._errors.relative(path)}")
 
     # -- deletes ------------------------------------------------------------
 
@@ -612,55 +600,7 @@ class FileStore(Store):
             for key, _where, _info, _sidecar in walk(self._root, prefix, start_after, False):
                 yield key
 
-    # -- paths and errors ---------------------------------------------------
+    # -- paths ----------------------------------------------------------------
 
     def _path(self, key: str) -> str:
         return self._prefix + encode_key(key)
-
-    def _relative(self, path: str | bytes | None) -> str:
-        """``path`` relative to the root, for messages (never anything outside the root)."""
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
-        if not path:
-            return "(the store's root)"
-        if path.startswith(self._prefix):
-            return repr(path[len(self._prefix) :])
-        return "(the store's root)"
-
-    def _errors(self, key: str | None) -> _OSErrors:
-        return _OSErrors(self, key)
-
-    def _translate(self, error: OSError, key: str | None) -> MirrorKVError:
-        """The mirrorkv error for an ``OSError`` met while working on ``key``."""
-        where = self._relative(error.filename)
-        what = f" for key {key!r}" if key is not None else ""
-        message = f"file store {self._root!r}: {error.strerror or error} at {where}{what}"
-        if isinstance(error, FileNotFoundError) and key is not None:
-            return KeyNotFound(key)
-        if error.errno in _RETRYABLE:
-            return StoreUnavailable(message)
-        if error.errno == errno.EROFS:
-            return ReadOnlyError(message)
-        return MirrorKVError(message)
-
-
-class _OSErrors:
-    """Translate any ``OSError`` raised inside into the mirrorkv hierarchy (the one place)."""
-
-    __slots__ = ("_key", "_store")
-
-    def __init__(self, store: FileStore, key: str | None) -> None:
-        self._store = store
-        self._key = key
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, OSError):
-            raise self._store._translate(exc, self._key) from exc
