@@ -64,3 +64,11 @@ def test_default_metadata_cannot_be_changed_through_a_meta() -> None:
     with pytest.raises(TypeError):
         meta.metadata["owner"] = "mallory"  # type: ignore[index]
     assert dict(store.put("j", b"v").metadata) == {}
+
+
+@pytest.mark.parametrize("metadata", ["owner=ann", [("owner", "ann")], {"owner": 1}, {2: "x"}])
+def test_metadata_must_be_a_mapping_of_str(metadata: object) -> None:
+    from mirrorkv import InvalidValue, MemoryStore
+
+    with pytest.raises(InvalidValue):
+        MemoryStore().put("k", b"v", metadata=metadata)  # type: ignore[arg-type]

@@ -42,6 +42,10 @@ def etag_of(data: bytes | bytearray | memoryview) -> str:
 
 def freeze_metadata(metadata: Mapping[str, str] | None) -> Mapping[str, str]:
     """A read-only copy of user metadata; checks that keys and values are ``str``."""
+    if not isinstance(metadata, Mapping) and metadata is not None:
+        raise InvalidValue(
+            f"metadata must be a mapping of str to str, not {type(metadata).__name__}"
+        )
     if not metadata:
         return NO_METADATA
     for name, value in metadata.items():
