@@ -17,9 +17,14 @@ leak out, they are wrapped with the original chained as ``__cause__``::
 
 Each class says through :attr:`MirrorKVError.retryable` whether trying the
 same call again can help, so a retry policy never parses messages.
+
+:class:`Translator` is the base of each backend's one translation point: a
+context manager that re-raises its driver's exceptions as these.
 """
 
 from __future__ import annotations
+
+from types import TracebackType
 
 __all__ = [
     "CorruptValue",
@@ -32,6 +37,7 @@ __all__ = [
     "PreconditionFailed",
     "ReadOnlyError",
     "StoreUnavailable",
+    "Translator",
 ]
 
 
@@ -89,3 +95,35 @@ class StoreUnavailable(MirrorKVError):
 
 class CorruptValue(MirrorKVError):
     """A stored value or its metadata failed an integrity check."""
+
+
+class Translator:
+    """The one place a backend turns its driver's exceptions into ours.
+
+    A subclass names the exception class it ``catches`` and how to
+    ``translate`` one; ``with translator:`` then re-raises any such exception
+    raised inside as the translated error, the original chained as
+    ``__cause__``. One reusable object, not a generator-based context
+    manager: it sits on every call's hot path.
+    """
+
+    __slots__ = ()
+
+    #: The driver's exception class (or tuple of classes) to translate.
+    catches: type[BaseException] | tuple[type[BaseException], ...] = ()
+
+    def translate(self, error: BaseException) -> MirrorKVError:
+        """The error of our hierarchy that stands for ``error``."""
+        raise NotImplementedError
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is not None and isinstance(exc, self.catches):
+            raise self.translate(exc) from exc

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import errno
 import os
-from types import TracebackType
 
-from ..errors import KeyNotFound, MirrorKVError, ReadOnlyError, StoreUnavailable
+from ..errors import KeyNotFound, MirrorKVError, ReadOnlyError, StoreUnavailable, Translator
 
 __all__ = ["OSErrorTranslator"]
 
@@ -67,21 +66,14 @@ class OSErrorTranslator:
         return MirrorKVError(message)
 
 
-class _OSErrors:
+class _OSErrors(Translator):
     __slots__ = ("_key", "_translator")
+    catches = OSError
 
     def __init__(self, translator: OSErrorTranslator, key: str | None) -> None:
         self._translator = translator
         self._key = key
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, OSError):
-            raise self._translator.translate(exc, self._key) from exc
+    def translate(self, error: BaseException) -> MirrorKVError:
+        assert isinstance(error, OSError)
+        return self._translator.translate(error, self._key)

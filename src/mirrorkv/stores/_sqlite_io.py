@@ -8,7 +8,6 @@ import io
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import IO, Any, Protocol
 
 from ..errors import (
@@ -17,6 +16,7 @@ from ..errors import (
     MirrorKVError,
     ReadOnlyError,
     StoreUnavailable,
+    Translator,
 )
 from ..store import CHUNK_SIZE
 
@@ -57,29 +57,19 @@ def translate(error: sqlite3.Error, path: str) -> MirrorKVError:
     return MirrorKVError(f"SQLite error: {detail}")
 
 
-class ErrorTranslator:
-    """``with translator:`` turns any ``sqlite3.Error`` into a mirrorkv error, chained.
-
-    One reusable object rather than a generator-based context manager: it sits
-    on every call's hot path.
-    """
+class ErrorTranslator(Translator):
+    """``with translator:`` turns any ``sqlite3.Error`` into a mirrorkv error, chained."""
 
     __slots__ = ("_path",)
+    catches = sqlite3.Error
 
     def __init__(self, path: str) -> None:
         self._path = path
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, sqlite3.Error):
-            raise translate(exc, self._path) from exc
+    def translate(self, error: BaseException) -> MirrorKVError:
+        """See :func:`translate`."""
+        assert isinstance(error, sqlite3.Error)
+        return translate(error, self._path)
 
 
 @contextlib.contextmanager
