@@ -393,23 +393,30 @@ def test_default_content_type_reads_back(store: SQLiteStore) -> None:
     assert stored == [(None,), (None,), (None,)]  # NULL for the default: smaller rows
 
 
+class _Pipe(io.RawIOBase):
+    """A readable stream that cannot seek or tell its size, like a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self._inner = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        return self._inner.readinto(buffer)
+
+
+def _unseekable(data: bytes) -> IO[bytes]:
+    return cast(IO[bytes], _Pipe(data))
+
+
 @pytest.mark.parametrize(
     "size", [INLINE_LIMIT - 1, INLINE_LIMIT, INLINE_LIMIT + 1, MIB, MIB + 1, 2 * MIB + 3]
 )
 def test_streams_across_the_thresholds(store: SQLiteStore, size: int) -> None:
     data = os.urandom(size)
 
-    class Pipe(io.RawIOBase):
-        def __init__(self) -> None:
-            self._inner = io.BytesIO(data)
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-            return self._inner.readinto(buffer)
-
-    meta = store.put_file("piped", cast(IO[bytes], Pipe()), content_type="x/y")
+    meta = store.put_file("piped", _unseekable(data), content_type="x/y")
     assert meta == store.head("piped")
     assert meta.etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
     assert _is_inline(store, "piped") == (size <= INLINE_LIMIT)
@@ -475,17 +482,7 @@ def test_64_mib_streams_with_bounded_memory(store: SQLiteStore, tmp_path: Path) 
 def test_stream_from_an_unseekable_source(store: SQLiteStore) -> None:
     data = os.urandom(3 * MIB + 1)
 
-    class Pipe(io.RawIOBase):
-        def __init__(self) -> None:
-            self._inner = io.BytesIO(data)
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-            return self._inner.readinto(buffer)
-
-    pipe = cast(IO[bytes], Pipe())
+    pipe = _unseekable(data)
     meta = store.put_file("piped", pipe, metadata={"a": "b"}, if_none_match="*")
     assert meta.etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
     assert store.get("piped") == data

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -128,38 +130,19 @@ class WriteContract:
     def test_incr_from_processes(self, store: Store, store_factory: StoreFactory) -> None:
         if not store_factory.multi_process or store_factory.url is None:
             pytest.skip(f"{store_factory.name} is not shared between processes")
-        context = multiprocessing.get_context("spawn")
-        barrier = context.Barrier(4)
-        workers = [
-            context.Process(target=count_up, args=(store_factory.url, "hits", 100, barrier))
-            for _ in range(4)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(120)
-        assert [worker.exitcode for worker in workers] == [0] * 4
+        with spawned(count_up, [(store_factory.url, "hits", 100)] * 4):
+            pass
         assert store.get("hits") == b"400"
 
     @pytest.mark.slow
     def test_processes_write_whole_values(self, store: Store, store_factory: StoreFactory) -> None:
         if not store_factory.multi_process or store_factory.url is None:
             pytest.skip(f"{store_factory.name} is not shared between processes")
-        context = multiprocessing.get_context("spawn")
-        barrier = context.Barrier(3)
-        workers = [
-            context.Process(target=write_values, args=(store_factory.url, i, 60, barrier))
-            for i in range(3)
-        ]
-        for worker in workers:
-            worker.start()
-        while any(worker.is_alive() for worker in workers):
-            for key in store.keys("shared/"):
-                with store.open(key) as stream:
-                    read_seq(key, stream)  # raises CorruptValue on a torn value
-        for worker in workers:
-            worker.join(120)
-        assert [worker.exitcode for worker in workers] == [0] * 3
+        with spawned(write_values, [(store_factory.url, i, 60) for i in range(3)]) as workers:
+            while any(worker.is_alive() for worker in workers):
+                for key in store.keys("shared/"):
+                    with store.open(key) as stream:
+                        read_seq(key, stream)  # raises CorruptValue on a torn value
         for key in store.keys("shared/"):
             with store.open(key) as stream:
                 assert read_seq(key, stream) % 1_000_000 >= 56, "a later write was lost"
@@ -181,3 +164,24 @@ class WriteContract:
 
         run_threads(work, 3)
         assert seen
+
+
+@contextlib.contextmanager
+def spawned(
+    target: Callable[..., None], arguments: list[tuple[Any, ...]]
+) -> Iterator[Sequence[multiprocessing.process.BaseProcess]]:
+    """Run one spawned process per argument tuple, each also given a shared barrier.
+
+    Yields the started processes; on exit waits for them (two minutes at
+    most each) and checks that all succeeded. The barrier lives as long as
+    the block, so no child finds its semaphore gone.
+    """
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(arguments))
+    workers = [context.Process(target=target, args=(*args, barrier)) for args in arguments]
+    for worker in workers:
+        worker.start()
+    yield workers
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0] * len(workers)
