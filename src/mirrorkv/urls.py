@@ -59,6 +59,16 @@ _BUILTIN: dict[str, _Registration] = {
     "memory": _Registration("mirrorkv.stores.memory:MemoryStore", None),
     "file": _Registration("mirrorkv.stores.file:FileStore", None),
     "sqlite": _Registration("mirrorkv.stores.sqlite:SQLiteStore", None),
+    "redis": _Registration("mirrorkv.stores.redis:RedisStore", "redis"),
+    "rediss": _Registration("mirrorkv.stores.redis:RedisStore", "redis"),
+    "redis+cluster": _Registration("mirrorkv.stores.redis:RedisStore", "redis"),
+    "s3": _Registration("mirrorkv.stores.s3:S3Store", "s3"),
+    "postgresql": _Registration("mirrorkv.stores.sql:SQLStore", "sql"),
+    "postgres": _Registration("mirrorkv.stores.sql:SQLStore", "sql"),
+    "mysql": _Registration("mirrorkv.stores.sql:SQLStore", "sql"),
+    "mariadb": _Registration("mirrorkv.stores.sql:SQLStore", "sql"),
+    "azure": _Registration("mirrorkv.stores.azure:AzureBlobStore", "azure"),
+    "gs": _Registration("mirrorkv.stores.gcs:GCSStore", "gcs"),
 }
 
 _registry: dict[str, _Registration] = dict(_BUILTIN)
