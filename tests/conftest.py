@@ -17,10 +17,9 @@ import pytest
 # before anything imports mirrorkv.testing.
 pytest.register_assert_rewrite("mirrorkv.testing", "services")
 
-from services import azure, gcs, redis, s3, sql  # noqa: E402
-
 from mirrorkv import MemoryStore  # noqa: E402
 from mirrorkv.testing import StoreFactory  # noqa: E402
+from services import azure, gcs, redis, s3, sql  # noqa: E402
 
 #: The service fixtures (``redis_url``, ``s3_endpoint``, ...) defined beside each backend.
 pytest_plugins = ["services.azure", "services.gcs", "services.redis", "services.s3", "services.sql"]

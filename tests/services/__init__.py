@@ -185,7 +185,7 @@ def wait_until(
         try:
             if check():
                 return
-        except Exception:  # noqa: S110, BLE001 - any failure means "not ready yet"
+        except Exception:  # any failure means "not ready yet"
             pass
         if process is not None and not process.running:
             raise ServiceUnavailable(
