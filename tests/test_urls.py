@@ -1,5 +1,7 @@
 """Configuration by URL: the registry behind mirrorkv.open."""
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,48 @@ def test_missing_extra_names_it() -> None:
             mirrorkv.open("needsextra://bucket")
     finally:
         unregister("needsextra")
+
+
+#: Each network scheme, the top-level package of its driver, and the extra that installs it.
+NETWORK_SCHEMES = [
+    ("redis://127.0.0.1:6379/0", "redis", "redis"),
+    ("s3://bucket", "boto3", "s3"),
+    ("postgresql://127.0.0.1/test", "sqlalchemy", "sql"),
+    ("mysql://root@127.0.0.1/test", "sqlalchemy", "sql"),
+    ("azure://container", "azure", "azure"),
+    ("gs://bucket", "google", "gcs"),
+]
+
+
+def _without_packages(packages: list[str], code: str) -> str:
+    """Run ``code`` in a fresh interpreter where ``packages`` cannot be imported."""
+    blocked = "".join(f"sys.modules[{name!r}] = None\n" for name in packages)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{blocked}{code}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_mirrorkv_and_its_cli_import_without_any_network_driver() -> None:
+    drivers = sorted({driver for _, driver, _ in NETWORK_SCHEMES})
+    code = "import mirrorkv, mirrorkv.cli\nmirrorkv.open('memory://')\nprint('ok')"
+    assert _without_packages(drivers, code).strip() == "ok"
+
+
+@pytest.mark.parametrize(("url", "driver", "extra"), NETWORK_SCHEMES)
+def test_a_network_url_without_its_driver_names_the_extra(
+    url: str, driver: str, extra: str
+) -> None:
+    code = (
+        "import mirrorkv\n"
+        f"try:\n    mirrorkv.open({url!r})\n"
+        "except mirrorkv.NotSupported as error:\n    print(error)\n"
+    )
+    assert f"pip install 'mirrorkv[{extra}]'" in _without_packages([driver], code)
 
 
 def test_default_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
