@@ -1,0 +1,650 @@
+"""`RedisStore`: values in Redis (or Valkey), with metadata and an ordered index beside them.
+
+URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) and
+``redis+cluster://[user:password@]host[:port]`` (any node of a cluster). The
+layout and the scripts that keep it consistent are described in
+:mod:`._redis_scripts`; the user documentation is ``docs/stores/redis.md``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import itertools
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    ClusterDownError,
+    ConnectionError,
+    MasterDownError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
+from redis.retry import Retry
+
+from ..errors import (
+    InvalidURL,
+    InvalidValue,
+    KeyNotFound,
+    MirrorKVError,
+    PreconditionFailed,
+    StoreUnavailable,
+    Translator,
+)
+from ..keys import check_key, check_keys, prefix_upper_bound
+from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta, etag_of
+from ..store import (
+    DEFAULT_PUT_OPTIONS,
+    Capability,
+    PutOptions,
+    Store,
+    check_counter_arguments,
+    make_options,
+    to_bytes,
+)
+from ..urls import StoreURL, parse_bool, reject_unknown
+from ._redis_scripts import COPY, DELETE, DELETE_MANY, HEAD, INCR, LIST, PUT, PUT_MANY
+
+__all__ = ["DEFAULT_NAMESPACE", "RedisStore"]
+
+#: The namespace a store uses where none is given.
+DEFAULT_NAMESPACE = "mirrorkv"
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+#: A batch is sent as scripts of at most this many keys or bytes (all in one round trip).
+_BATCH_KEYS = 2000
+_BATCH_BYTES = 8 << 20
+#: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
+_FIRST_PAGE = 100
+_LAST_PAGE = 2000
+_OPTIONS = (
+    "namespace",
+    "timeout",
+    "connect_timeout",
+    "retries",
+    "max_connections",
+    "ssl",
+    "ssl_ca_certs",
+    "ssl_verify",
+)
+_new_meta = tuple.__new__
+_md5 = hashlib.md5
+_now = time.time
+_EMPTY_JSON = b"{}"
+
+Client = redis.Redis | RedisCluster
+
+
+class _Versions:
+    """Versions: a random per-process prefix and a counter, renewed in a forked child."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.renew()
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(8).hex() + "."
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self._counter):x}"
+
+    def reserve(self, count: int) -> tuple[str, int]:
+        """The prefix and the first of ``count`` consecutive counter values."""
+        with self._lock:
+            first = next(self._counter)
+            self._counter = itertools.count(first + count)
+        return self.prefix, first
+
+
+_versions = _Versions()
+os.register_at_fork(after_in_child=_versions.renew)
+
+
+class RedisErrors(Translator):
+    """Turns redis-py exceptions into mirrorkv errors; messages name the server, never a secret."""
+
+    __slots__ = ("where",)
+    catches = RedisError
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def translate(self, error: BaseException) -> MirrorKVError:
+        """The mirrorkv error for a redis-py exception met on the server ``where``."""
+        text = str(error)
+        if isinstance(error, AuthenticationError | AuthorizationError) or (
+            isinstance(error, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+        ):
+            return MirrorKVError(
+                f"Redis at {self.where} refused the credentials "
+                f"(check the user name and password of the URL): {text}"
+            )
+        if isinstance(
+            error,
+            ConnectionError
+            | TimeoutError
+            | BusyLoadingError
+            | ClusterDownError
+            | MasterDownError
+            | TryAgainError
+            | RedisReadOnlyError
+            | RedisClusterException,
+        ) or (isinstance(error, ResponseError) and text.startswith(("OOM", "LOADING", "BUSY"))):
+            return StoreUnavailable(f"Redis at {self.where} is unavailable: {text}")
+        return MirrorKVError(f"Redis error at {self.where}: {text}")
+
+
+class RedisStore(Store):
+    """A store in a Redis (or Valkey) database, shared by any number of processes.
+
+    Layout (see ``docs/stores/redis.md``): the value of ``key`` is the string
+    ``<namespace>:<key>`` (so ``get`` is one ``GET``), its metadata the hash
+    ``<namespace>#meta:<key>``, and every key is a member of the sorted set
+    ``<namespace>#index``, ranged with ``ZRANGEBYLEX`` to list in UTF-8 byte
+    order. On a cluster the namespace is a hash tag (``{<namespace>}:<key>``),
+    so a store lives in one slot and its scripts see all of its keys.
+
+    Guarantees: every write (``put``, ``delete``, ``copy``, ``incr``, each
+    script of a batch) is one Lua script, so value, metadata and index change
+    together and other clients see the old state or the new one. Conditional
+    writes and ``incr`` are checked on the server. ``put_many`` and
+    ``delete_many`` run as one script, or one ``MULTI``/``EXEC`` transaction
+    of scripts for a large batch. A connection error raises
+    :class:`StoreUnavailable` (retryable) and is not retried by default: a
+    write whose reply was lost may or may not have happened. The
+    ``retries`` option re-sends a command after a connection error, which
+    makes writes at-least-once (an ``incr`` could then count twice).
+
+    ``put(..., ttl=seconds)`` sets a native expiry on the value and its
+    metadata together; the index entry of an expired key is removed by the
+    next listing that walks past it, so listings never show it.
+
+    The etag is the hex MD5 of the value, computed by the client on ``put``;
+    after a native ``incr`` (Redis ``INCRBY``) it is computed from the value
+    when asked for.
+    """
+
+    capabilities = (
+        Capability.CONDITIONAL_WRITES
+        | Capability.NATIVE_COUNTERS
+        | Capability.TRANSACTIONS
+        | Capability.MULTI_PROCESS
+        | Capability.SERVER_SIDE_COPY
+    )
+
+    #: Redis refuses strings above 512 MB (``proto-max-bulk-len`` by default).
+    max_value_size = 512 * 1024 * 1024
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        where: str | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        """A store over ``client`` (``redis.Redis`` or ``redis.cluster.RedisCluster``).
+
+        The client must not decode responses. ``where`` names the server in
+        errors and ``repr`` (default: host and port; never a password).
+        ``owns_client``: :meth:`close` closes the client too.
+        """
+        if not isinstance(client, redis.Redis | RedisCluster):
+            raise InvalidValue(f"RedisStore takes a redis.Redis client, not {type(client)!r}")
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+            raise InvalidValue(
+                "namespace is 1 to 128 characters of A-Z a-z 0-9 _ . - "
+                f"(no ':', '#' or braces), not {namespace!r}"
+            )
+        if client.get_encoder().decode_responses:
+            raise InvalidValue("RedisStore needs a client with decode_responses=False")
+        self._client = client
+        self._execute: Callable[..., Any] = client.execute_command
+        self._namespace = namespace
+        self._cluster = isinstance(client, RedisCluster)
+        base = f"{{{namespace}}}" if self._cluster else namespace
+        self._value_prefix = base + ":"
+        self._meta_prefix = base + "#meta:"
+        self._index = base + "#index"
+        self._where = where or _describe(client)
+        self._errors = RedisErrors(self._where)
+        self._owns_client = owns_client
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> RedisStore:
+        """Open ``redis://``, ``rediss://`` or ``redis+cluster://``; see ``docs/stores/redis.md``.
+
+        Options: ``namespace``; ``timeout`` and ``connect_timeout`` (seconds);
+        ``retries`` (re-sends after a connection error, default 0); ``max_connections``;
+        ``ssl`` (TLS on ``redis+cluster://``), ``ssl_ca_certs``, ``ssl_verify``.
+        """
+        reject_unknown(url, options, _OPTIONS)
+        namespace = str(options.get("namespace", DEFAULT_NAMESPACE))
+        cluster = url.scheme == "redis+cluster"
+        tls = url.scheme == "rediss" or (cluster and parse_bool("ssl", options.get("ssl", False)))
+        if "ssl" in options and not cluster:
+            raise InvalidURL("option ssl is for redis+cluster://; use rediss:// for TLS")
+        if url.query.get("password") is not None:
+            raise InvalidURL("put the password in the URL's user info, not in its query")
+        kwargs: dict[str, Any] = {
+            "host": url.host or "127.0.0.1",
+            "port": url.port or 6379,
+            "username": url.username or None,
+            "password": url.password,
+            "socket_timeout": _seconds(options, "timeout", 30.0),
+            "socket_connect_timeout": _seconds(options, "connect_timeout", 10.0),
+            "retry": Retry(
+                ExponentialBackoff(cap=0.5, base=0.05),
+                _count(options, "retries", 0),
+                supported_errors=(ConnectionError,),
+            ),
+        }
+        if "max_connections" in options:
+            kwargs["max_connections"] = max(1, _count(options, "max_connections", 1))
+        if tls:
+            kwargs["ssl"] = True
+            verify = parse_bool("ssl_verify", options.get("ssl_verify", True))
+            kwargs["ssl_cert_reqs"] = "required" if verify else "none"
+            kwargs["ssl_check_hostname"] = verify
+            if "ssl_ca_certs" in options:
+                kwargs["ssl_ca_certs"] = str(options["ssl_ca_certs"])
+        elif "ssl_ca_certs" in options or "ssl_verify" in options:
+            raise InvalidURL(
+                f"TLS options need rediss:// (or ssl=true on a cluster), not {url.scheme}://"
+            )
+        where = url.redacted()
+        db_text = url.path.strip("/")
+        if cluster:
+            if db_text not in ("", "0"):
+                raise InvalidURL(f"a Redis cluster has only database 0, not {db_text!r}")
+            client: Client = RedisCluster(**kwargs)
+        else:
+            try:
+                kwargs["db"] = int(db_text or 0)
+            except ValueError:
+                raise InvalidURL(
+                    f"the path of a redis:// URL is a database number, not {db_text!r}"
+                ) from None
+            client = redis.Redis(**kwargs)
+        return cls(client, namespace=namespace, where=where, owns_client=True)
+
+    @property
+    def namespace(self) -> str:
+        """The namespace: the prefix of every Redis key this store uses."""
+        return self._namespace
+
+    @property
+    def client(self) -> Client:
+        """The redis-py client, for what the store does not cover (use with care)."""
+        return self._client
+
+    def redis_key(self, key: str) -> str:
+        """The Redis key that holds the value of ``key``, as ``redis-cli`` shows it."""
+        return self._value_prefix + check_key(key)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._where!r}, namespace={self._namespace!r})"
+
+    def close(self) -> None:
+        """Release the connections (where the store made its client). Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            self._client.close()
+
+    # -- primitives ---------------------------------------------------------
+
+    def _get(self, key: str) -> bytes:
+        with self._errors:
+            value: bytes | None = self._execute("GET", self._value_prefix + key)
+        if value is None:
+            raise KeyNotFound(key)
+        return value
+
+    def _put(self, key: str, data: bytes, options: PutOptions, ttl: float | None = None) -> Meta:
+        now = _now()
+        version = _versions.next()
+        etag = _md5(data, usedforsecurity=False).hexdigest()
+        content_type, metadata = options.content_type, options.metadata
+        metadata_json = json.dumps(dict(metadata)) if metadata else "{}"
+        ttl_ms = "" if ttl is None else str(max(1, round(ttl * 1000)))
+        condition, expected = "", ""
+        if options.if_none_match is not None:
+            condition = "*"
+        elif options.if_match is not None:
+            condition, expected = "m", options.if_match
+        keys = (self._value_prefix + key, self._meta_prefix + key, self._index)
+        while True:
+            with self._errors:
+                result = PUT(
+                    self._client, keys, key, data, etag, repr(now), content_type,
+                    metadata_json, version, ttl_ms, condition, expected,
+                )  # fmt: skip
+            if result == 1:
+                break
+            if result == 0 or not isinstance(result, list):
+                raise PreconditionFailed(_precondition_message(key, options))
+            # A counter written by INCRBY has no stored etag: compare it here,
+            # then write only if the value is still the one compared.
+            current: bytes = result[0]
+            if etag_of(current) != options.if_match:
+                raise PreconditionFailed(_precondition_message(key, options))
+            condition, expected = "v", current  # type: ignore[assignment]
+        meta: Meta = _new_meta(Meta, (key, len(data), etag, now, content_type, metadata, version))
+        return meta
+
+    def _delete(self, key: str) -> None:
+        keys = (self._value_prefix + key, self._meta_prefix + key, self._index)
+        with self._errors:
+            DELETE(self._client, keys, key)
+
+    def _fetch(self, key: str, with_value: bool) -> list[Any]:
+        keys = (self._value_prefix + key, self._meta_prefix + key)
+        with self._errors:
+            fields: list[Any] | None = HEAD(self._client, keys, "1" if with_value else "0")
+        if fields is None:
+            raise KeyNotFound(key)
+        return fields
+
+    def _head(self, key: str) -> Meta:
+        return _make_meta(key, self._fetch(key, False))
+
+    def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
+        fields = self._fetch(key, True)
+        value: bytes = fields[6]
+        return value, _make_meta(key, fields)
+
+    def _pages(self, prefix: str, start_after: str | None, with_meta: bool) -> Iterator[list[Any]]:
+        """Script replies in key order, page by page (each page one atomic script)."""
+        if start_after is not None and start_after >= prefix:
+            lower = b"(" + start_after.encode()
+        elif prefix:
+            lower = b"[" + prefix.encode()
+        else:
+            lower = b"-"
+        bound = prefix_upper_bound(prefix) if prefix else None
+        upper = b"+" if bound is None else b"(" + bound.encode()
+        count = _FIRST_PAGE
+        flag = "1" if with_meta else "0"
+        while True:
+            with self._errors:
+                reply: list[Any] = LIST(
+                    self._client, (self._index,), lower, upper, count,
+                    self._value_prefix, self._meta_prefix, flag,
+                )  # fmt: skip
+            yield reply
+            if reply[0] < count:
+                return
+            lower = b"(" + reply[1]
+            count = min(count * 4, _LAST_PAGE)
+
+    def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
+        for reply in self._pages(prefix, start_after, True):
+            for i in range(2, len(reply), 8):
+                fields = reply[i + 1 : i + 8]
+                yield _make_meta(reply[i].decode(), fields)
+
+    def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
+        for reply in self._pages(prefix, start_after, False):
+            for member in itertools.islice(reply, 2, None):
+                yield member.decode()
+
+    # -- the public API, made faster or native --------------------------------
+
+    def put(
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+        ttl: float | None = None,
+    ) -> Meta:
+        """Store ``data`` under ``key``; see :meth:`Store.put`.
+
+        ``ttl``: seconds after which Redis removes the value and its metadata
+        (and listings stop showing it). A later write without ``ttl`` makes
+        the key permanent again; ``incr`` keeps the expiry it finds.
+        """
+        if (
+            content_type is None
+            and metadata is None
+            and if_match is None
+            and if_none_match is None
+            and ttl is None
+            and data.__class__ is bytes
+        ):
+            return self._put(check_key(key), self._checked_size(data), DEFAULT_PUT_OPTIONS)
+        check_key(key)
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0
+        ):
+            raise InvalidValue(f"ttl is a number of seconds > 0, not {ttl!r}")
+        options = make_options(content_type, metadata, if_match, if_none_match)
+        return self._put(key, self._checked_size(to_bytes(data)), options, ttl)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """The values of the keys that exist, fetched with ``MGET`` in one round trip."""
+        given = keys if isinstance(keys, list) else list(keys)
+        check_keys(given)
+        wanted = list(dict.fromkeys(given))
+        if not wanted:
+            return {}
+        prefix = self._value_prefix
+        names = [prefix + key for key in wanted]
+        with self._errors:
+            if len(names) <= _BATCH_KEYS:
+                values = self._execute("MGET", *names)
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for start in range(0, len(names), _BATCH_KEYS):
+                    pipe.execute_command("MGET", *names[start : start + _BATCH_KEYS])
+                values = list(itertools.chain.from_iterable(pipe.execute()))
+        return {key: value for key, value in zip(wanted, values, strict=True) if value is not None}
+
+    def _put_many(
+        self, keys: builtins.list[str], values: builtins.list[bytes]
+    ) -> builtins.list[Meta]:
+        # Where a key repeats, its last value wins: keep the last of each.
+        if len(set(keys)) != len(keys):
+            last = dict(zip(keys, values, strict=True))
+            keys, values = list(last), list(last.values())
+        now = _now()
+        etags = [_md5(data, usedforsecurity=False).hexdigest() for data in values]
+        prefix, first = _versions.reserve(len(keys))
+        chunks = list(_chunks(keys, values))
+        head = (self._value_prefix, self._meta_prefix, repr(now), DEFAULT_CONTENT_TYPE, prefix)
+        with self._errors:
+            if len(chunks) == 1:
+                args = _flatten(keys, values, etags)
+                PUT_MANY(self._client, (self._index,), *head, first, *args)
+            else:
+                PUT_MANY.load(self._client)
+                pipe = self._client.pipeline(transaction=True)
+                for start, stop in chunks:
+                    args = _flatten(keys[start:stop], values[start:stop], etags[start:stop])
+                    PUT_MANY.queue(pipe, (self._index,), *head, first + start, *args)
+                pipe.execute()
+        return [
+            _new_meta(
+                Meta,
+                (key, len(data), etag, now, DEFAULT_CONTENT_TYPE, NO_METADATA, f"{prefix}{n:x}"),
+            )
+            for n, key, data, etag in zip(itertools.count(first), keys, values, etags)
+        ]
+
+    def _delete_many(self, keys: builtins.list[str]) -> None:
+        if not keys:
+            return
+        head = (self._value_prefix, self._meta_prefix)
+        with self._errors:
+            if len(keys) <= _BATCH_KEYS:
+                DELETE_MANY(self._client, (self._index,), *head, *keys)
+                return
+            DELETE_MANY.load(self._client)
+            pipe = self._client.pipeline(transaction=True)
+            for start in range(0, len(keys), _BATCH_KEYS):
+                DELETE_MANY.queue(pipe, (self._index,), *head, *keys[start : start + _BATCH_KEYS])
+            pipe.execute()
+
+    def copy(self, source: str, target: str) -> Meta:
+        """Copy a value with its content type and metadata inside Redis (one script)."""
+        check_key(source)
+        check_key(target)
+        now = _now()
+        version = _versions.next()
+        keys = (
+            self._value_prefix + source,
+            self._meta_prefix + source,
+            self._value_prefix + target,
+            self._meta_prefix + target,
+            self._index,
+        )
+        with self._errors:
+            reply: list[Any] | None = COPY(self._client, keys, target, repr(now), version)
+        if reply is None:
+            raise KeyNotFound(source)
+        size, etag, content_type, metadata_json = reply[:4]
+        etag_source = etag.decode() if etag is not None else reply[4]
+        meta: Meta = _new_meta(
+            Meta,
+            (target, size, etag_source, now, content_type.decode(), _metadata(metadata_json),
+             version),
+        )  # fmt: skip
+        return meta
+
+    def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
+        """Add ``delta`` atomically with Redis ``INCRBY``; see :meth:`Store.incr`.
+
+        A counter beyond Redis' 64-bit range, or written with leading zeros,
+        is updated by a compare-and-swap loop instead (same result).
+        """
+        check_key(key)
+        check_counter_arguments(delta, initial)
+        if _INT64_MIN <= delta <= _INT64_MAX:
+            keys = (self._value_prefix + key, self._meta_prefix + key, self._index)
+            created = b"%d" % (initial + delta)
+            with self._errors:
+                value: bytes | None = INCR(
+                    self._client, keys, key, delta, created, repr(_now()), _versions.next(),
+                    DEFAULT_CONTENT_TYPE,
+                )  # fmt: skip
+            if value is not None:
+                return int(value)
+        return super().incr(key, delta, initial=initial)
+
+    def clear(self) -> None:
+        """Remove every key of this namespace (and nothing of any other)."""
+        while keys := list(itertools.islice(self._keys("", None), _BATCH_KEYS)):
+            self._delete_many(keys)
+        with self._errors:
+            self._execute("DEL", self._index)
+
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+def _make_meta(key: str, fields: builtins.list[Any]) -> Meta:
+    """A Meta from the six hash fields (and, where the etag is not stored, the value)."""
+    size, etag, modified, content_type, metadata_json, version = fields[:6]
+    etag_source: str | bytes = etag.decode() if etag is not None else fields[6]
+    meta: Meta = _new_meta(
+        Meta,
+        (
+            key,
+            int(size),
+            etag_source,
+            float(modified),
+            content_type.decode() if content_type is not None else DEFAULT_CONTENT_TYPE,
+            _metadata(metadata_json),
+            version.decode() if version is not None else "",
+        ),
+    )
+    return meta
+
+
+def _metadata(raw: bytes | None) -> Mapping[str, str]:
+    if raw is None or raw == _EMPTY_JSON:
+        return NO_METADATA
+    loaded: dict[str, str] = json.loads(raw)
+    return MappingProxyType(loaded)
+
+
+def _flatten(
+    keys: builtins.list[str], values: builtins.list[bytes], etags: builtins.list[str]
+) -> builtins.list[Any]:
+    flat: builtins.list[Any] = [None] * (3 * len(keys))
+    flat[0::3] = keys
+    flat[1::3] = values
+    flat[2::3] = etags
+    return flat
+
+
+def _chunks(keys: builtins.list[str], values: builtins.list[bytes]) -> Iterator[tuple[int, int]]:
+    """(start, stop) slices of at most ``_BATCH_KEYS`` keys and about ``_BATCH_BYTES`` bytes."""
+    start, size = 0, 0
+    for i, data in enumerate(values):
+        size += len(data) + len(keys[i])
+        if i + 1 - start >= _BATCH_KEYS or size >= _BATCH_BYTES:
+            yield start, i + 1
+            start, size = i + 1, 0
+    if start < len(keys):
+        yield start, len(keys)
+
+
+def _precondition_message(key: str, options: PutOptions) -> str:
+    if options.if_none_match is not None:
+        return f"{key!r} exists (if_none_match='*')"
+    return f"{key!r} does not have etag {options.if_match!r}"
+
+
+def _describe(client: Client) -> str:
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()  # type: ignore[no-untyped-call]
+        return f"redis+cluster://{node.host}:{node.port}" if node else "redis+cluster://"
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+def _seconds(options: Mapping[str, Any], name: str, default: float) -> float:
+    raw = options.get(name, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidURL(f"option {name} takes seconds, not {raw!r}") from None
+    if not value > 0:
+        raise InvalidURL(f"option {name} takes seconds > 0, not {raw!r}")
+    return value
+
+
+def _count(options: Mapping[str, Any], name: str, default: int) -> int:
+    raw = options.get(name, default)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidURL(f"option {name} takes a whole number, not {raw!r}") from None
+    if value < 0 or isinstance(raw, bool):
+        raise InvalidURL(f"option {name} takes a whole number >= 0, not {raw!r}")
+    return value
