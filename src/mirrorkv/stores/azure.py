@@ -1,0 +1,755 @@
+"""`AzureBlobStore`: a store in one container (and an optional prefix) of Azure Blob Storage.
+
+Each key is one block blob; its name is the store's prefix followed by the
+key written in an order-preserving, prefix-preserving code (see
+:mod:`._azure_names`), so that the service's own listing is in our key
+order. The etag is the hex MD5 of the value, kept in the blob's Content-MD5
+property; the version is the blob's ETag, which the service changes on
+every write. Conditional writes compare etags under the blob's ETag, so they
+are atomic on the server. See ``docs/stores/azure.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import hashlib
+import io
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any, BinaryIO
+from urllib.parse import urlsplit
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError
+from azure.storage.blob import (
+    BlobBlock,
+    BlobProperties,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    generate_blob_sas,
+)
+
+from ..errors import (
+    InvalidURL,
+    InvalidValue,
+    KeyNotFound,
+    MirrorKVError,
+    NotSupported,
+    PreconditionFailed,
+    StoreUnavailable,
+)
+from ..keys import check_key
+from ..meta import DEFAULT_CONTENT_TYPE, Meta
+from ..store import (
+    CHUNK_SIZE,
+    DEFAULT_PUT_OPTIONS,
+    Capability,
+    PutOptions,
+    Store,
+    check_counter_arguments,
+    parse_counter,
+)
+from ..urls import StoreURL, parse_bool, parse_size, reject_unknown
+from ._azure_errors import AzureErrors, error_code
+from ._azure_io import DownloadStream, read_full
+from ._azure_names import (
+    decode_metadata,
+    decode_name,
+    encode_metadata,
+    encode_name,
+)
+
+__all__ = ["AzureBlobStore"]
+
+#: The environment variable read for a connection string.
+CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+#: The environment variable read for an account key (with ``account_url``).
+ACCOUNT_KEY_ENV = "AZURE_STORAGE_KEY"
+#: The environment variable read for the account name (with ``AZURE_STORAGE_KEY``).
+ACCOUNT_NAME_ENV = "AZURE_STORAGE_ACCOUNT"
+
+_CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+# Query options that would put a secret into a URL.
+_SECRET_OPTIONS = ("connection_string", "credential", "account_key", "sas_token", "key")
+_URL_OPTIONS = (
+    "account_url",
+    "block_size",
+    "max_concurrency",
+    "retries",
+    "timeout",
+    "url_expiry",
+    "create_container",
+)
+_KEYWORD_ONLY = ("connection_string", "credential")
+# The most blobs one batch request may delete (the service's limit).
+_BATCH = 256
+_PAGE = 1000
+# Statuses of a batch's sub-request that count as deleted.
+_DELETED = frozenset({200, 202, 404})
+
+
+def _strip(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+class AzureBlobStore(Store):
+    """A store in one container of Azure Blob Storage (or Azurite), under an optional prefix.
+
+    Credentials come from the arguments or the environment, never from a
+    URL: a ``connection_string``; or an ``account_url`` with a
+    ``credential`` (an account key, a SAS token, an azure-identity
+    credential), else the key in ``$AZURE_STORAGE_KEY``, else
+    ``DefaultAzureCredential`` where azure-identity is installed; or, with
+    neither, ``$AZURE_STORAGE_CONNECTION_STRING``. No repr or error message
+    shows a key.
+
+    Guarantees: a put is one Put Blob, or staged blocks committed by one Put
+    Block List, so readers see the old value or the new; ``if_match`` /
+    ``if_none_match`` are checked by the service against the blob's ETag, so
+    they are atomic across processes; ``copy`` runs inside the service;
+    listings are in UTF-8 byte order, lazily, page by page. Streams from
+    :meth:`open` hold one chunk (``block_size``) at a time and fail with
+    :class:`StoreUnavailable` rather than mix two values where the key is
+    overwritten while they are read. ``incr`` retries a conditional write
+    (not a native counter). ``put_many`` and ``delete_many`` are not atomic.
+    """
+
+    capabilities = (
+        Capability.CONDITIONAL_WRITES | Capability.SERVER_SIDE_COPY | Capability.MULTI_PROCESS
+    )
+
+    def __init__(
+        self,
+        container: str,
+        prefix: str = "",
+        *,
+        connection_string: str | None = None,
+        account_url: str | None = None,
+        credential: Any = None,
+        block_size: int = 4 << 20,
+        max_concurrency: int = 8,
+        retries: int = 3,
+        timeout: float = 30.0,
+        url_expiry: float = 3600.0,
+        create_container: bool = False,
+    ) -> None:
+        """Open the store in ``container`` under ``prefix`` (a "folder": ``/`` is appended).
+
+        ``block_size`` is the size of one staged block and of one chunk read
+        by :meth:`open`; ``max_concurrency`` bounds the threads of
+        ``get_many``/``put_many``/``delete_many`` and of a staged upload;
+        ``retries`` and ``timeout`` (seconds) go to the SDK's retry policy and
+        transport; ``url_expiry`` is the lifetime of :meth:`url_for` URLs in
+        seconds; ``create_container`` creates a missing container.
+        """
+        if not isinstance(container, str) or not _CONTAINER.match(container):
+            raise InvalidValue(
+                f"not an Azure container name: {container!r} (3-63 lowercase letters, digits, "
+                "single hyphens)"
+            )
+        if not isinstance(prefix, str) or "\x00" in prefix:
+            raise InvalidValue("prefix must be a str without NUL")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        for name, number in (("block_size", block_size), ("max_concurrency", max_concurrency)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                raise InvalidValue(f"{name} must be a positive int, not {number!r}")
+        if block_size > 4000 << 20:
+            raise InvalidValue("block_size is at most 4000 MiB (the service's limit)")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidValue(f"retries must be an int >= 0, not {retries!r}")
+        self._container_name = container
+        self._prefix = encode_name(prefix) if prefix else ""
+        self._block_size = block_size
+        self._max_concurrency = max_concurrency
+        self._url_expiry = float(url_expiry)
+        self._service = self._connect(
+            connection_string,
+            account_url,
+            credential,
+            retry_total=retries,
+            connection_timeout=timeout,
+            read_timeout=timeout,
+            max_single_get_size=block_size,
+            max_chunk_get_size=block_size,
+            max_single_put_size=block_size,
+            max_block_size=block_size,
+        )
+        self._account = self._service.account_name or "?"
+        self._where = f"azure://{container}/{prefix} (account {self._account})"
+        self._errors = AzureErrors(self._where)
+        self._container: ContainerClient = self._service.get_container_client(container)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+        self._shared_key = getattr(self._service.credential, "account_key", None)
+        if self._shared_key:
+            self.capabilities = type(self).capabilities | Capability.URLS
+        if create_container:
+            self._create_container()
+
+    @staticmethod
+    def _connect(
+        connection_string: str | None,
+        account_url: str | None,
+        credential: Any,
+        **settings: Any,
+    ) -> BlobServiceClient:
+        if connection_string is None and account_url is None:
+            connection_string = os.environ.get(CONNECTION_STRING_ENV) or None
+            if connection_string is None:
+                raise InvalidValue(
+                    "no Azure credentials: pass connection_string=, or account_url= (with "
+                    f"credential=, ${ACCOUNT_KEY_ENV}, or azure-identity installed), or set "
+                    f"${CONNECTION_STRING_ENV}"
+                )
+        if connection_string is not None:
+            try:
+                return BlobServiceClient.from_connection_string(
+                    connection_string, credential=credential, **settings
+                )
+            except ValueError:
+                # The SDK's message may quote the string, key and all.
+                raise InvalidValue("the Azure connection string is malformed") from None
+        assert account_url is not None
+        if credential is None:
+            credential = _credential_from_environment(account_url)
+        try:
+            return BlobServiceClient(account_url, credential=credential, **settings)
+        except ValueError as error:
+            raise InvalidValue(f"not a usable Azure account URL: {error}") from None
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> AzureBlobStore:
+        """Open ``azure://container/prefix?account_url=...`` (see ``docs/stores/azure.md``).
+
+        The URL never carries a credential: userinfo, a key or a SAS token in
+        it is an :class:`InvalidURL`; pass ``connection_string=`` or
+        ``credential=`` as keyword arguments, or set the environment.
+        """
+        if url.username is not None or url.password is not None:
+            raise InvalidURL(
+                "azure:// URLs never carry credentials (found user info before the container); "
+                f"use ${CONNECTION_STRING_ENV}, ${ACCOUNT_KEY_ENV} or keyword arguments"
+            )
+        secrets = sorted(set(url.query) & set(_SECRET_OPTIONS))
+        if secrets:
+            raise InvalidURL(
+                f"azure:// URLs never carry credentials (found {', '.join(secrets)} in the "
+                "query); pass them as keyword arguments or through the environment"
+            )
+        account_url = options.get("account_url")
+        if isinstance(account_url, str) and (
+            "@" in urlsplit(account_url).netloc or "sig=" in urlsplit(account_url).query
+        ):
+            raise InvalidURL("the account_url carries a credential (user info or a SAS token)")
+        if not url.host:
+            raise InvalidURL("an azure:// URL names its container: azure://container/prefix")
+        reject_unknown(url, options, _URL_OPTIONS + _KEYWORD_ONLY)
+        arguments: dict[str, Any] = {
+            "connection_string": options.get("connection_string"),
+            "account_url": account_url,
+            "credential": options.get("credential"),
+        }
+        for name in ("block_size",):
+            if name in options:
+                arguments[name] = parse_size(name, options[name])
+        for name in ("max_concurrency", "retries"):
+            if name in options:
+                arguments[name] = _parse_int(name, options[name])
+        for name in ("timeout", "url_expiry"):
+            if name in options:
+                arguments[name] = _parse_float(name, options[name])
+        if "create_container" in options:
+            arguments["create_container"] = parse_bool(
+                "create_container", options["create_container"]
+            )
+        return cls(url.host, url.path.lstrip("/"), **arguments)
+
+    def __repr__(self) -> str:
+        return f"AzureBlobStore({self._where!r})"
+
+    # -- primitives ---------------------------------------------------------
+
+    def _blob(self, key: str) -> Any:
+        return self._container.get_blob_client(self._prefix + encode_name(key))
+
+    def _get(self, key: str) -> bytes:
+        with self._errors(key):
+            data: bytes = self._blob(key).download_blob(max_concurrency=1).readall()
+            return data
+
+    def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
+        with self._errors(key):
+            download = self._blob(key).download_blob(max_concurrency=1)
+            data: bytes = download.readall()
+        return data, self._meta(key, download.properties)
+
+    def _open(self, key: str) -> BinaryIO:
+        errors = self._errors(key)
+        with errors:
+            download = self._blob(key).download_blob(max_concurrency=1)
+        raw = DownloadStream(download.chunks(), lambda error: errors.translate(error))
+        return io.BufferedReader(raw, buffer_size=min(self._block_size, CHUNK_SIZE))
+
+    def _head(self, key: str) -> Meta:
+        with self._errors(key):
+            properties = self._blob(key).get_blob_properties()
+        return self._meta(key, properties)
+
+    def _delete(self, key: str) -> None:
+        try:
+            with self._errors(key):
+                self._blob(key).delete_blob(delete_snapshots="include")
+        except KeyNotFound:
+            pass
+
+    def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
+        digest = hashlib.md5(data, usedforsecurity=False)
+
+        def write(conditions: dict[str, Any]) -> dict[str, Any]:
+            result: dict[str, Any] = self._blob(key).upload_blob(
+                data,
+                overwrite=True,
+                length=len(data),
+                max_concurrency=self._max_concurrency,
+                content_settings=self._settings(options, digest.digest()),
+                metadata=encode_metadata(options.metadata),
+                **conditions,
+            )
+            return result
+
+        return self._write(key, len(data), digest.hexdigest(), options, write)
+
+    def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
+        first = read_full(stream, self._block_size)
+        if len(first) < self._block_size:
+            return self._put(key, first, options)
+        if options.if_match is not None or options.if_none_match is not None:
+            self._check_condition(key, options)  # fail before uploading the whole stream
+        blob = self._blob(key)
+        digest = hashlib.md5(usedforsecurity=False)
+        size, blocks = self._stage_blocks(key, blob, first, stream, digest)
+
+        def commit(conditions: dict[str, Any]) -> dict[str, Any]:
+            result: dict[str, Any] = blob.commit_block_list(
+                blocks,
+                content_settings=self._settings(options, digest.digest()),
+                metadata=encode_metadata(options.metadata),
+                **conditions,
+            )
+            return result
+
+        return self._write(key, size, digest.hexdigest(), options, commit)
+
+    def _stage_blocks(
+        self, key: str, blob: Any, first: bytes, stream: IO[bytes], digest: Any
+    ) -> tuple[int, list[BlobBlock]]:
+        """Upload ``first`` and the rest of ``stream`` as uncommitted blocks, a few at a time.
+
+        At most ``max_concurrency`` blocks are in flight (bounded memory);
+        block ids are unique to this upload, so concurrent writers of the
+        same key never commit each other's blocks.
+        """
+        upload = uuid.uuid4().hex
+        pool = self._executor()
+        pending: list[Future[None]] = []
+        blocks: list[BlobBlock] = []
+        size = 0
+        data = first
+        in_flight = max(1, min(self._max_concurrency, (8 << 20) // self._block_size))
+
+        def stage(block_id: str, chunk: bytes) -> None:
+            with self._errors(key):
+                blob.stage_block(block_id, chunk, length=len(chunk))
+
+        try:
+            while data:
+                digest.update(data)
+                size += len(data)
+                block_id = base64.b64encode(f"{upload}-{len(blocks):08d}".encode()).decode()
+                blocks.append(BlobBlock(block_id=block_id))
+                pending.append(pool.submit(stage, block_id, data))
+                data = b""
+                while len(pending) >= in_flight:
+                    pending.pop(0).result()
+                data = read_full(stream, self._block_size)
+            for future in pending:
+                future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+        return size, blocks
+
+    def _write(
+        self,
+        key: str,
+        size: int,
+        etag: str,
+        options: PutOptions,
+        write: Any,
+    ) -> Meta:
+        """Run ``write(conditions)`` under the conditions of ``options``; the new Meta.
+
+        ``if_match`` names our etag (an MD5), the service compares its own
+        ETag: read the current ETag, check the MD5 beside it, then write on
+        condition of that ETag; a write in between (same MD5 or not) makes
+        the service refuse, and the check starts again.
+        """
+        if options.if_none_match is not None:
+            with self._errors(key, conditional=True):
+                result = write({"match_condition": MatchConditions.IfMissing})
+        elif options.if_match is not None:
+            while True:
+                current = self._check_condition(key, options)
+                try:
+                    with self._errors(key, conditional=True):
+                        result = write(
+                            {
+                                "etag": f'"{current.version}"',
+                                "match_condition": MatchConditions.IfNotModified,
+                            }
+                        )
+                except PreconditionFailed as failure:
+                    if isinstance(failure.__cause__, ResourceModifiedError):
+                        continue
+                    raise
+                break
+        else:
+            with self._errors(key):
+                result = write({})
+        return Meta(
+            key,
+            size,
+            etag,
+            result.get("last_modified") or datetime.now(UTC),
+            options.content_type,
+            options.metadata,
+            _strip(result.get("etag")),
+        )
+
+    def _check_condition(self, key: str, options: PutOptions) -> Meta:
+        """The current Meta of ``key`` where it satisfies ``options``; else PreconditionFailed."""
+        try:
+            current = self._head(key)
+        except KeyNotFound:
+            if options.if_none_match is not None:
+                return Meta(key, 0, "", 0.0)
+            raise PreconditionFailed(f"{key!r} does not exist (if_match)") from None
+        if options.if_none_match is not None:
+            raise PreconditionFailed(f"{key!r} exists (if_none_match='*')")
+        if current.etag != options.if_match:
+            raise PreconditionFailed(f"{key!r} does not have etag {options.if_match!r}")
+        return current
+
+    def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
+        return self._listing(prefix, start_after, names_only=False)  # type: ignore[return-value]
+
+    def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
+        return self._listing(prefix, start_after, names_only=True)  # type: ignore[return-value]
+
+    def _listing(
+        self, prefix: str, start_after: str | None, *, names_only: bool
+    ) -> Iterator[Meta | str]:
+        """Keys (or their Meta) from the service's listing, which is in key order already.
+
+        The service lists by name prefix only; ``start_after`` is applied
+        here, by comparing blob names (whose order is the keys' order).
+        """
+        if start_after is not None and not start_after.startswith(prefix):
+            if start_after > prefix:
+                return  # every key that starts with prefix sorts before start_after
+            start_after = None
+        after = self._prefix + encode_name(start_after) if start_after else None
+        name_prefix = self._prefix + encode_name(prefix)
+        cut = len(self._prefix)
+        with self._errors():
+            if names_only:
+                names = self._container.list_blob_names(
+                    name_starts_with=name_prefix or None, results_per_page=_PAGE
+                )
+                for name in names:
+                    if after is not None and name <= after:
+                        continue
+                    key = _key_of(name[cut:])
+                    if key is not None:
+                        yield key
+                return
+            blobs = self._container.list_blobs(
+                name_starts_with=name_prefix or None, include=["metadata"], results_per_page=_PAGE
+            )
+            for properties in blobs:
+                if after is not None and properties.name <= after:
+                    continue
+                key = _key_of(properties.name[cut:])
+                if key is not None:
+                    yield self._meta(key, properties)
+
+    # -- derived operations done natively -------------------------------------
+
+    def copy(self, source: str, target: str) -> Meta:
+        """Copy inside the service (Copy Blob); content type and metadata go along."""
+        check_key(source)
+        check_key(target)
+        source_blob = self._blob(source)
+        target_blob = self._blob(target)
+        with self._errors(source):
+            try:
+                result = target_blob.start_copy_from_url(source_blob.url)
+            except HttpResponseError as error:
+                if error.status_code == 404 and error_code(error) != "ContainerNotFound":
+                    raise KeyNotFound(source) from error
+                raise
+        status = result.get("copy_status")
+        properties: BlobProperties | None = None
+        # Within one account the copy completes before the call returns; poll where it has not.
+        while status == "pending":
+            threading.Event().wait(0.05)
+            with self._errors(target):
+                properties = target_blob.get_blob_properties()
+            status = properties.copy.status
+        if status != "success":
+            raise StoreUnavailable(f"{self._where}: copying {source!r} to {target!r}: {status}")
+        if properties is None:
+            properties = self._head_properties(target)
+        return self._meta(target, properties)
+
+    def _head_properties(self, key: str) -> BlobProperties:
+        with self._errors(key):
+            properties: BlobProperties = self._blob(key).get_blob_properties()
+            return properties
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """The values of the keys that exist, fetched on a bounded pool of threads."""
+        wanted = list(dict.fromkeys(check_key(key) for key in keys))
+        if len(wanted) <= 1:
+            return super().get_many(wanted)
+        found: dict[str, bytes] = {}
+        for key, value in zip(wanted, self._executor().map(self._get_or_none, wanted), strict=True):
+            if value is not None:
+                found[key] = value
+        return found
+
+    def _get_or_none(self, key: str) -> bytes | None:
+        try:
+            return self._get(key)
+        except KeyNotFound:
+            return None
+
+    def _put_many(
+        self, keys: builtins.list[str], values: builtins.list[bytes]
+    ) -> builtins.list[Meta]:
+        """Puts on a bounded pool; a key given twice is written in the order given."""
+        if len(keys) == 1:
+            return [self._put(keys[0], values[0], DEFAULT_PUT_OPTIONS)]
+        rounds: builtins.list[builtins.list[int]] = []
+        seen: dict[str, int] = {}
+        for index, key in enumerate(keys):
+            turn = seen.get(key, -1) + 1
+            seen[key] = turn
+            if turn == len(rounds):
+                rounds.append([])
+            rounds[turn].append(index)
+        metas: builtins.list[Meta | None] = [None] * len(keys)
+        pool = self._executor()
+        for indexes in rounds:
+            written = pool.map(
+                lambda i: self._put(keys[i], values[i], DEFAULT_PUT_OPTIONS), indexes
+            )
+            for index, meta in zip(indexes, written, strict=True):
+                metas[index] = meta
+        return [meta for meta in metas if meta is not None]
+
+    def _delete_many(self, keys: builtins.list[str]) -> None:
+        """Deletes in batch requests of up to 256 blobs; one by one where batches are refused."""
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _BATCH):
+            batch = unique[start : start + _BATCH]
+            names = [self._prefix + encode_name(key) for key in batch]
+            if len(batch) > 1 and self._delete_batch(names):
+                continue
+            for _ in self._executor().map(self._delete, batch):
+                pass
+
+    def _delete_batch(self, names: builtins.list[str]) -> bool:
+        """Delete ``names`` in one batch request; False where the service takes no batches."""
+        try:
+            with self._errors():
+                responses = self._container.delete_blobs(
+                    *names, delete_snapshots="include", raise_on_any_failure=False
+                )
+        except MirrorKVError as error:
+            cause = error.__cause__
+            if isinstance(cause, HttpResponseError) and cause.status_code in (400, 404, 405, 501):
+                return False
+            raise
+        failed = [r for r in responses if r.status_code not in _DELETED]
+        if failed:
+            raise StoreUnavailable(
+                f"{self._where}: {len(failed)} of {len(names)} deletes in a batch failed "
+                f"(HTTP {failed[0].status_code})"
+            )
+        return True
+
+    def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
+        """Atomic read-modify-write: a write on condition of the ETag just read, retried."""
+        check_key(key)
+        check_counter_arguments(delta, initial)
+        blob = self._blob(key)
+        while True:
+            try:
+                data, meta = self._get_with_meta(key)
+            except KeyNotFound:
+                value = initial + delta
+                conditions: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
+                options = DEFAULT_PUT_OPTIONS
+            else:
+                value = parse_counter(key, data) + delta
+                conditions = {
+                    "etag": f'"{meta.version}"',
+                    "match_condition": MatchConditions.IfNotModified,
+                }
+                options = PutOptions(meta.content_type, meta.metadata)
+            encoded = b"%d" % value
+            try:
+                with self._errors(key, conditional=True):
+                    blob.upload_blob(
+                        encoded,
+                        overwrite=True,
+                        content_settings=self._settings(
+                            options, hashlib.md5(encoded, usedforsecurity=False).digest()
+                        ),
+                        metadata=encode_metadata(options.metadata),
+                        **conditions,
+                    )
+            except PreconditionFailed:
+                continue
+            return value
+
+    def url_for(self, key: str) -> str:
+        """A read-only SAS URL valid for ``url_expiry`` seconds; needs an account key.
+
+        Raises :class:`NotSupported` where the store authenticates otherwise
+        (SAS token, azure-identity). The key need not exist yet.
+        """
+        check_key(key)
+        if not self._shared_key:
+            raise NotSupported(
+                f"{self._where}: url_for signs URLs with an account key, and this store "
+                "authenticates without one (SAS token or identity)"
+            )
+        blob = self._blob(key)
+        now = datetime.now(UTC)
+        token = generate_blob_sas(
+            self._account,
+            self._container_name,
+            blob.blob_name,
+            account_key=self._shared_key,
+            permission=BlobSasPermissions(read=True),
+            start=now - timedelta(minutes=5),
+            expiry=now + timedelta(seconds=self._url_expiry),
+        )
+        return f"{blob.url}?{token}"
+
+    def close(self) -> None:
+        """Stop the worker threads and close the HTTP connections. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._service.close()
+
+    # -- helpers --------------------------------------------------------------
+
+    def _create_container(self) -> None:
+        try:
+            with self._errors():
+                self._container.create_container()
+        except MirrorKVError as error:
+            if getattr(error.__cause__, "error_code", None) != "ContainerAlreadyExists":
+                raise
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = ThreadPoolExecutor(
+                        self._max_concurrency, thread_name_prefix="mirrorkv-azure"
+                    )
+        return pool
+
+    @staticmethod
+    def _settings(options: PutOptions, md5: bytes) -> ContentSettings:
+        return ContentSettings(content_type=options.content_type, content_md5=bytearray(md5))
+
+    def _meta(self, key: str, properties: BlobProperties) -> Meta:
+        settings = properties.content_settings
+        md5 = settings.content_md5
+        version = _strip(properties.etag)
+        return Meta(
+            key,
+            properties.size,
+            bytes(md5).hex() if md5 else version,
+            properties.last_modified,
+            settings.content_type or DEFAULT_CONTENT_TYPE,
+            decode_metadata(properties.metadata),
+            version,
+        )
+
+
+def _key_of(name: str) -> str | None:
+    """The key of a blob name; None for a blob no key maps to (written by another tool)."""
+    try:
+        return decode_name(name)
+    except MirrorKVError:
+        return None
+
+
+def _credential_from_environment(account_url: str) -> Any:
+    key = os.environ.get(ACCOUNT_KEY_ENV)
+    if key:
+        account = os.environ.get(ACCOUNT_NAME_ENV) or _account_of(account_url)
+        return {"account_name": account, "account_key": key}
+    try:
+        from azure.identity import DefaultAzureCredential  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        raise InvalidValue(
+            f"no credential for {account_url}: pass credential=, set ${ACCOUNT_KEY_ENV}, "
+            "or install azure-identity"
+        ) from None
+    return DefaultAzureCredential()
+
+
+def _account_of(account_url: str) -> str:
+    """The account an account URL names: ``https://<account>.blob...`` or ``http://host/<account>``."""
+    parts = urlsplit(account_url)
+    path = parts.path.strip("/")
+    if path:
+        return path.split("/", 1)[0]
+    return (parts.hostname or "").split(".", 1)[0]
+
+
+def _parse_int(name: str, value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise InvalidURL(f"option {name} takes a whole number, not {value!r}") from None
+
+
+def _parse_float(name: str, value: object) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        raise InvalidURL(f"option {name} takes a number of seconds, not {value!r}") from None
