@@ -256,7 +256,7 @@ class ChainedReader(io.RawIOBase):
                     break
                 parts.append(more)
                 want -= len(more)
-            data = b"".join(parts)
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
         self._position += len(data)
         return data
 

@@ -137,7 +137,7 @@ class GCSStore(Store):
         timeout: float = 60.0,
         retry_deadline: float = 30.0,
         workers: int = 16,
-        chunk_size: int = 8 << 20,
+        chunk_size: int = 4 << 20,
         page_size: int = 1000,
         url_expires: float = 3600.0,
     ) -> None:
@@ -489,9 +489,11 @@ class GCSStore(Store):
 
     def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
         head = _read_up_to(stream, self._chunk)
-        probe = stream.read(1) if len(head) == self._chunk else b""
-        if not probe:
+        if len(head) < self._chunk:
             return self._upload(key, head, options, self._generation_match(key, options))
+        # No probe for the end here: joining a probe byte to the next chunk
+        # would hold that chunk twice. A value of exactly one chunk is sent
+        # as a resumable upload with an empty last request.
         generation_match = self._generation_match(key, options)
         if generation_match == 0:
             # Checked before the (long) upload too: fails early, and holds on
@@ -499,7 +501,7 @@ class GCSStore(Store):
             # (fake-gcs-server; GCS itself checks them atomically).
             check_precondition(key, self._head_or_none(key), options)
         blob = self._new_blob(key, options, chunk_size=self._chunk)
-        source = ChainedReader([head, probe], stream)
+        source = ChainedReader([head], stream)
         del head
         with self._errors(key):
             blob.upload_from_file(
