@@ -3,7 +3,8 @@
 URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) and
 ``redis+cluster://[user:password@]host[:port]`` (any node of a cluster). The
 layout and the scripts that keep it consistent are described in
-:mod:`._redis_scripts`; the user documentation is ``docs/stores/redis.md``.
+:mod:`._redis_scripts`, the connection handling in :mod:`._redis_client`;
+the user documentation is ``docs/stores/redis.md``.
 """
 
 from __future__ import annotations
@@ -16,38 +17,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import (
-    AuthenticationError,
-    AuthorizationError,
-    BusyLoadingError,
-    ClusterDownError,
-    ConnectionError,
-    MasterDownError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-    TimeoutError,
-    TryAgainError,
-)
-from redis.exceptions import ReadOnlyError as RedisReadOnlyError
-from redis.retry import Retry
 
-from ..errors import (
-    InvalidURL,
-    InvalidValue,
-    KeyNotFound,
-    MirrorKVError,
-    PreconditionFailed,
-    StoreUnavailable,
-    Translator,
-)
+from ..errors import InvalidURL, InvalidValue, KeyNotFound, PreconditionFailed
 from ..keys import check_key, check_keys, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta, etag_of
 from ..store import (
@@ -60,16 +37,17 @@ from ..store import (
     to_bytes,
 )
 from ..urls import StoreURL, parse_bool, reject_unknown
-from ._redis_scripts import COPY, DELETE, DELETE_MANY, HEAD, INCR, LIST, PUT, PUT_MANY
+from ._redis_client import Caller, RedisErrors
+from ._redis_scripts import COPY, DELETE, HEAD, INCR, LIST, PUT
 
 __all__ = ["DEFAULT_NAMESPACE", "RedisStore"]
 
 #: The namespace a store uses where none is given.
 DEFAULT_NAMESPACE = "mirrorkv"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
-#: A batch is sent as scripts of at most this many keys or bytes (all in one round trip).
-_BATCH_KEYS = 2000
-_BATCH_BYTES = 8 << 20
+#: A batch is sent as commands of at most this many keys or bytes, in one transaction.
+_BATCH_KEYS = 5000
+_BATCH_BYTES = 16 << 20
 #: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
 _FIRST_PAGE = 100
 _LAST_PAGE = 2000
@@ -83,10 +61,13 @@ _OPTIONS = (
     "ssl_ca_certs",
     "ssl_verify",
 )
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
 _new_meta = tuple.__new__
 _md5 = hashlib.md5
 _now = time.time
-_EMPTY_JSON = b"{}"
+_loads = json.loads
+_dumps = json.dumps
 
 Client = redis.Redis | RedisCluster
 
@@ -117,59 +98,25 @@ _versions = _Versions()
 os.register_at_fork(after_in_child=_versions.renew)
 
 
-class RedisErrors(Translator):
-    """Turns redis-py exceptions into mirrorkv errors; messages name the server, never a secret."""
-
-    __slots__ = ("where",)
-    catches = RedisError
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def translate(self, error: BaseException) -> MirrorKVError:
-        """The mirrorkv error for a redis-py exception met on the server ``where``."""
-        text = str(error)
-        if isinstance(error, AuthenticationError | AuthorizationError) or (
-            isinstance(error, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
-        ):
-            return MirrorKVError(
-                f"Redis at {self.where} refused the credentials "
-                f"(check the user name and password of the URL): {text}"
-            )
-        if isinstance(
-            error,
-            ConnectionError
-            | TimeoutError
-            | BusyLoadingError
-            | ClusterDownError
-            | MasterDownError
-            | TryAgainError
-            | RedisReadOnlyError
-            | RedisClusterException,
-        ) or (isinstance(error, ResponseError) and text.startswith(("OOM", "LOADING", "BUSY"))):
-            return StoreUnavailable(f"Redis at {self.where} is unavailable: {text}")
-        return MirrorKVError(f"Redis error at {self.where}: {text}")
-
-
 class RedisStore(Store):
     """A store in a Redis (or Valkey) database, shared by any number of processes.
 
-    Layout (see ``docs/stores/redis.md``): the value of ``key`` is the string
-    ``<namespace>:<key>`` (so ``get`` is one ``GET``), its metadata the hash
-    ``<namespace>#meta:<key>``, and every key is a member of the sorted set
-    ``<namespace>#index``, ranged with ``ZRANGEBYLEX`` to list in UTF-8 byte
-    order. On a cluster the namespace is a hash tag (``{<namespace>}:<key>``),
-    so a store lives in one slot and its scripts see all of its keys.
+    Layout (see ``docs/stores/redis.md``): the value of ``key`` is the
+    string ``<namespace>:<key>`` (so ``get`` is one ``GET``), its metadata
+    the JSON string ``<namespace>#meta:<key>``, and every key is a member of
+    the sorted set ``<namespace>#index``, ranged with ``ZRANGEBYLEX`` to
+    list in UTF-8 byte order. On a cluster the namespace is a hash tag
+    (``{<namespace>}:<key>``), so a store lives in one slot and its scripts
+    and transactions see all of its keys.
 
-    Guarantees: every write (``put``, ``delete``, ``copy``, ``incr``, each
-    script of a batch) is one Lua script, so value, metadata and index change
-    together and other clients see the old state or the new one. Conditional
-    writes and ``incr`` are checked on the server. ``put_many`` and
-    ``delete_many`` run as one script, or one ``MULTI``/``EXEC`` transaction
-    of scripts for a large batch. A connection error raises
-    :class:`StoreUnavailable` (retryable) and is not retried by default: a
-    write whose reply was lost may or may not have happened. The
-    ``retries`` option re-sends a command after a connection error, which
+    Guarantees: ``put``, ``delete``, ``copy`` and ``incr`` are each one Lua
+    script, ``put_many`` and ``delete_many`` one ``MULTI``/``EXEC``
+    transaction; so value, metadata and index change together, and other
+    clients see the old state or the new one. Conditional writes and
+    ``incr`` are decided on the server. A connection error raises
+    :class:`StoreUnavailable` (retryable); reads are sent once more on a new
+    connection first, writes are not (a write whose reply was lost may or
+    may not have happened) unless the ``retries`` option asks for it, which
     makes writes at-least-once (an ``incr`` could then count twice).
 
     ``put(..., ttl=seconds)`` sets a native expiry on the value and its
@@ -178,7 +125,7 @@ class RedisStore(Store):
 
     The etag is the hex MD5 of the value, computed by the client on ``put``;
     after a native ``incr`` (Redis ``INCRBY``) it is computed from the value
-    when asked for.
+    when asked for. ``open`` reads the whole value in one ``GET``.
     """
 
     capabilities = (
@@ -197,14 +144,17 @@ class RedisStore(Store):
         client: Client,
         *,
         namespace: str = DEFAULT_NAMESPACE,
+        retries: int = 0,
         where: str | None = None,
         owns_client: bool = False,
     ) -> None:
         """A store over ``client`` (``redis.Redis`` or ``redis.cluster.RedisCluster``).
 
-        The client must not decode responses. ``where`` names the server in
-        errors and ``repr`` (default: host and port; never a password).
-        ``owns_client``: :meth:`close` closes the client too.
+        The client must not decode responses. ``retries``: how many times a
+        write is sent again after a connection error (reads: at least once).
+        ``where`` names the server in errors and ``repr`` (default: its host
+        and port; never a password). ``owns_client``: :meth:`close` closes
+        the client too.
         """
         if not isinstance(client, redis.Redis | RedisCluster):
             raise InvalidValue(f"RedisStore takes a redis.Redis client, not {type(client)!r}")
@@ -213,10 +163,11 @@ class RedisStore(Store):
                 "namespace is 1 to 128 characters of A-Z a-z 0-9 _ . - "
                 f"(no ':', '#' or braces), not {namespace!r}"
             )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidValue(f"retries is a whole number >= 0, not {retries!r}")
         if client.get_encoder().decode_responses:
             raise InvalidValue("RedisStore needs a client with decode_responses=False")
         self._client = client
-        self._execute: Callable[..., Any] = client.execute_command
         self._namespace = namespace
         self._cluster = isinstance(client, RedisCluster)
         base = f"{{{namespace}}}" if self._cluster else namespace
@@ -225,6 +176,8 @@ class RedisStore(Store):
         self._index = base + "#index"
         self._where = where or _describe(client)
         self._errors = RedisErrors(self._where)
+        self._caller = Caller(client, retries)
+        self._call = self._caller.call
         self._owns_client = owns_client
         self._closed = False
 
@@ -233,17 +186,17 @@ class RedisStore(Store):
         """Open ``redis://``, ``rediss://`` or ``redis+cluster://``; see ``docs/stores/redis.md``.
 
         Options: ``namespace``; ``timeout`` and ``connect_timeout`` (seconds);
-        ``retries`` (re-sends after a connection error, default 0); ``max_connections``;
-        ``ssl`` (TLS on ``redis+cluster://``), ``ssl_ca_certs``, ``ssl_verify``.
+        ``retries`` (re-sends of a write after a connection error, default 0);
+        ``max_connections``; ``ssl`` (TLS on ``redis+cluster://``),
+        ``ssl_ca_certs``, ``ssl_verify``. Raises :class:`InvalidURL` for any
+        other option; the password comes from the URL's user info only.
         """
         reject_unknown(url, options, _OPTIONS)
         namespace = str(options.get("namespace", DEFAULT_NAMESPACE))
         cluster = url.scheme == "redis+cluster"
-        tls = url.scheme == "rediss" or (cluster and parse_bool("ssl", options.get("ssl", False)))
         if "ssl" in options and not cluster:
             raise InvalidURL("option ssl is for redis+cluster://; use rediss:// for TLS")
-        if url.query.get("password") is not None:
-            raise InvalidURL("put the password in the URL's user info, not in its query")
+        tls = url.scheme == "rediss" or (cluster and parse_bool("ssl", options.get("ssl", False)))
         kwargs: dict[str, Any] = {
             "host": url.host or "127.0.0.1",
             "port": url.port or 6379,
@@ -251,17 +204,12 @@ class RedisStore(Store):
             "password": url.password,
             "socket_timeout": _seconds(options, "timeout", 30.0),
             "socket_connect_timeout": _seconds(options, "connect_timeout", 10.0),
-            "retry": Retry(
-                ExponentialBackoff(cap=0.5, base=0.05),
-                _count(options, "retries", 0),
-                supported_errors=(ConnectionError,),
-            ),
         }
         if "max_connections" in options:
-            kwargs["max_connections"] = max(1, _count(options, "max_connections", 1))
+            kwargs["max_connections"] = max(1, _count(options, "max_connections"))
         if tls:
-            kwargs["ssl"] = True
             verify = parse_bool("ssl_verify", options.get("ssl_verify", True))
+            kwargs["ssl"] = True
             kwargs["ssl_cert_reqs"] = "required" if verify else "none"
             kwargs["ssl_check_hostname"] = verify
             if "ssl_ca_certs" in options:
@@ -270,12 +218,10 @@ class RedisStore(Store):
             raise InvalidURL(
                 f"TLS options need rediss:// (or ssl=true on a cluster), not {url.scheme}://"
             )
-        where = url.redacted()
         db_text = url.path.strip("/")
         if cluster:
             if db_text not in ("", "0"):
                 raise InvalidURL(f"a Redis cluster has only database 0, not {db_text!r}")
-            client: Client = RedisCluster(**kwargs)
         else:
             try:
                 kwargs["db"] = int(db_text or 0)
@@ -283,8 +229,12 @@ class RedisStore(Store):
                 raise InvalidURL(
                     f"the path of a redis:// URL is a database number, not {db_text!r}"
                 ) from None
-            client = redis.Redis(**kwargs)
-        return cls(client, namespace=namespace, where=where, owns_client=True)
+        retries = _count(options, "retries") if "retries" in options else 0
+        where = url.redacted()
+        errors = RedisErrors(where)
+        with errors:  # a cluster client asks a node for the slot map at once
+            client: Client = RedisCluster(**kwargs) if cluster else redis.Redis(**kwargs)
+        return cls(client, namespace=namespace, retries=retries, where=where, owns_client=True)
 
     @property
     def namespace(self) -> str:
@@ -296,9 +246,15 @@ class RedisStore(Store):
         """The redis-py client, for what the store does not cover (use with care)."""
         return self._client
 
-    def redis_key(self, key: str) -> str:
-        """The Redis key that holds the value of ``key``, as ``redis-cli`` shows it."""
-        return self._value_prefix + check_key(key)
+    def redis_keys(self, key: str) -> tuple[str, str]:
+        """The Redis keys of the value and the metadata of ``key``, as ``redis-cli`` shows them."""
+        check_key(key)
+        return self._value_prefix + key, self._meta_prefix + key
+
+    @property
+    def index_key(self) -> str:
+        """The Redis key of the sorted set that lists this store's keys."""
+        return self._index
 
     def __repr__(self) -> str:
         return f"RedisStore({self._where!r}, namespace={self._namespace!r})"
@@ -309,13 +265,13 @@ class RedisStore(Store):
             return
         self._closed = True
         if self._owns_client:
-            self._client.close()
+            self._caller.close()
 
     # -- primitives ---------------------------------------------------------
 
     def _get(self, key: str) -> bytes:
         with self._errors:
-            value: bytes | None = self._execute("GET", self._value_prefix + key)
+            value: bytes | None = self._call("GET", self._value_prefix + key, retry=True)
         if value is None:
             raise KeyNotFound(key)
         return value
@@ -323,22 +279,28 @@ class RedisStore(Store):
     def _put(self, key: str, data: bytes, options: PutOptions, ttl: float | None = None) -> Meta:
         now = _now()
         version = _versions.next()
+        size = len(data)
         etag = _md5(data, usedforsecurity=False).hexdigest()
         content_type, metadata = options.content_type, options.metadata
-        metadata_json = json.dumps(dict(metadata)) if metadata else "{}"
-        ttl_ms = "" if ttl is None else str(max(1, round(ttl * 1000)))
-        condition, expected = "", ""
-        if options.if_none_match is not None:
-            condition = "*"
-        elif options.if_match is not None:
-            condition, expected = "m", options.if_match
+        meta_json = f'{{"size":{size},"etag":"{etag}","modified":{now!r},"version":"{version}"'
+        if content_type != DEFAULT_CONTENT_TYPE:
+            meta_json += ',"content_type":' + _dumps(content_type)
+        if metadata:
+            meta_json += ',"metadata":' + _dumps(dict(metadata))
+        meta_json += "}"
         keys = (self._value_prefix + key, self._meta_prefix + key, self._index)
+        # ARGV: member, data, meta[, ttl_ms[, condition, expected]]
+        args: list[Any] = [key, data, meta_json]
+        ttl_ms = "" if ttl is None else str(max(1, round(ttl * 1000)))
+        if options.if_none_match is not None:
+            args += [ttl_ms, "*", ""]
+        elif options.if_match is not None:
+            args += [ttl_ms, "m", options.if_match]
+        elif ttl is not None:
+            args.append(ttl_ms)
         while True:
             with self._errors:
-                result = PUT(
-                    self._client, keys, key, data, etag, repr(now), content_type,
-                    metadata_json, version, ttl_ms, condition, expected,
-                )  # fmt: skip
+                result = PUT(self._caller, keys, *args)
             if result == 1:
                 break
             if result == 0 or not isinstance(result, list):
@@ -348,30 +310,32 @@ class RedisStore(Store):
             current: bytes = result[0]
             if etag_of(current) != options.if_match:
                 raise PreconditionFailed(_precondition_message(key, options))
-            condition, expected = "v", current  # type: ignore[assignment]
-        meta: Meta = _new_meta(Meta, (key, len(data), etag, now, content_type, metadata, version))
+            args[4:] = ["v", current]
+        meta: Meta = _new_meta(Meta, (key, size, etag, now, content_type, metadata, version))
         return meta
 
     def _delete(self, key: str) -> None:
         keys = (self._value_prefix + key, self._meta_prefix + key, self._index)
         with self._errors:
-            DELETE(self._client, keys, key)
+            DELETE(self._caller, keys, key)
 
     def _fetch(self, key: str, with_value: bool) -> list[Any]:
         keys = (self._value_prefix + key, self._meta_prefix + key)
         with self._errors:
-            fields: list[Any] | None = HEAD(self._client, keys, "1" if with_value else "0")
-        if fields is None:
+            reply: list[Any] | None = HEAD(
+                self._caller, keys, "1" if with_value else "0", retry=True
+            )
+        if reply is None:
             raise KeyNotFound(key)
-        return fields
+        return reply
 
     def _head(self, key: str) -> Meta:
-        return _make_meta(key, self._fetch(key, False))
+        reply = self._fetch(key, False)
+        return _make_meta(key, reply[0], reply[1] if len(reply) > 1 else None)
 
     def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
-        fields = self._fetch(key, True)
-        value: bytes = fields[6]
-        return value, _make_meta(key, fields)
+        meta_json, value = self._fetch(key, True)
+        return value, _make_meta(key, meta_json, value)
 
     def _pages(self, prefix: str, start_after: str | None, with_meta: bool) -> Iterator[list[Any]]:
         """Script replies in key order, page by page (each page one atomic script)."""
@@ -385,12 +349,12 @@ class RedisStore(Store):
         upper = b"+" if bound is None else b"(" + bound.encode()
         count = _FIRST_PAGE
         flag = "1" if with_meta else "0"
+        head = (self._value_prefix, self._meta_prefix, flag)
         while True:
             with self._errors:
                 reply: list[Any] = LIST(
-                    self._client, (self._index,), lower, upper, count,
-                    self._value_prefix, self._meta_prefix, flag,
-                )  # fmt: skip
+                    self._caller, (self._index,), lower, upper, count, *head, retry=True
+                )
             yield reply
             if reply[0] < count:
                 return
@@ -399,9 +363,8 @@ class RedisStore(Store):
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
         for reply in self._pages(prefix, start_after, True):
-            for i in range(2, len(reply), 8):
-                fields = reply[i + 1 : i + 8]
-                yield _make_meta(reply[i].decode(), fields)
+            for i in range(2, len(reply), 3):
+                yield _make_meta(reply[i].decode(), reply[i + 1], reply[i + 2])
 
     def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
         for reply in self._pages(prefix, start_after, False):
@@ -423,9 +386,10 @@ class RedisStore(Store):
     ) -> Meta:
         """Store ``data`` under ``key``; see :meth:`Store.put`.
 
-        ``ttl``: seconds after which Redis removes the value and its metadata
-        (and listings stop showing it). A later write without ``ttl`` makes
-        the key permanent again; ``incr`` keeps the expiry it finds.
+        ``ttl``: seconds (> 0, millisecond precision) after which Redis removes
+        the value and its metadata; listings stop showing the key then too. A
+        later write without ``ttl`` makes the key permanent again; ``incr``
+        keeps the expiry it finds; ``copy`` makes a permanent copy.
         """
         if (
             content_type is None
@@ -445,7 +409,7 @@ class RedisStore(Store):
         return self._put(key, self._checked_size(to_bytes(data)), options, ttl)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """The values of the keys that exist, fetched with ``MGET`` in one round trip."""
+        """The values of the keys that exist: ``MGET`` in one round trip (one transaction)."""
         given = keys if isinstance(keys, list) else list(keys)
         check_keys(given)
         wanted = list(dict.fromkeys(given))
@@ -455,12 +419,13 @@ class RedisStore(Store):
         names = [prefix + key for key in wanted]
         with self._errors:
             if len(names) <= _BATCH_KEYS:
-                values = self._execute("MGET", *names)
+                values = self._call("MGET", *names, retry=True)
             else:
-                pipe = self._client.pipeline(transaction=False)
-                for start in range(0, len(names), _BATCH_KEYS):
-                    pipe.execute_command("MGET", *names[start : start + _BATCH_KEYS])
-                values = list(itertools.chain.from_iterable(pipe.execute()))
+                commands = [
+                    ("MGET", *names[start : start + _BATCH_KEYS])
+                    for start in range(0, len(names), _BATCH_KEYS)
+                ]
+                values = list(itertools.chain.from_iterable(self._caller.transaction(commands)))
         return {key: value for key, value in zip(wanted, values, strict=True) if value is not None}
 
     def _put_many(
@@ -471,21 +436,22 @@ class RedisStore(Store):
             last = dict(zip(keys, values, strict=True))
             keys, values = list(last), list(last.values())
         now = _now()
-        etags = [_md5(data, usedforsecurity=False).hexdigest() for data in values]
         prefix, first = _versions.reserve(len(keys))
-        chunks = list(_chunks(keys, values))
-        head = (self._value_prefix, self._meta_prefix, repr(now), DEFAULT_CONTENT_TYPE, prefix)
+        tail = f',"modified":{now!r},"version":"{prefix}'
+        value_prefix, meta_prefix = self._value_prefix, self._meta_prefix
+        etags = [_md5(data, usedforsecurity=False).hexdigest() for data in values]
+        metas = [
+            f'{{"size":{len(data)},"etag":"{etag}"{tail}{n:x}"}}'
+            for n, data, etag in zip(itertools.count(first), values, etags)
+        ]
+        commands: builtins.list[tuple[Any, ...]] = []
+        for start, stop in _chunks(keys, values):
+            part = keys[start:stop]
+            commands.append(("MSET", *_pairs([value_prefix + k for k in part], values[start:stop])))
+            commands.append(("MSET", *_pairs([meta_prefix + k for k in part], metas[start:stop])))
+            commands.append(("ZADD", self._index, *_pairs([0] * len(part), part)))
         with self._errors:
-            if len(chunks) == 1:
-                args = _flatten(keys, values, etags)
-                PUT_MANY(self._client, (self._index,), *head, first, *args)
-            else:
-                PUT_MANY.load(self._client)
-                pipe = self._client.pipeline(transaction=True)
-                for start, stop in chunks:
-                    args = _flatten(keys[start:stop], values[start:stop], etags[start:stop])
-                    PUT_MANY.queue(pipe, (self._index,), *head, first + start, *args)
-                pipe.execute()
+            self._caller.transaction(commands)
         return [
             _new_meta(
                 Meta,
@@ -497,23 +463,20 @@ class RedisStore(Store):
     def _delete_many(self, keys: builtins.list[str]) -> None:
         if not keys:
             return
-        head = (self._value_prefix, self._meta_prefix)
+        value_prefix, meta_prefix = self._value_prefix, self._meta_prefix
+        commands: builtins.list[tuple[Any, ...]] = []
+        for start in range(0, len(keys), _BATCH_KEYS):
+            part = keys[start : start + _BATCH_KEYS]
+            names = _pairs([value_prefix + k for k in part], [meta_prefix + k for k in part])
+            commands.append(("DEL", *names))
+            commands.append(("ZREM", self._index, *part))
         with self._errors:
-            if len(keys) <= _BATCH_KEYS:
-                DELETE_MANY(self._client, (self._index,), *head, *keys)
-                return
-            DELETE_MANY.load(self._client)
-            pipe = self._client.pipeline(transaction=True)
-            for start in range(0, len(keys), _BATCH_KEYS):
-                DELETE_MANY.queue(pipe, (self._index,), *head, *keys[start : start + _BATCH_KEYS])
-            pipe.execute()
+            self._caller.transaction(commands)
 
     def copy(self, source: str, target: str) -> Meta:
         """Copy a value with its content type and metadata inside Redis (one script)."""
         check_key(source)
         check_key(target)
-        now = _now()
-        version = _versions.next()
         keys = (
             self._value_prefix + source,
             self._meta_prefix + source,
@@ -522,17 +485,12 @@ class RedisStore(Store):
             self._index,
         )
         with self._errors:
-            reply: list[Any] | None = COPY(self._client, keys, target, repr(now), version)
+            reply: list[Any] | None = COPY(
+                self._caller, keys, target, repr(_now()), _versions.next()
+            )
         if reply is None:
             raise KeyNotFound(source)
-        size, etag, content_type, metadata_json = reply[:4]
-        etag_source = etag.decode() if etag is not None else reply[4]
-        meta: Meta = _new_meta(
-            Meta,
-            (target, size, etag_source, now, content_type.decode(), _metadata(metadata_json),
-             version),
-        )  # fmt: skip
-        return meta
+        return _make_meta(target, reply[0], reply[1] if len(reply) > 1 else None)
 
     def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
         """Add ``delta`` atomically with Redis ``INCRBY``; see :meth:`Store.incr`.
@@ -547,58 +505,45 @@ class RedisStore(Store):
             created = b"%d" % (initial + delta)
             with self._errors:
                 value: bytes | None = INCR(
-                    self._client, keys, key, delta, created, repr(_now()), _versions.next(),
-                    DEFAULT_CONTENT_TYPE,
-                )  # fmt: skip
+                    self._caller, keys, key, delta, created, repr(_now()), _versions.next()
+                )
             if value is not None:
                 return int(value)
         return super().incr(key, delta, initial=initial)
 
     def clear(self) -> None:
-        """Remove every key of this namespace (and nothing of any other)."""
+        """Remove every key of this namespace (and nothing of any other namespace)."""
         while keys := list(itertools.islice(self._keys("", None), _BATCH_KEYS)):
             self._delete_many(keys)
         with self._errors:
-            self._execute("DEL", self._index)
+            self._call("DEL", self._index)
 
 
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
-
-
-def _make_meta(key: str, fields: builtins.list[Any]) -> Meta:
-    """A Meta from the six hash fields (and, where the etag is not stored, the value)."""
-    size, etag, modified, content_type, metadata_json, version = fields[:6]
-    etag_source: str | bytes = etag.decode() if etag is not None else fields[6]
+def _make_meta(key: str, meta_json: bytes, value: bytes | None) -> Meta:
+    """A Meta from the stored JSON (and the value, where the etag is not stored)."""
+    fields: dict[str, Any] = _loads(meta_json)
+    etag: str | bytes | None = fields.get("etag", value)
+    metadata = fields.get("metadata")
     meta: Meta = _new_meta(
         Meta,
         (
             key,
-            int(size),
-            etag_source,
-            float(modified),
-            content_type.decode() if content_type is not None else DEFAULT_CONTENT_TYPE,
-            _metadata(metadata_json),
-            version.decode() if version is not None else "",
+            fields["size"],
+            b"" if etag is None else etag,
+            fields["modified"],
+            fields.get("content_type", DEFAULT_CONTENT_TYPE),
+            MappingProxyType(metadata) if metadata else NO_METADATA,
+            fields["version"],
         ),
     )
     return meta
 
 
-def _metadata(raw: bytes | None) -> Mapping[str, str]:
-    if raw is None or raw == _EMPTY_JSON:
-        return NO_METADATA
-    loaded: dict[str, str] = json.loads(raw)
-    return MappingProxyType(loaded)
-
-
-def _flatten(
-    keys: builtins.list[str], values: builtins.list[bytes], etags: builtins.list[str]
-) -> builtins.list[Any]:
-    flat: builtins.list[Any] = [None] * (3 * len(keys))
-    flat[0::3] = keys
-    flat[1::3] = values
-    flat[2::3] = etags
+def _pairs(first: builtins.list[Any], second: builtins.list[Any]) -> builtins.list[Any]:
+    """``[first[0], second[0], first[1], second[1], ...]``."""
+    flat: builtins.list[Any] = [None] * (2 * len(first))
+    flat[0::2] = first
+    flat[1::2] = second
     return flat
 
 
@@ -606,7 +551,7 @@ def _chunks(keys: builtins.list[str], values: builtins.list[bytes]) -> Iterator[
     """(start, stop) slices of at most ``_BATCH_KEYS`` keys and about ``_BATCH_BYTES`` bytes."""
     start, size = 0, 0
     for i, data in enumerate(values):
-        size += len(data) + len(keys[i])
+        size += len(data)
         if i + 1 - start >= _BATCH_KEYS or size >= _BATCH_BYTES:
             yield start, i + 1
             start, size = i + 1, 0
@@ -639,8 +584,8 @@ def _seconds(options: Mapping[str, Any], name: str, default: float) -> float:
     return value
 
 
-def _count(options: Mapping[str, Any], name: str, default: int) -> int:
-    raw = options.get(name, default)
+def _count(options: Mapping[str, Any], name: str) -> int:
+    raw = options[name]
     try:
         value = int(raw)
     except (TypeError, ValueError):
