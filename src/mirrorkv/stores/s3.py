@@ -1,0 +1,706 @@
+"""`S3Store`: a bucket (or a prefix in one) of Amazon S3 or any S3-compatible server.
+
+Built on boto3: one client per store, shared by every thread; a bounded
+thread pool for batches and listings; boto3's transfer manager for large
+files. See ``docs/stores/s3.md`` for the URL form, options and limits.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any, BinaryIO, cast
+
+import boto3  # type: ignore[import-untyped]
+from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
+from botocore.config import Config  # type: ignore[import-untyped]
+
+from ..errors import InvalidKey, InvalidURL, InvalidValue, KeyNotFound, PreconditionFailed
+from ..keys import MAX_KEY_BYTES, check_key
+from ..meta import Meta
+from ..store import Capability, PathOrFile, PutOptions, Store, make_options
+from ..urls import StoreURL, parse_bool, parse_size, reject_unknown
+from ._s3_errors import S3Errors
+from ._s3_meta import MD5, encode_metadata, meta_from_head, new_version, s3_etag
+from ._s3_transfer import conditional_multipart, hash_file, spooled
+
+__all__ = ["DEFAULT_MULTIPART_THRESHOLD", "MIN_PART_SIZE", "S3Store"]
+
+MIB = 1 << 20
+#: Values of at least this many bytes are uploaded in parts by ``put_file``.
+DEFAULT_MULTIPART_THRESHOLD = 8 * MIB
+#: S3's smallest part (every part but the last).
+MIN_PART_SIZE = 5 * MIB
+#: S3's largest single PutObject / CopyObject.
+_MAX_SINGLE = 5 * 1024 * MIB
+#: Keys per DeleteObjects request (S3's limit).
+_DELETE_BATCH = 1000
+#: Listing pages: small first (so ``next(store.list())`` is cheap), then S3's maximum.
+_FIRST_PAGE = 100
+_PAGE = 1000
+_CREDENTIAL_OPTIONS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+_URL_OPTIONS = (
+    "endpoint_url",
+    "region",
+    "profile",
+    "addressing_style",
+    "retry_mode",
+    "max_attempts",
+    "connect_timeout",
+    "read_timeout",
+    "multipart_threshold",
+    "multipart_chunksize",
+    "max_concurrency",
+    "verify",
+)
+_now = time.time
+
+
+class S3Store(Store):
+    """A store in an S3 bucket, under an optional prefix.
+
+    Each key is one object, ``<prefix><key>``, holding the value as is, so
+    other S3 tools (and presigned URLs) see the plain value. Content type is
+    the object's Content-Type; user metadata is S3 user metadata, encoded
+    where S3 would not keep it exactly (see :mod:`._s3_meta`).
+
+    Guarantees: S3 gives strong read-after-write consistency, so a read or
+    listing after a write sees it. A put is atomic (one PutObject, or one
+    CompleteMultipartUpload). Conditional writes are checked by S3 itself
+    (``If-None-Match``/``If-Match``), so they are atomic across processes.
+    ``put_many``, ``delete_many`` and ``incr`` are not transactions: a batch
+    that fails half-way leaves the keys written (or deleted) so far.
+
+    Listing: keys come from ListObjectsV2 (UTF-8 byte order, as every store
+    lists); ``list()`` and ``ls()`` also fetch each key's metadata with one
+    HEAD request per key (in parallel), since S3's listing has no user
+    metadata. ``keys()`` needs no HEAD.
+
+    Errors: S3's NoSuchKey is :class:`KeyNotFound`, PreconditionFailed
+    :class:`PreconditionFailed`, throttling, 5xx and connection errors
+    :class:`StoreUnavailable` (after botocore's own retries with backoff),
+    access errors a :class:`MirrorKVError` that names no credential.
+    """
+
+    capabilities = (
+        Capability.CONDITIONAL_WRITES
+        | Capability.SERVER_SIDE_COPY
+        | Capability.URLS
+        | Capability.MULTI_PROCESS
+    )
+    #: S3's largest object.
+    max_value_size = 5 * 1024 * 1024 * MIB
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        profile: str | None = None,
+        addressing_style: str | None = None,
+        retry_mode: str = "standard",
+        max_attempts: int = 5,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        multipart_chunksize: int = DEFAULT_MULTIPART_THRESHOLD,
+        max_concurrency: int = 16,
+        verify: bool = True,
+    ) -> None:
+        """Open the bucket ``bucket`` (which must exist) under ``prefix``.
+
+        Credentials come from the arguments, else from boto3's own chain
+        (environment, shared files, ``profile``, instance roles); they are
+        never kept by the store itself, nor shown in its ``repr`` or errors.
+        A non-empty ``prefix`` names a folder: ``"a/b"`` keeps keys under
+        ``a/b/``. ``retry_mode`` (``"standard"`` or ``"adaptive"``) and
+        ``max_attempts`` set botocore's retries with backoff on throttling,
+        5xx and connection errors. ``multipart_threshold`` and
+        ``multipart_chunksize`` (at least 5 MiB) shape uploads in parts;
+        ``max_concurrency`` bounds the threads of batches, listings and
+        transfers. Nothing is sent to the server here.
+        """
+        if not isinstance(bucket, str) or not bucket or "/" in bucket:
+            raise InvalidValue(f"an S3 bucket name is a non-empty name without '/', not {bucket!r}")
+        if not isinstance(prefix, str):
+            raise InvalidValue("prefix must be a str")
+        prefix = prefix.lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        if len(prefix.encode()) >= MAX_KEY_BYTES:
+            raise InvalidValue(f"the prefix {prefix!r} leaves no room for keys (1024 bytes)")
+        if retry_mode not in ("standard", "adaptive", "legacy"):
+            raise InvalidValue(f"retry_mode is standard or adaptive, not {retry_mode!r}")
+        for name, number in (("max_attempts", max_attempts), ("max_concurrency", max_concurrency)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                raise InvalidValue(f"{name} must be a whole number >= 1, not {number!r}")
+        if multipart_chunksize < MIN_PART_SIZE:
+            raise InvalidValue(f"multipart_chunksize is at least 5 MiB, not {multipart_chunksize}")
+        if multipart_threshold < 1:
+            raise InvalidValue(f"multipart_threshold must be positive, not {multipart_threshold}")
+        self._bucket = bucket
+        self._prefix = prefix
+        self._endpoint_url = endpoint_url
+        self._threshold = multipart_threshold
+        self._chunksize = multipart_chunksize
+        self._concurrency = max_concurrency
+        session = boto3.session.Session(
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            profile_name=profile,
+        )
+        self._region = region or session.region_name or "us-east-1"
+        config = Config(
+            region_name=self._region,
+            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max(10, max_concurrency),
+            s3={"addressing_style": addressing_style} if addressing_style else None,
+        )
+        self._client: Any = session.client(
+            "s3", endpoint_url=endpoint_url, config=config, verify=verify
+        )
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=max_concurrency,
+            use_threads=True,
+        )
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> S3Store:
+        """``s3://bucket/prefix?endpoint_url=...&region=...``; see ``docs/stores/s3.md``.
+
+        Credentials are refused in the URL (user info or query): pass them as
+        keyword arguments of :func:`mirrorkv.open` or let boto3 find them.
+        """
+        if url.username is not None or url.password is not None:
+            raise InvalidURL(
+                "an s3:// URL carries no credentials: boto3 finds them (environment, "
+                "profile, instance role), or pass them as arguments"
+            )
+        leaked = sorted(set(url.query) & set(_CREDENTIAL_OPTIONS))
+        if leaked:
+            raise InvalidURL(
+                f"an s3:// URL carries no credentials ({', '.join(leaked)}): "
+                "pass them as arguments or let boto3 find them"
+            )
+        if url.port is not None:
+            raise InvalidURL("an s3:// URL names a bucket, not host:port (use endpoint_url=)")
+        if not url.host:
+            raise InvalidURL("an s3:// URL needs a bucket: s3://bucket/prefix")
+        reject_unknown(url, options, _URL_OPTIONS + _CREDENTIAL_OPTIONS)
+        kwargs: dict[str, Any] = {}
+        for name in ("endpoint_url", "region", "profile", "addressing_style", "retry_mode"):
+            if name in options:
+                kwargs[name] = str(options[name])
+        for name in _CREDENTIAL_OPTIONS:
+            if name in options:
+                kwargs[name] = options[name]
+        for name in ("max_attempts", "max_concurrency"):
+            if name in options:
+                kwargs[name] = _parse_int(name, options[name])
+        for name in ("connect_timeout", "read_timeout"):
+            if name in options:
+                kwargs[name] = _parse_seconds(name, options[name])
+        for name in ("multipart_threshold", "multipart_chunksize"):
+            if name in options:
+                kwargs[name] = parse_size(name, options[name])
+        if "verify" in options:
+            kwargs["verify"] = parse_bool("verify", options["verify"])
+        try:
+            return cls(url.host, url.path, **kwargs)
+        except InvalidValue as error:
+            raise InvalidURL(str(error)) from None
+
+    @property
+    def bucket(self) -> str:
+        """The bucket's name."""
+        return self._bucket
+
+    @property
+    def prefix(self) -> str:
+        """The prefix every key is stored under ('' or ending with '/')."""
+        return self._prefix
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client the store uses (for what the store does not cover)."""
+        return self._client
+
+    def __repr__(self) -> str:
+        where = f", prefix={self._prefix!r}" if self._prefix else ""
+        endpoint = f", endpoint_url={self._endpoint_url!r}" if self._endpoint_url else ""
+        return f"S3Store({self._bucket!r}{where}{endpoint})"
+
+    # -- keys ---------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        """The object key of ``key``; :class:`InvalidKey` where the prefix makes it too long."""
+        if not self._prefix:
+            return key
+        full = self._prefix + key
+        if len(full) > 256 and len(full.encode()) > MAX_KEY_BYTES:
+            raise InvalidKey(
+                f"key {key!r} is too long under the prefix {self._prefix!r}: S3 keys are at "
+                f"most {MAX_KEY_BYTES} bytes of UTF-8 with the prefix, this one would be "
+                f"{len(full.encode())}"
+            )
+        return full
+
+    # -- primitives ---------------------------------------------------------
+
+    def _get(self, key: str) -> bytes:
+        with S3Errors(self._bucket, key, "get"):
+            body = self._client.get_object(Bucket=self._bucket, Key=self._full(key))["Body"]
+            data: bytes = body.read()
+            return data
+
+    def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
+        with S3Errors(self._bucket, key, "get"):
+            response = self._client.get_object(Bucket=self._bucket, Key=self._full(key))
+            data: bytes = response["Body"].read()
+        return data, meta_from_head(key, response)
+
+    def _head(self, key: str) -> Meta:
+        with S3Errors(self._bucket, key, "head"):
+            response = self._client.head_object(Bucket=self._bucket, Key=self._full(key))
+        return meta_from_head(key, response)
+
+    def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
+        if len(data) > _MAX_SINGLE:
+            return self._put_stream(key, io.BytesIO(data), options)
+        version = new_version()
+        args = {
+            "Bucket": self._bucket,
+            "Key": self._full(key),
+            "Body": data,
+            "ContentType": options.content_type,
+            "Metadata": encode_metadata(options.metadata, version),
+        }
+        if options.if_match is None and options.if_none_match is None:
+            with S3Errors(self._bucket, key, "put"):
+                response = self._client.put_object(**args)
+        else:
+            response = self._conditional(
+                key, options, lambda condition: self._client.put_object(**args, **condition)
+            )
+        return Meta(
+            key,
+            len(data),
+            s3_etag(response["ETag"]),
+            _now(),
+            options.content_type,
+            options.metadata,
+            version,
+        )
+
+    def _conditional(self, key: str, options: PutOptions, write: Any) -> Any:
+        """Run ``write(condition)`` with S3's condition for ``options``; retry once for parts.
+
+        A value uploaded in parts has an S3 ETag other than its MD5 (our
+        etag): where S3 refuses ``If-Match: <md5>``, the object's own ETag is
+        looked up and the write tried once more against it, still atomically.
+        """
+        if options.if_none_match is not None:
+            with S3Errors(self._bucket, key, "conditional put"):
+                return write({"IfNoneMatch": "*"})
+        expected = cast(str, options.if_match)
+        try:
+            with S3Errors(self._bucket, key, "conditional put"):
+                return write({"IfMatch": f'"{expected}"'})
+        except KeyNotFound:
+            raise PreconditionFailed(f"{key!r} does not exist (if_match={expected!r})") from None
+        except PreconditionFailed:
+            try:
+                with S3Errors(self._bucket, key, "head"):
+                    head = self._client.head_object(Bucket=self._bucket, Key=self._full(key))
+            except KeyNotFound:
+                raise PreconditionFailed(
+                    f"{key!r} does not exist (if_match={expected!r})"
+                ) from None
+            current = s3_etag(head.get("ETag", ""))
+            if (head.get("Metadata") or {}).get(MD5) != expected or current == expected:
+                raise
+        try:
+            with S3Errors(self._bucket, key, "conditional put"):
+                return write({"IfMatch": f'"{current}"'})
+        except KeyNotFound:
+            raise PreconditionFailed(f"{key!r} does not exist (if_match={expected!r})") from None
+
+    def _delete(self, key: str) -> None:
+        with S3Errors(self._bucket, key, "delete"):
+            self._client.delete_object(Bucket=self._bucket, Key=self._full(key))
+
+    def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
+        for page in self._pages(prefix, start_after):
+            if len(page) == 1:
+                with contextlib.suppress(KeyNotFound):
+                    yield self._head(page[0])
+                continue
+            futures = [self._executor().submit(self._head, key) for key in page]
+            for future in futures:
+                with contextlib.suppress(KeyNotFound):
+                    yield future.result()
+
+    def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
+        for page in self._pages(prefix, start_after):
+            yield from page
+
+    def _pages(self, prefix: str, start_after: str | None) -> Iterator[list[str]]:
+        """Keys (without the store's prefix) in ListObjectsV2 pages, lazily."""
+        args: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Prefix": self._prefix + prefix,
+            "MaxKeys": _FIRST_PAGE,
+        }
+        if start_after:
+            args["StartAfter"] = _fit(self._prefix + start_after)
+        cut = len(self._prefix)
+        while True:
+            with S3Errors(self._bucket, None, "list"):
+                response = self._client.list_objects_v2(**args)
+            keys = [item["Key"][cut:] for item in response.get("Contents", ())]
+            if start_after:
+                # StartAfter may have been shortened to S3's limit; drop what it let through.
+                keys = [key for key in keys if key > start_after]
+            if keys:
+                yield keys
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                return
+            args["ContinuationToken"] = token
+            args["MaxKeys"] = _PAGE
+
+    # -- streams and files --------------------------------------------------
+
+    def _open(self, key: str) -> BinaryIO:
+        errors = S3Errors(self._bucket, key, "read")
+        with errors:
+            body = self._client.get_object(Bucket=self._bucket, Key=self._full(key))["Body"]
+        return cast(BinaryIO, _BodyReader(body, errors))
+
+    def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
+        head = stream.read(self._threshold)
+        if len(head) < self._threshold:
+            return self._put(key, head, options)
+        with spooled(head, stream) as (path, size, md5):
+            del head
+            return self._put_large(key, path, size, md5, options)
+
+    def put_file(
+        self,
+        key: str,
+        source: PathOrFile,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> Meta:
+        """Store a file's contents; a path at or above the threshold goes up in parts.
+
+        Same guarantees and conditions as :meth:`put`. A path is read twice
+        (hashed, then uploaded through boto3's transfer manager with
+        ``max_concurrency`` parts in flight): it must not change meanwhile.
+        A file object larger than the threshold is spooled to a temporary
+        file first.
+        """
+        if not isinstance(source, str | os.PathLike):
+            return super().put_file(
+                key,
+                source,
+                content_type=content_type,
+                metadata=metadata,
+                if_match=if_match,
+                if_none_match=if_none_match,
+            )
+        check_key(key)
+        options = make_options(content_type, metadata, if_match, if_none_match)
+        path = os.fspath(source)
+        size, md5 = hash_file(path)
+        if size < self._threshold:
+            with open(path, "rb") as stream:
+                return self._put(key, stream.read(), options)
+        return self._put_large(key, path, size, md5, options)
+
+    def _put_large(self, key: str, path: str, size: int, md5: str, options: PutOptions) -> Meta:
+        """Upload the file at ``path`` (``size`` bytes, MD5 ``md5``) in parts."""
+        version = new_version()
+        stored = encode_metadata(options.metadata, version)
+        stored[MD5] = md5
+        extra = {"ContentType": options.content_type, "Metadata": stored}
+        full = self._full(key)
+        if options.if_match is None and options.if_none_match is None:
+            with S3Errors(self._bucket, key, "upload"):
+                self._client.upload_file(
+                    path, self._bucket, full, ExtraArgs=extra, Config=self._transfer
+                )
+        else:
+            self._conditional(
+                key,
+                options,
+                lambda condition: conditional_multipart(
+                    self._client, self._bucket, full, path, self._chunksize, extra, condition
+                ),
+            )
+        return Meta(key, size, md5, _now(), options.content_type, options.metadata, version)
+
+    def get_file(self, key: str, target: PathOrFile) -> int:
+        """Write the value to a path or a writable binary file; return its size.
+
+        A path is downloaded by boto3's transfer manager (ranged requests in
+        parallel above the threshold) into a temporary file beside it, which
+        is renamed into place, so it never holds a partial value.
+        """
+        if not isinstance(target, str | os.PathLike):
+            return super().get_file(key, target)
+        check_key(key)
+        path = os.fspath(target)
+        with S3Errors(self._bucket, key, "download"):
+            self._client.download_file(self._bucket, self._full(key), path, Config=self._transfer)
+        return os.path.getsize(path)
+
+    # -- derived operations done natively -----------------------------------
+
+    def copy(self, source: str, target: str) -> Meta:
+        """Copy a value with its content type and metadata inside S3 (CopyObject)."""
+        check_key(source)
+        check_key(target)
+        errors = S3Errors(self._bucket, source, "copy")
+        while True:
+            with errors:
+                head = self._client.head_object(Bucket=self._bucket, Key=self._full(source))
+            meta = meta_from_head(source, head)
+            stored = dict(head.get("Metadata") or {})
+            version = new_version()
+            stored["mkv-v"] = version
+            origin = {"Bucket": self._bucket, "Key": self._full(source)}
+            try:
+                with errors:
+                    if meta.size <= _MAX_SINGLE:
+                        self._client.copy_object(
+                            Bucket=self._bucket,
+                            Key=self._full(target),
+                            CopySource=origin,
+                            CopySourceIfMatch=head["ETag"],
+                            MetadataDirective="REPLACE",
+                            ContentType=meta.content_type,
+                            Metadata=stored,
+                        )
+                    else:
+                        self._client.copy(
+                            origin,
+                            self._bucket,
+                            self._full(target),
+                            ExtraArgs={
+                                "CopySourceIfMatch": head["ETag"],
+                                "MetadataDirective": "REPLACE",
+                                "ContentType": meta.content_type,
+                                "Metadata": stored,
+                            },
+                            Config=self._transfer,
+                        )
+            except PreconditionFailed:
+                continue  # the source changed between HEAD and copy: copy the new one
+            return Meta(
+                target, meta.size, meta.etag, _now(), meta.content_type, meta.metadata, version
+            )
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """The values of the keys that exist, fetched in parallel (``max_concurrency``)."""
+        unique = list(dict.fromkeys(check_key(key) for key in keys))
+        if len(unique) <= 1:
+            return super().get_many(unique)
+        found: dict[str, bytes] = {}
+        for key, value in zip(unique, self._executor().map(self._get_or_none, unique), strict=True):
+            if value is not None:
+                found[key] = value
+        return found
+
+    def _get_or_none(self, key: str) -> bytes | None:
+        try:
+            return self._get(key)
+        except KeyNotFound:
+            return None
+
+    def _put_many(
+        self, keys: builtins.list[str], values: builtins.list[bytes]
+    ) -> builtins.list[Meta]:
+        if len(keys) == 1:
+            return super()._put_many(keys, values)
+        positions: dict[str, builtins.list[int]] = {}
+        for index, key in enumerate(keys):
+            positions.setdefault(key, []).append(index)
+        for key in positions:
+            self._full(key)  # every key fits under the prefix before anything is written
+        results: builtins.list[Meta | None] = [None] * len(keys)
+
+        def write(key: str) -> None:
+            for index in positions[key]:  # a repeated key's values in order: the last wins
+                results[index] = self._put(key, values[index], _PLAIN)
+
+        for future in [self._executor().submit(write, key) for key in positions]:
+            future.result()
+        return cast(builtins.list[Meta], results)
+
+    def _delete_many(self, keys: builtins.list[str]) -> None:
+        unique = list(dict.fromkeys(self._full(key) for key in keys))
+        batches = [unique[i : i + _DELETE_BATCH] for i in range(0, len(unique), _DELETE_BATCH)]
+        if len(batches) <= 1:
+            for batch in batches:
+                self._delete_batch(batch)
+            return
+        futures: list[Future[None]] = [
+            self._executor().submit(self._delete_batch, batch) for batch in batches
+        ]
+        for future in futures:
+            future.result()
+
+    def _delete_batch(self, batch: builtins.list[str]) -> None:
+        with S3Errors(self._bucket, None, "delete_many"):
+            response = self._client.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+            )
+        failed = response.get("Errors") or []
+        if failed:
+            first = failed[0]
+            raise S3Errors(self._bucket, first.get("Key"), "delete_many").translate(
+                _client_error(
+                    first.get("Code", "Unknown"), first.get("Message", ""), "DeleteObjects"
+                )
+            )
+
+    def url_for(self, key: str, *, method: str = "GET", expires: float = 3600) -> str:
+        """A presigned URL for ``key``: GET reads the value, PUT (``method="PUT"``) writes it.
+
+        Anyone holding the URL may use it until it expires (``expires``
+        seconds, at most 7 days on AWS). A value written through a PUT URL
+        has no mirrorkv version token: its version is derived from its ETag
+        and modification time.
+        """
+        check_key(key)
+        verb = method.upper() if isinstance(method, str) else method
+        if verb not in ("GET", "PUT"):
+            raise InvalidValue(f"url_for takes method GET or PUT, not {method!r}")
+        if isinstance(expires, bool) or not isinstance(expires, int | float) or expires <= 0:
+            raise InvalidValue(f"expires takes seconds > 0, not {expires!r}")
+        with S3Errors(self._bucket, key, "presign"):
+            url: str = self._client.generate_presigned_url(
+                "get_object" if verb == "GET" else "put_object",
+                Params={"Bucket": self._bucket, "Key": self._full(key)},
+                ExpiresIn=int(expires),
+                HttpMethod=verb,
+            )
+        return url
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = ThreadPoolExecutor(
+                        self._concurrency, thread_name_prefix="mirrorkv-s3"
+                    )
+        return pool
+
+    def close(self) -> None:
+        """Stop the threads and close the client's connections. Closing twice is harmless."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+
+_PLAIN = PutOptions()
+
+
+class _BodyReader(io.RawIOBase):
+    """An S3 object's body as a read-only binary stream; errors come out translated."""
+
+    def __init__(self, body: Any, errors: S3Errors) -> None:
+        super().__init__()
+        self._body = body
+        self._errors = errors
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._errors:
+            data: bytes = self._body.read() if size is None or size < 0 else self._body.read(size)
+            return data
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        view = memoryview(buffer).cast("B")
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self._body.close()
+        super().close()
+
+
+def _fit(start_after: str) -> str:
+    """``start_after`` cut to S3's 1024 bytes (the caller filters what the cut lets through)."""
+    if len(start_after) <= 256:
+        return start_after
+    encoded = start_after.encode()
+    if len(encoded) <= MAX_KEY_BYTES:
+        return start_after
+    return encoded[:MAX_KEY_BYTES].decode(errors="ignore")
+
+
+def _client_error(code: str, message: str, operation: str) -> Any:
+    from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+
+def _parse_int(name: str, value: object) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise InvalidURL(f"option {name} takes a whole number, not {value!r}") from None
+    if number < 1:
+        raise InvalidURL(f"option {name} takes a whole number >= 1, not {value!r}")
+    return number
+
+
+def _parse_seconds(name: str, value: object) -> float:
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        raise InvalidURL(f"option {name} takes seconds, not {value!r}") from None
+    if seconds <= 0:
+        raise InvalidURL(f"option {name} takes seconds > 0, not {value!r}")
+    return seconds
