@@ -49,7 +49,6 @@ from ..errors import (
 from ..keys import check_key
 from ..meta import DEFAULT_CONTENT_TYPE, Meta
 from ..store import (
-    CHUNK_SIZE,
     DEFAULT_PUT_OPTIONS,
     Capability,
     PutOptions,
@@ -92,6 +91,11 @@ _KEYWORD_ONLY = ("connection_string", "credential")
 # The most blobs one batch request may delete (the service's limit).
 _BATCH = 256
 _PAGE = 1000
+# Reads fetch ranges of this size. azure-storage-blob 12.31 joins each ranged
+# response with b"".join(list(stream)), and list() sizes itself from the
+# stream's len(), the range's length in bytes: 8 bytes of pointers per byte
+# read, for a moment. Measured: 4 MiB ranges peak at 36 MiB traced, 1 MiB at 10.
+_READ_CHUNK = 1 << 20
 # Statuses of a batch's sub-request that count as deleted.
 _DELETED = frozenset({200, 202, 404})
 
@@ -178,8 +182,8 @@ class AzureBlobStore(Store):
             retry_total=retries,
             connection_timeout=timeout,
             read_timeout=timeout,
-            max_single_get_size=block_size,
-            max_chunk_get_size=block_size,
+            max_single_get_size=_READ_CHUNK,
+            max_chunk_get_size=_READ_CHUNK,
             max_single_put_size=block_size,
             max_block_size=block_size,
         )
@@ -298,7 +302,7 @@ class AzureBlobStore(Store):
         with errors:
             download = self._blob(key).download_blob(max_concurrency=1)
         raw = DownloadStream(download.chunks(), lambda error: errors.translate(error))
-        return io.BufferedReader(raw, buffer_size=min(self._block_size, CHUNK_SIZE))
+        return io.BufferedReader(raw)
 
     def _head(self, key: str) -> Meta:
         with self._errors(key):
