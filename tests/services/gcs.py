@@ -1,4 +1,4 @@
-"""Google Cloud Storage (fake-gcs-server) for the tests: the server fixture and the conformance factories.
+"""Google Cloud Storage (fake-gcs-server) for the tests: the server fixture and the factories.
 
 The endpoint comes from ``MIRRORKV_TEST_GCS_ENDPOINT``, else a fake-gcs-server
 answering on 127.0.0.1:4443 (over plain HTTP), else one this session starts
@@ -9,6 +9,7 @@ never drains the server's output and hangs once the pipe fills).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -42,7 +43,9 @@ __all__ = [
     "fake_gcs_binary",
     "fake_gcs_server",
     "gcs_endpoint",
+    "private_server",
     "speaks_gcs",
+    "start_and_wait",
 ]
 
 ENDPOINT_ENV = "MIRRORKV_TEST_GCS_ENDPOINT"
@@ -102,6 +105,23 @@ def fake_gcs_server(log_path: Path, port: int | None = None) -> tuple[ServerProc
         "warn",
     ]
     return ServerProcess("fake-gcs-server", argv, log_path=log_path), f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def private_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
+    """A fake-gcs-server of one test's own (to stop and restart it); skips where none can run.
+
+    In memory: a restart comes back empty, buckets included.
+    """
+    try:
+        server, endpoint = fake_gcs_server(tmp_path / "fake-gcs.log")
+        start_and_wait(server, endpoint)
+    except ServiceUnavailable as error:
+        skip_unavailable(error)
+    try:
+        yield server, endpoint
+    finally:
+        server.stop()
 
 
 def start_and_wait(server: ServerProcess, endpoint: str) -> None:

@@ -70,8 +70,10 @@ def translate(error: BaseException, where: str, key: str | None) -> MirrorKVErro
         )
     if isinstance(error, auth.GoogleAuthError):
         # google-auth's messages name the failing step, never the key material.
+        text = str(error)
+        text = text if len(text) <= 300 else text[:300] + "..."
         return MirrorKVError(
-            f"{where}: could not authenticate to Google Cloud ({type(error).__name__}: {error})"
+            f"{where}: could not authenticate to Google Cloud ({type(error).__name__}: {text})"
         )
     if isinstance(error, api.BadRequest) and key is not None and "name" in error.message.lower():
         return InvalidKey(f"{where}: GCS refuses the object name of {key!r} ({detail})")

@@ -14,6 +14,7 @@ import base64
 import builtins
 import datetime
 import io
+import json
 import os
 import random
 import threading
@@ -32,6 +33,8 @@ from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage  # type: ignore[import-untyped]
 from google.cloud.storage import Blob  # type: ignore[import-untyped]
 from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped]
+from google.oauth2 import credentials as user_credentials
+from google.oauth2 import service_account
 
 from ..errors import (
     InvalidURL,
@@ -228,18 +231,7 @@ class GCSStore(Store):
             return credentials
         where = self._where
         if credentials_file:
-            path = os.fspath(credentials_file)
-            try:
-                found, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-                    path, scopes=[SCOPE]
-                )
-            except (OSError, ValueError, auth_errors.GoogleAuthError) as error:
-                # Say which file and what kind of failure, never its contents.
-                raise MirrorKVError(
-                    f"{where}: cannot load Google credentials from {path!r} "
-                    f"({type(error).__name__})"
-                ) from None
-            return cast(auth_credentials.Credentials, found)
+            return _load_credentials_file(os.fspath(credentials_file), where)
         if self._anonymous:
             return auth_credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
         try:
@@ -631,6 +623,40 @@ class GCSStore(Store):
                 api_access_endpoint=self._endpoint,
             )
         return url
+
+
+def _load_credentials_file(path: str, where: str) -> auth_credentials.Credentials:
+    """Credentials from a service-account key or an authorized-user (gcloud) JSON file.
+
+    Only these two kinds are read from a file named here (loading an arbitrary
+    credential configuration is unsafe, google-auth warns); others go through
+    ``GOOGLE_APPLICATION_CREDENTIALS``. Errors say which file and what kind of
+    failure, never its contents.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info = json.load(handle)
+        kind = info.get("type") if isinstance(info, dict) else None
+        if kind == "service_account":
+            found: auth_credentials.Credentials = (
+                service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                    info, scopes=[SCOPE]
+                )
+            )
+        elif kind == "authorized_user":
+            found = user_credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
+                info, scopes=[SCOPE]
+            )
+        else:
+            raise MirrorKVError(
+                f"{where}: {path!r} is not a service-account or authorized-user key file "
+                "(for other kinds, set GOOGLE_APPLICATION_CREDENTIALS)"
+            )
+    except (OSError, ValueError, auth_errors.GoogleAuthError) as error:
+        raise MirrorKVError(
+            f"{where}: cannot load Google credentials from {path!r} ({type(error).__name__})"
+        ) from None
+    return found
 
 
 def _read_up_to(stream: IO[bytes], size: int) -> bytes:
