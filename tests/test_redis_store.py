@@ -481,42 +481,55 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     processes: list[ServerProcess] = []
     ports = [free_port() for _ in range(3)]
     try:
-        for port in ports:
-            node = folder / str(port)
-            node.mkdir()
-            argv = [
-                binary,
-                "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
-                "--save", "", "--appendonly", "no", "--dir", str(node),
-                "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
-            ]  # fmt: skip
-            process = ServerProcess(f"cluster-{port}", argv, log_path=node / "server.log")
-            processes.append(process)
-            process.start()
-        for port, process in zip(ports, processes, strict=True):
-            wait_until(
-                lambda port=port: port_answers("127.0.0.1", port),  # type: ignore[misc]
-                timeout=20,
-                what=f"cluster node {port}",
-                process=process,
-            )
-        created = subprocess.run(
-            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
-            capture_output=True,
-            timeout=60,
-        )
-        if created.returncode != 0:
-            pytest.skip(f"redis-cli --cluster create failed: {created.stdout[-500:]!r}")
-
-        def ready() -> bool:
-            info = redis.Redis(port=ports[0]).cluster("info")
-            return bool(info.get("cluster_state") == "ok")
-
-        wait_until(ready, timeout=30, what="cluster state ok")
-        yield f"redis+cluster://127.0.0.1:{ports[0]}"
+        try:
+            url = _start_cluster(binary, cli, folder, ports, processes)
+        except ServiceUnavailable as error:
+            skip_unavailable(error)
+        yield url
     finally:
         for process in processes:
             process.stop()
+
+
+def _start_cluster(
+    binary: str, cli: str, folder: Path, ports: list[int], processes: list[ServerProcess]
+) -> str:
+    """Start the nodes (appended to ``processes``), create the cluster; return its URL."""
+    for port in ports:
+        node = folder / str(port)
+        node.mkdir()
+        argv = [
+            binary,
+            "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
+            "--save", "", "--appendonly", "no", "--dir", str(node),
+            "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
+            # the bus port is port + 10000 unless named: past 55535 that fails
+            "--cluster-port", str(free_port()),
+        ]  # fmt: skip
+        process = ServerProcess(f"cluster-{port}", argv, log_path=node / "server.log")
+        processes.append(process)
+        process.start()
+    for port, process in zip(ports, processes, strict=True):
+        wait_until(
+            lambda port=port: port_answers("127.0.0.1", port),  # type: ignore[misc]
+            timeout=20,
+            what=f"cluster node {port}",
+            process=process,
+        )
+    created = subprocess.run(
+        [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
+        capture_output=True,
+        timeout=60,
+    )
+    if created.returncode != 0:
+        pytest.skip(f"redis-cli --cluster create failed: {created.stdout[-500:]!r}")
+
+    def ready() -> bool:
+        info = redis.Redis(port=ports[0]).cluster("info")
+        return bool(info.get("cluster_state") == "ok")
+
+    wait_until(ready, timeout=30, what="cluster state ok")
+    return f"redis+cluster://127.0.0.1:{ports[0]}"
 
 
 def test_cluster_keeps_a_store_in_one_slot(redis_cluster: str) -> None:

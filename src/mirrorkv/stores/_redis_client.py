@@ -154,9 +154,9 @@ class Caller:
                 return conn.read_response()
             except ResponseError:
                 raise
-            except ConnectionError:
+            except ConnectionError as error:
                 conn.disconnect()
-                if attempts <= 0:
+                if attempts <= 0 or isinstance(error, AuthenticationError):
                     raise
                 attempts -= 1
             except BaseException:

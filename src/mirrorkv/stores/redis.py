@@ -22,7 +22,9 @@ from types import MappingProxyType
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from ..errors import InvalidURL, InvalidValue, KeyNotFound, PreconditionFailed
 from ..keys import check_key, check_keys, prefix_upper_bound
@@ -204,6 +206,9 @@ class RedisStore(Store):
             "password": url.password,
             "socket_timeout": _seconds(options, "timeout", 30.0),
             "socket_connect_timeout": _seconds(options, "connect_timeout", 10.0),
+            # The store decides what is sent again (see Caller); redis-py's own
+            # default retries with backoff of up to seconds would hide an outage.
+            "retry": Retry(NoBackoff(), 0),
         }
         if "max_connections" in options:
             kwargs["max_connections"] = max(1, _count(options, "max_connections"))
