@@ -16,8 +16,10 @@ import builtins
 import hashlib
 import io
 import os
+import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -193,6 +195,7 @@ class AzureBlobStore(Store):
         self._container: ContainerClient = self._service.get_container_client(container)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._counter_locks = [threading.Lock() for _ in range(64)]
         self._closed = False
         self._shared_key = getattr(self._service.credential, "account_key", None)
         if self._shared_key:
@@ -516,7 +519,7 @@ class AzureBlobStore(Store):
         properties: BlobProperties | None = None
         # Within one account the copy completes before the call returns; poll where it has not.
         while status == "pending":
-            threading.Event().wait(0.05)
+            time.sleep(0.05)
             with self._errors(target):
                 properties = target_blob.get_blob_properties()
             status = properties.copy.status
@@ -607,7 +610,15 @@ class AzureBlobStore(Store):
         """Atomic read-modify-write: a write on condition of the ETag just read, retried."""
         check_key(key)
         check_counter_arguments(delta, initial)
+        # Threads of this process take turns on a key: racing each other, eight
+        # threads wasted seven of every eight round trips (55 s for 1,600 incrs
+        # on Azurite, 10 s in turns). Other processes still race, with backoff.
+        with self._counter_locks[hash(key) % len(self._counter_locks)]:
+            return self._incr(key, delta, initial)
+
+    def _incr(self, key: str, delta: int, initial: int) -> int:
         blob = self._blob(key)
+        pause = 0.005
         while True:
             try:
                 data, meta = self._get_with_meta(key)
@@ -635,6 +646,8 @@ class AzureBlobStore(Store):
                         **conditions,
                     )
             except PreconditionFailed:
+                time.sleep(random.uniform(0, pause))
+                pause = min(pause * 2, 0.5)
                 continue
             return value
 
