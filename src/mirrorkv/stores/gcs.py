@@ -14,7 +14,6 @@ import base64
 import builtins
 import datetime
 import io
-import json
 import os
 import random
 import threading
@@ -24,17 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote, urlencode
 
-import google.auth
 import requests.adapters
 from google.api_core.retry import Retry
 from google.auth import credentials as auth_credentials
-from google.auth import exceptions as auth_errors
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage  # type: ignore[import-untyped]
 from google.cloud.storage import Blob  # type: ignore[import-untyped]
 from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped]
-from google.oauth2 import credentials as user_credentials
-from google.oauth2 import service_account
 
 from ..errors import (
     InvalidURL,
@@ -55,7 +50,8 @@ from ..store import (
     check_precondition,
     parse_counter,
 )
-from ..urls import StoreURL, parse_bool, parse_size, reject_unknown
+from ..urls import StoreURL
+from ._gcs_config import EMULATOR_ENV, find_credentials, url_arguments
 from ._gcs_io import ChainedReader, ErrorTranslator, GenerationReader
 from ._gcs_names import (
     check_name_prefix,
@@ -66,29 +62,11 @@ from ._gcs_names import (
     name_for,
 )
 
-__all__ = ["GCSStore"]
+__all__ = ["EMULATOR_ENV", "GCSStore"]
 
-#: The OAuth scope the store asks for: read and write objects.
-SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
-#: The environment variable google-cloud-storage reads an emulator's address from.
-EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 #: GCS's largest object.
 MAX_OBJECT_SIZE = 5 << 40
 _UPLOAD_GRANULE = 256 << 10  # resumable chunks are multiples of 256 KiB
-_OPTIONS = (
-    "project",
-    "endpoint_url",
-    "anonymous",
-    "credentials",
-    "credentials_file",
-    "timeout",
-    "retry_deadline",
-    "workers",
-    "chunk_size",
-    "page_size",
-    "url_expires",
-)
-_SECRET_OPTIONS = ("credentials", "credentials_file")
 _LIST_FIELDS = "items(name,size,md5Hash,etag,generation,updated,contentType,metadata),nextPageToken"
 _KEY_FIELDS = "items(name),nextPageToken"
 
@@ -193,7 +171,9 @@ class GCSStore(Store):
         if anonymous is None:
             anonymous = self._endpoint is not None and credentials is None and not credentials_file
         self._anonymous = bool(anonymous)
-        self._credentials = self._find_credentials(credentials, credentials_file)
+        self._credentials = find_credentials(
+            credentials, credentials_file, anonymous=self._anonymous, where=self._where
+        )
         self.capabilities = (
             Capability.CONDITIONAL_WRITES | Capability.SERVER_SIDE_COPY | Capability.MULTI_PROCESS
         )
@@ -220,30 +200,6 @@ class GCSStore(Store):
         self._pool_lock = threading.Lock()
         self._closed = False
 
-    def _find_credentials(
-        self,
-        credentials: auth_credentials.Credentials | None,
-        credentials_file: str | os.PathLike[str] | None,
-    ) -> auth_credentials.Credentials:
-        if credentials is not None:
-            if not isinstance(credentials, auth_credentials.Credentials):
-                raise InvalidValue("credentials takes a google.auth credentials object")
-            return credentials
-        where = self._where
-        if credentials_file:
-            return _load_credentials_file(os.fspath(credentials_file), where)
-        if self._anonymous:
-            return auth_credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
-        try:
-            found, _ = google.auth.default(scopes=[SCOPE])
-        except auth_errors.GoogleAuthError as error:
-            raise MirrorKVError(
-                f"{where}: no Google Cloud credentials found ({type(error).__name__}); set "
-                "GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default login`, "
-                "or pass credentials_file= or credentials="
-            ) from error
-        return found
-
     @classmethod
     def from_url(cls, url: StoreURL, **options: Any) -> GCSStore:
         """``gs://bucket/prefix?project=...&endpoint_url=...``; see ``docs/stores/gcs.md``.
@@ -253,41 +209,7 @@ class GCSStore(Store):
         ``credentials_file`` are keyword arguments only, and user
         information in the URL is refused.
         """
-        if url.username is not None or url.password is not None:
-            raise InvalidURL(
-                "gs:// URLs carry no credentials: use GOOGLE_APPLICATION_CREDENTIALS, "
-                "application-default credentials, or the credentials_file= / credentials= "
-                "keyword arguments"
-            )
-        reject_unknown(url, options, _OPTIONS)
-        for name in _SECRET_OPTIONS:
-            if name in url.query:
-                raise InvalidURL(
-                    f"{name} is not a URL option (credentials never go in a URL); "
-                    f"pass {name}= as a keyword argument"
-                )
-        if url.port is not None or not url.host:
-            raise InvalidURL("a gs:// URL names a bucket: gs://bucket/optional/prefix")
-        prefix = url.path.lstrip("/")
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        kwargs: dict[str, Any] = {}
-        for name in ("project", "endpoint_url"):
-            if options.get(name):
-                kwargs[name] = str(options[name])
-        if "anonymous" in options:
-            kwargs["anonymous"] = parse_bool("anonymous", options["anonymous"])
-        for name in ("timeout", "retry_deadline", "url_expires"):
-            if name in options:
-                kwargs[name] = _parse_seconds(name, options[name])
-        for name in ("workers", "page_size"):
-            if name in options:
-                kwargs[name] = _parse_int(name, options[name])
-        if "chunk_size" in options:
-            kwargs["chunk_size"] = parse_size("chunk_size", options["chunk_size"])
-        for name in _SECRET_OPTIONS:
-            if options.get(name) is not None:
-                kwargs[name] = options[name]
+        prefix, kwargs = url_arguments(url, options)
         try:
             return cls(url.host, prefix, **kwargs)
         except InvalidValue as error:
@@ -625,40 +547,6 @@ class GCSStore(Store):
         return url
 
 
-def _load_credentials_file(path: str, where: str) -> auth_credentials.Credentials:
-    """Credentials from a service-account key or an authorized-user (gcloud) JSON file.
-
-    Only these two kinds are read from a file named here (loading an arbitrary
-    credential configuration is unsafe, google-auth warns); others go through
-    ``GOOGLE_APPLICATION_CREDENTIALS``. Errors say which file and what kind of
-    failure, never its contents.
-    """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            info = json.load(handle)
-        kind = info.get("type") if isinstance(info, dict) else None
-        if kind == "service_account":
-            found: auth_credentials.Credentials = (
-                service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-                    info, scopes=[SCOPE]
-                )
-            )
-        elif kind == "authorized_user":
-            found = user_credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
-                info, scopes=[SCOPE]
-            )
-        else:
-            raise MirrorKVError(
-                f"{where}: {path!r} is not a service-account or authorized-user key file "
-                "(for other kinds, set GOOGLE_APPLICATION_CREDENTIALS)"
-            )
-    except (OSError, ValueError, auth_errors.GoogleAuthError) as error:
-        raise MirrorKVError(
-            f"{where}: cannot load Google credentials from {path!r} ({type(error).__name__})"
-        ) from None
-    return found
-
-
 def _read_up_to(stream: IO[bytes], size: int) -> bytes:
     """Up to ``size`` bytes of ``stream``, fewer only at its end."""
     parts: list[bytes] = []
@@ -669,20 +557,3 @@ def _read_up_to(stream: IO[bytes], size: int) -> bytes:
         parts.append(part)
         size -= len(part)
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _parse_seconds(name: str, value: object) -> float:
-    try:
-        seconds = float(cast(Any, value))
-    except (TypeError, ValueError):
-        raise InvalidURL(f"option {name} takes seconds, not {value!r}") from None
-    return seconds
-
-
-def _parse_int(name: str, value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    try:
-        return int(str(value))
-    except ValueError:
-        raise InvalidURL(f"option {name} takes a whole number, not {value!r}") from None
