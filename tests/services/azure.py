@@ -50,12 +50,16 @@ def dev_connection_string(port: int, key: str = DEV_KEY) -> str:
     )
 
 
-def azurite_process(port: int, workdir: Path) -> ServerProcess:
-    """An Azurite blob service on ``port`` (not started), in memory, logging to ``workdir``."""
+def azurite_process(port: int, workdir: Path, *, in_memory: bool = True) -> ServerProcess:
+    """An Azurite blob service on ``port`` (not started), logging to ``workdir``.
+
+    It keeps its data in memory, or with ``in_memory=False`` in ``workdir``, so
+    that it survives a restart.
+    """
     binary = find_binary(AZURITE, "azurite-blob")
     if binary is None:
         raise ServiceUnavailable("Azurite is not installed: install with make services (needs npm)")
-    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "data").mkdir(parents=True, exist_ok=True)
     # --inMemoryPersistence refuses --location; the working directory takes its place.
     argv = [
         binary,
@@ -64,17 +68,23 @@ def azurite_process(port: int, workdir: Path) -> ServerProcess:
         "--blobPort",
         str(port),
         "--skipApiVersionCheck",
-        "--inMemoryPersistence",
         "--disableTelemetry",
         "--silent",
+        *(["--inMemoryPersistence"] if in_memory else ["--location", str(workdir / "data")]),
     ]
     return ServerProcess("azurite", argv, log_path=workdir / "azurite.log", cwd=workdir)
 
 
-def start_azurite(port: int, workdir: Path) -> ServerProcess:
+def start_azurite(port: int, workdir: Path, *, in_memory: bool = True) -> ServerProcess:
     """Start Azurite on ``port`` and wait until it answers; :class:`ServiceUnavailable` if not."""
-    server = azurite_process(port, workdir)
+    server = azurite_process(port, workdir, in_memory=in_memory)
     server.start()
+    wait_for_azurite(server, port)
+    return server
+
+
+def wait_for_azurite(server: ServerProcess, port: int) -> None:
+    """Wait until the Azurite ``server`` answers on ``port`` (stopping it if it never does)."""
     try:
         wait_until(
             lambda: port_answers("127.0.0.1", port),
@@ -85,7 +95,6 @@ def start_azurite(port: int, workdir: Path) -> ServerProcess:
     except ServiceUnavailable:
         server.stop()
         raise
-    return server
 
 
 @pytest.fixture(scope="session")

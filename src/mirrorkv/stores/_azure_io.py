@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from typing import IO, Any
 
 from azure.core.exceptions import AzureError
+from azure.storage.blob import BlobBlock
 
 from ..errors import MirrorKVError
 
-__all__ = ["DownloadStream", "read_full"]
+__all__ = ["DownloadStream", "read_full", "stage_blocks"]
 
 
 class DownloadStream(io.RawIOBase):
@@ -75,3 +79,43 @@ def read_full(stream: IO[bytes], size: int) -> bytes:
         parts.append(more)
         missing -= len(more)
     return b"".join(parts)
+
+
+def stage_blocks(
+    stage: Callable[[str, bytes], None],
+    first: bytes,
+    stream: IO[bytes],
+    digest: Any,
+    block_size: int,
+    pool: Executor,
+    in_flight: int,
+) -> tuple[int, list[BlobBlock]]:
+    """Upload ``first`` and the rest of ``stream`` as uncommitted blocks; their size and list.
+
+    ``stage(block_id, data)`` uploads one block; at most ``in_flight`` run on
+    ``pool`` at once, so memory stays bounded. ``digest`` is updated with
+    every byte. Block ids are unique to this upload, so concurrent writers
+    of the same key never commit each other's blocks.
+    """
+    upload = uuid.uuid4().hex
+    pending: list[Future[None]] = []
+    blocks: list[BlobBlock] = []
+    size = 0
+    data = first
+    try:
+        while data:
+            digest.update(data)
+            size += len(data)
+            block_id = base64.b64encode(f"{upload}-{len(blocks):08d}".encode()).decode()
+            blocks.append(BlobBlock(block_id=block_id))
+            pending.append(pool.submit(stage, block_id, data))
+            data = b""
+            while len(pending) >= in_flight:
+                pending.pop(0).result()
+            data = read_full(stream, block_size)
+        for future in pending:
+            future.result()
+    finally:
+        for future in pending:
+            future.cancel()
+    return size, blocks

@@ -11,36 +11,28 @@ are atomic on the server. See ``docs/stores/azure.md``.
 
 from __future__ import annotations
 
-import base64
 import builtins
 import hashlib
 import io
-import os
 import random
-import re
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, BinaryIO
-from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 from azure.storage.blob import (
-    BlobBlock,
     BlobProperties,
     BlobSasPermissions,
-    BlobServiceClient,
     ContainerClient,
     ContentSettings,
     generate_blob_sas,
 )
 
 from ..errors import (
-    InvalidURL,
     InvalidValue,
     KeyNotFound,
     MirrorKVError,
@@ -58,9 +50,17 @@ from ..store import (
     check_counter_arguments,
     parse_counter,
 )
-from ..urls import StoreURL, parse_bool, parse_size, reject_unknown
+from ..urls import StoreURL
+from ._azure_config import (
+    ACCOUNT_KEY_ENV,
+    ACCOUNT_NAME_ENV,
+    CONNECTION_STRING_ENV,
+    check_container,
+    connect,
+    url_arguments,
+)
 from ._azure_errors import AzureErrors, error_code
-from ._azure_io import DownloadStream, read_full
+from ._azure_io import DownloadStream, read_full, stage_blocks
 from ._azure_names import (
     decode_metadata,
     decode_name,
@@ -68,28 +68,8 @@ from ._azure_names import (
     encode_name,
 )
 
-__all__ = ["AzureBlobStore"]
+__all__ = ["ACCOUNT_KEY_ENV", "ACCOUNT_NAME_ENV", "CONNECTION_STRING_ENV", "AzureBlobStore"]
 
-#: The environment variable read for a connection string.
-CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
-#: The environment variable read for an account key (with ``account_url``).
-ACCOUNT_KEY_ENV = "AZURE_STORAGE_KEY"
-#: The environment variable read for the account name (with ``AZURE_STORAGE_KEY``).
-ACCOUNT_NAME_ENV = "AZURE_STORAGE_ACCOUNT"
-
-_CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-# Query options that would put a secret into a URL.
-_SECRET_OPTIONS = ("connection_string", "credential", "account_key", "sas_token", "key")
-_URL_OPTIONS = (
-    "account_url",
-    "block_size",
-    "max_concurrency",
-    "retries",
-    "timeout",
-    "url_expiry",
-    "create_container",
-)
-_KEYWORD_ONLY = ("connection_string", "credential")
 # The most blobs one batch request may delete (the service's limit).
 _BATCH = 256
 _PAGE = 1000
@@ -156,11 +136,7 @@ class AzureBlobStore(Store):
         transport; ``url_expiry`` is the lifetime of :meth:`url_for` URLs in
         seconds; ``create_container`` creates a missing container.
         """
-        if not isinstance(container, str) or not _CONTAINER.match(container):
-            raise InvalidValue(
-                f"not an Azure container name: {container!r} (3-63 lowercase letters, digits, "
-                "single hyphens)"
-            )
+        check_container(container)
         if not isinstance(prefix, str) or "\x00" in prefix:
             raise InvalidValue("prefix must be a str without NUL")
         if prefix and not prefix.endswith("/"):
@@ -177,7 +153,7 @@ class AzureBlobStore(Store):
         self._block_size = block_size
         self._max_concurrency = max_concurrency
         self._url_expiry = float(url_expiry)
-        self._service = self._connect(
+        self._service = connect(
             connection_string,
             account_url,
             credential,
@@ -203,37 +179,6 @@ class AzureBlobStore(Store):
         if create_container:
             self._create_container()
 
-    @staticmethod
-    def _connect(
-        connection_string: str | None,
-        account_url: str | None,
-        credential: Any,
-        **settings: Any,
-    ) -> BlobServiceClient:
-        if connection_string is None and account_url is None:
-            connection_string = os.environ.get(CONNECTION_STRING_ENV) or None
-            if connection_string is None:
-                raise InvalidValue(
-                    "no Azure credentials: pass connection_string=, or account_url= (with "
-                    f"credential=, ${ACCOUNT_KEY_ENV}, or azure-identity installed), or set "
-                    f"${CONNECTION_STRING_ENV}"
-                )
-        if connection_string is not None:
-            try:
-                return BlobServiceClient.from_connection_string(
-                    connection_string, credential=credential, **settings
-                )
-            except ValueError:
-                # The SDK's message may quote the string, key and all.
-                raise InvalidValue("the Azure connection string is malformed") from None
-        assert account_url is not None
-        if credential is None:
-            credential = _credential_from_environment(account_url)
-        try:
-            return BlobServiceClient(account_url, credential=credential, **settings)
-        except ValueError as error:
-            raise InvalidValue(f"not a usable Azure account URL: {error}") from None
-
     @classmethod
     def from_url(cls, url: StoreURL, **options: Any) -> AzureBlobStore:
         """Open ``azure://container/prefix?account_url=...`` (see ``docs/stores/azure.md``).
@@ -242,44 +187,8 @@ class AzureBlobStore(Store):
         it is an :class:`InvalidURL`; pass ``connection_string=`` or
         ``credential=`` as keyword arguments, or set the environment.
         """
-        if url.username is not None or url.password is not None:
-            raise InvalidURL(
-                "azure:// URLs never carry credentials (found user info before the container); "
-                f"use ${CONNECTION_STRING_ENV}, ${ACCOUNT_KEY_ENV} or keyword arguments"
-            )
-        secrets = sorted(set(url.query) & set(_SECRET_OPTIONS))
-        if secrets:
-            raise InvalidURL(
-                f"azure:// URLs never carry credentials (found {', '.join(secrets)} in the "
-                "query); pass them as keyword arguments or through the environment"
-            )
-        account_url = options.get("account_url")
-        if isinstance(account_url, str) and (
-            "@" in urlsplit(account_url).netloc or "sig=" in urlsplit(account_url).query
-        ):
-            raise InvalidURL("the account_url carries a credential (user info or a SAS token)")
-        if not url.host:
-            raise InvalidURL("an azure:// URL names its container: azure://container/prefix")
-        reject_unknown(url, options, _URL_OPTIONS + _KEYWORD_ONLY)
-        arguments: dict[str, Any] = {
-            "connection_string": options.get("connection_string"),
-            "account_url": account_url,
-            "credential": options.get("credential"),
-        }
-        for name in ("block_size",):
-            if name in options:
-                arguments[name] = parse_size(name, options[name])
-        for name in ("max_concurrency", "retries"):
-            if name in options:
-                arguments[name] = _parse_int(name, options[name])
-        for name in ("timeout", "url_expiry"):
-            if name in options:
-                arguments[name] = _parse_float(name, options[name])
-        if "create_container" in options:
-            arguments["create_container"] = parse_bool(
-                "create_container", options["create_container"]
-            )
-        return cls(url.host, url.path.lstrip("/"), **arguments)
+        container, prefix, arguments = url_arguments(url, options)
+        return cls(container, prefix, **arguments)
 
     def __repr__(self) -> str:
         return f"AzureBlobStore({self._where!r})"
@@ -344,7 +253,16 @@ class AzureBlobStore(Store):
             self._check_condition(key, options)  # fail before uploading the whole stream
         blob = self._blob(key)
         digest = hashlib.md5(usedforsecurity=False)
-        size, blocks = self._stage_blocks(key, blob, first, stream, digest)
+
+        def stage(block_id: str, chunk: bytes) -> None:
+            with self._errors(key):
+                blob.stage_block(block_id, chunk, length=len(chunk))
+
+        # At most 8 MiB of blocks in flight, so memory stays bounded.
+        in_flight = max(1, min(self._max_concurrency, (8 << 20) // self._block_size))
+        size, blocks = stage_blocks(
+            stage, first, stream, digest, self._block_size, self._executor(), in_flight
+        )
 
         def commit(conditions: dict[str, Any]) -> dict[str, Any]:
             result: dict[str, Any] = blob.commit_block_list(
@@ -356,45 +274,6 @@ class AzureBlobStore(Store):
             return result
 
         return self._write(key, size, digest.hexdigest(), options, commit)
-
-    def _stage_blocks(
-        self, key: str, blob: Any, first: bytes, stream: IO[bytes], digest: Any
-    ) -> tuple[int, list[BlobBlock]]:
-        """Upload ``first`` and the rest of ``stream`` as uncommitted blocks, a few at a time.
-
-        At most ``max_concurrency`` blocks are in flight (bounded memory);
-        block ids are unique to this upload, so concurrent writers of the
-        same key never commit each other's blocks.
-        """
-        upload = uuid.uuid4().hex
-        pool = self._executor()
-        pending: list[Future[None]] = []
-        blocks: list[BlobBlock] = []
-        size = 0
-        data = first
-        in_flight = max(1, min(self._max_concurrency, (8 << 20) // self._block_size))
-
-        def stage(block_id: str, chunk: bytes) -> None:
-            with self._errors(key):
-                blob.stage_block(block_id, chunk, length=len(chunk))
-
-        try:
-            while data:
-                digest.update(data)
-                size += len(data)
-                block_id = base64.b64encode(f"{upload}-{len(blocks):08d}".encode()).decode()
-                blocks.append(BlobBlock(block_id=block_id))
-                pending.append(pool.submit(stage, block_id, data))
-                data = b""
-                while len(pending) >= in_flight:
-                    pending.pop(0).result()
-                data = read_full(stream, self._block_size)
-            for future in pending:
-                future.result()
-        finally:
-            for future in pending:
-                future.cancel()
-        return size, blocks
 
     def _write(
         self,
@@ -732,41 +611,3 @@ def _key_of(name: str) -> str | None:
         return decode_name(name)
     except MirrorKVError:
         return None
-
-
-def _credential_from_environment(account_url: str) -> Any:
-    key = os.environ.get(ACCOUNT_KEY_ENV)
-    if key:
-        account = os.environ.get(ACCOUNT_NAME_ENV) or _account_of(account_url)
-        return {"account_name": account, "account_key": key}
-    try:
-        from azure.identity import DefaultAzureCredential  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    except ImportError:
-        raise InvalidValue(
-            f"no credential for {account_url}: pass credential=, set ${ACCOUNT_KEY_ENV}, "
-            "or install azure-identity"
-        ) from None
-    return DefaultAzureCredential()
-
-
-def _account_of(account_url: str) -> str:
-    """The account an account URL names: ``https://<account>.blob...`` or ``http://host/<account>``."""
-    parts = urlsplit(account_url)
-    path = parts.path.strip("/")
-    if path:
-        return path.split("/", 1)[0]
-    return (parts.hostname or "").split(".", 1)[0]
-
-
-def _parse_int(name: str, value: object) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        raise InvalidURL(f"option {name} takes a whole number, not {value!r}") from None
-
-
-def _parse_float(name: str, value: object) -> float:
-    try:
-        return float(str(value))
-    except ValueError:
-        raise InvalidURL(f"option {name} takes a number of seconds, not {value!r}") from None
