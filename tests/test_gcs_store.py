@@ -28,6 +28,7 @@ import mirrorkv
 from mirrorkv.errors import (
     InvalidKey,
     InvalidURL,
+    InvalidValue,
     KeyNotFound,
     MirrorKVError,
     NotSupported,
@@ -509,6 +510,10 @@ def test_access_errors_translate_without_secrets() -> None:
         assert type(translated) is kind, (error, translated)
     denied = translate(api.Forbidden("denied"), "gs://b/", "k")
     assert "access denied" in str(denied) and "403" in str(denied)
+    big = translate(api.BadRequest("Metadata part is too large."), "gs://b/", "k")
+    assert isinstance(big, InvalidValue)
+    bare = translate(api.NotFound(""), "gs://b/", None)
+    assert "bucket" in str(bare)
     missing = translate(api.NotFound("The specified bucket does not exist."), "gs://b/", "k")
     assert not isinstance(missing, KeyNotFound) and "bucket does not exist" in str(missing)
 

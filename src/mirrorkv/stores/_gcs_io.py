@@ -14,6 +14,7 @@ from google.cloud.storage import exceptions as storage_errors
 
 from ..errors import (
     InvalidKey,
+    InvalidValue,
     KeyNotFound,
     MirrorKVError,
     PreconditionFailed,
@@ -54,8 +55,9 @@ def translate(error: BaseException, where: str, key: str | None) -> MirrorKVErro
     never a token or key.
     """
     detail = _detail(error)
+    message = str(getattr(error, "message", "") or "").lower()
     if isinstance(error, api.NotFound):
-        if "bucket" in (error.message or "").lower() and "does not exist" in error.message:
+        if "bucket" in message and "does not exist" in message:
             return MirrorKVError(f"{where}: the bucket does not exist ({detail})")
         if key is not None:
             return KeyNotFound(key)
@@ -75,7 +77,9 @@ def translate(error: BaseException, where: str, key: str | None) -> MirrorKVErro
         return MirrorKVError(
             f"{where}: could not authenticate to Google Cloud ({type(error).__name__}: {text})"
         )
-    if isinstance(error, api.BadRequest) and key is not None and "name" in error.message.lower():
+    if isinstance(error, api.BadRequest) and "metadata" in message:
+        return InvalidValue(f"{where}: GCS refuses the metadata ({detail}; at most 8 KiB)")
+    if isinstance(error, api.BadRequest) and key is not None and "name" in message:
         return InvalidKey(f"{where}: GCS refuses the object name of {key!r} ({detail})")
     if isinstance(error, _UNAVAILABLE):
         return StoreUnavailable(f"{where}: GCS unavailable ({detail})")
