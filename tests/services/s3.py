@@ -38,6 +38,8 @@ __all__ = [
     "FACTORIES",
     "REGION",
     "admin_client",
+    "answers_s3",
+    "dummy_credentials",
     "empty_bucket",
     "moto_server",
     "new_bucket",
@@ -58,9 +60,15 @@ DUMMY_CREDENTIALS = {
 
 
 def admin_client(endpoint: str, **credentials: str) -> Any:
-    """A plain boto3 client for setting up and checking what the tests do."""
+    """A plain boto3 client for setting up and checking what the tests do.
+
+    Its credentials: ``credentials``, else the environment's, else the dummy ones.
+    """
     import boto3
     from botocore.config import Config
+
+    if not credentials and "AWS_ACCESS_KEY_ID" not in os.environ:
+        credentials = dummy_credentials()
 
     return boto3.client(
         "s3",
@@ -69,6 +77,30 @@ def admin_client(endpoint: str, **credentials: str) -> Any:
         config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=2),
         **credentials,
     )
+
+
+def dummy_credentials() -> dict[str, str]:
+    """The dummy credentials as boto3 keyword arguments."""
+    return {
+        "aws_access_key_id": DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def answers_s3(endpoint: str) -> bool:
+    """True where ``endpoint`` answers ListBuckets as S3 does, even with an S3 error."""
+    from botocore.exceptions import ClientError
+
+    client = admin_client(endpoint)
+    try:
+        client.list_buckets()
+        return True
+    except ClientError as error:
+        return "Code" in error.response.get("Error", {})
+    except Exception:
+        return False
+    finally:
+        client.close()
 
 
 def speaks_s3(endpoint: str) -> bool:
@@ -99,9 +131,13 @@ main(sys.argv[1:])
 """
 
 
-def moto_server(log_path: Path, port: int | None = None) -> tuple[ServerProcess, str]:
+def moto_server(
+    log_path: Path, port: int | None = None, env: dict[str, str] | None = None
+) -> tuple[ServerProcess, str]:
     """Start moto's HTTP server (a separate process) on ``port`` or a free one.
 
+    ``env`` adds to its environment (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT=0``
+    makes moto check credentials).
     Returns the process (``stop()``/``start()`` take it down and bring it back
     on the same port) and its endpoint; :class:`ServiceUnavailable` where it
     will not start.
@@ -115,13 +151,13 @@ def moto_server(log_path: Path, port: int | None = None) -> tuple[ServerProcess,
         "moto",
         [sys.executable, "-c", _MOTO_MAIN, "-H", "127.0.0.1", "-p", str(port)],
         log_path=log_path,
-        env=DUMMY_CREDENTIALS,
+        env={**DUMMY_CREDENTIALS, **(env or {})},
     )
     endpoint = f"http://127.0.0.1:{port}"
     server.start()
     try:
         wait_until(
-            lambda: port_answers("127.0.0.1", port) and speaks_s3(endpoint),
+            lambda: port_answers("127.0.0.1", port) and answers_s3(endpoint),
             timeout=30,
             what="moto server",
             process=server,

@@ -13,10 +13,12 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     ClientError,
     ConnectionError,
     HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
 )
+from urllib3.exceptions import HTTPError as URLLib3Error
 
 from ..errors import (
     InvalidKey,
@@ -85,7 +87,7 @@ class S3Errors(Translator):
     """
 
     __slots__ = ("_bucket", "_key", "_operation")
-    catches = (BotoCoreError, ClientError)
+    catches = (BotoCoreError, ClientError, URLLib3Error)
 
     def __init__(self, bucket: str, key: str | None = None, operation: str = "") -> None:
         self._bucket = bucket
@@ -108,7 +110,9 @@ class S3Errors(Translator):
             )
         if isinstance(error, ParamValidationError):
             return InvalidValue(f"{where}: {error}")
-        if isinstance(error, ConnectionError | HTTPClientError):
+        if isinstance(
+            error, ConnectionError | HTTPClientError | IncompleteReadError | URLLib3Error
+        ):
             return StoreUnavailable(f"{where}: cannot reach the server ({type(error).__name__})")
         name = type(error).__name__
         if "Stream" in name or "Timeout" in name or "Connection" in name:

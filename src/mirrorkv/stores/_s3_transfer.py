@@ -1,4 +1,4 @@
-"""Large values for the S3 store: hashing, spooling, and uploads in parts with a condition.
+"""Streams for the S3 store: the body reader, hashing, spooling, conditional uploads in parts.
 
 A value uploaded in parts gets an S3 ETag that is not the MD5 of the value,
 so the store hashes it first and records the MD5 in the object's metadata
@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
+from ..keys import MAX_KEY_BYTES
 from ..store import CHUNK_SIZE
+from ._s3_errors import S3Errors
 
-__all__ = ["conditional_multipart", "hash_file", "spooled"]
+__all__ = ["BodyReader", "conditional_multipart", "fit_start_after", "hash_file", "spooled"]
 
 
 def hash_file(path: str) -> tuple[int, str]:
@@ -101,3 +104,45 @@ def conditional_multipart(
         with contextlib.suppress(Exception):
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
+
+
+class BodyReader(io.RawIOBase):
+    """An S3 object's body as a read-only binary stream; errors come out translated."""
+
+    def __init__(self, body: Any, errors: S3Errors) -> None:
+        super().__init__()
+        self._body = body
+        self._errors = errors
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._errors:
+            data: bytes = self._body.read() if size is None or size < 0 else self._body.read(size)
+            return data
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        view = memoryview(buffer).cast("B")
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self._body.close()
+        super().close()
+
+
+def fit_start_after(start_after: str) -> str:
+    """``start_after`` cut to S3's 1024 bytes (the caller filters what the cut lets through)."""
+    if len(start_after) <= 256:
+        return start_after
+    encoded = start_after.encode()
+    if len(encoded) <= MAX_KEY_BYTES:
+        return start_after
+    return encoded[:MAX_KEY_BYTES].decode(errors="ignore")

@@ -11,6 +11,7 @@ import builtins
 import contextlib
 import io
 import os
+import random
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,11 +25,26 @@ from botocore.config import Config  # type: ignore[import-untyped]
 from ..errors import InvalidKey, InvalidURL, InvalidValue, KeyNotFound, PreconditionFailed
 from ..keys import MAX_KEY_BYTES, check_key
 from ..meta import Meta
-from ..store import Capability, PathOrFile, PutOptions, Store, make_options
-from ..urls import StoreURL, parse_bool, parse_size, reject_unknown
+from ..store import (
+    Capability,
+    PathOrFile,
+    PutOptions,
+    Store,
+    check_counter_arguments,
+    make_options,
+    parse_counter,
+)
+from ..urls import StoreURL
 from ._s3_errors import S3Errors
 from ._s3_meta import MD5, encode_metadata, meta_from_head, new_version, s3_etag
-from ._s3_transfer import conditional_multipart, hash_file, spooled
+from ._s3_transfer import (
+    BodyReader,
+    conditional_multipart,
+    fit_start_after,
+    hash_file,
+    spooled,
+)
+from ._s3_url import parse_s3_url
 
 __all__ = ["DEFAULT_MULTIPART_THRESHOLD", "MIN_PART_SIZE", "S3Store"]
 
@@ -44,21 +60,6 @@ _DELETE_BATCH = 1000
 #: Listing pages: small first (so ``next(store.list())`` is cheap), then S3's maximum.
 _FIRST_PAGE = 100
 _PAGE = 1000
-_CREDENTIAL_OPTIONS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
-_URL_OPTIONS = (
-    "endpoint_url",
-    "region",
-    "profile",
-    "addressing_style",
-    "retry_mode",
-    "max_attempts",
-    "connect_timeout",
-    "read_timeout",
-    "multipart_threshold",
-    "multipart_chunksize",
-    "max_concurrency",
-    "verify",
-)
 _now = time.time
 
 
@@ -125,8 +126,8 @@ class S3Store(Store):
         never kept by the store itself, nor shown in its ``repr`` or errors.
         A non-empty ``prefix`` names a folder: ``"a/b"`` keeps keys under
         ``a/b/``. ``retry_mode`` (``"standard"`` or ``"adaptive"``) and
-        ``max_attempts`` set botocore's retries with backoff on throttling,
-        5xx and connection errors. ``multipart_threshold`` and
+        ``max_attempts`` (tries in all, the first included) set botocore's
+        retries with backoff on throttling, 5xx and connection errors. ``multipart_threshold`` and
         ``multipart_chunksize`` (at least 5 MiB) shape uploads in parts;
         ``max_concurrency`` bounds the threads of batches, listings and
         transfers. Nothing is sent to the server here.
@@ -164,7 +165,8 @@ class S3Store(Store):
         self._region = region or session.region_name or "us-east-1"
         config = Config(
             region_name=self._region,
-            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            signature_version="s3v4",
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max(10, max_concurrency),
@@ -181,6 +183,7 @@ class S3Store(Store):
         )
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._counter_locks = [threading.Lock() for _ in range(64)]
         self._closed = False
 
     @classmethod
@@ -190,42 +193,9 @@ class S3Store(Store):
         Credentials are refused in the URL (user info or query): pass them as
         keyword arguments of :func:`mirrorkv.open` or let boto3 find them.
         """
-        if url.username is not None or url.password is not None:
-            raise InvalidURL(
-                "an s3:// URL carries no credentials: boto3 finds them (environment, "
-                "profile, instance role), or pass them as arguments"
-            )
-        leaked = sorted(set(url.query) & set(_CREDENTIAL_OPTIONS))
-        if leaked:
-            raise InvalidURL(
-                f"an s3:// URL carries no credentials ({', '.join(leaked)}): "
-                "pass them as arguments or let boto3 find them"
-            )
-        if url.port is not None:
-            raise InvalidURL("an s3:// URL names a bucket, not host:port (use endpoint_url=)")
-        if not url.host:
-            raise InvalidURL("an s3:// URL needs a bucket: s3://bucket/prefix")
-        reject_unknown(url, options, _URL_OPTIONS + _CREDENTIAL_OPTIONS)
-        kwargs: dict[str, Any] = {}
-        for name in ("endpoint_url", "region", "profile", "addressing_style", "retry_mode"):
-            if name in options:
-                kwargs[name] = str(options[name])
-        for name in _CREDENTIAL_OPTIONS:
-            if name in options:
-                kwargs[name] = options[name]
-        for name in ("max_attempts", "max_concurrency"):
-            if name in options:
-                kwargs[name] = _parse_int(name, options[name])
-        for name in ("connect_timeout", "read_timeout"):
-            if name in options:
-                kwargs[name] = _parse_seconds(name, options[name])
-        for name in ("multipart_threshold", "multipart_chunksize"):
-            if name in options:
-                kwargs[name] = parse_size(name, options[name])
-        if "verify" in options:
-            kwargs["verify"] = parse_bool("verify", options["verify"])
+        bucket, prefix, kwargs = parse_s3_url(url, options)
         try:
-            return cls(url.host, url.path, **kwargs)
+            return cls(bucket, prefix, **kwargs)
         except InvalidValue as error:
             raise InvalidURL(str(error)) from None
 
@@ -371,7 +341,7 @@ class S3Store(Store):
             "MaxKeys": _FIRST_PAGE,
         }
         if start_after:
-            args["StartAfter"] = _fit(self._prefix + start_after)
+            args["StartAfter"] = fit_start_after(self._prefix + start_after)
         cut = len(self._prefix)
         while True:
             with S3Errors(self._bucket, None, "list"):
@@ -394,7 +364,7 @@ class S3Store(Store):
         errors = S3Errors(self._bucket, key, "read")
         with errors:
             body = self._client.get_object(Bucket=self._bucket, Key=self._full(key))["Body"]
-        return cast(BinaryIO, _BodyReader(body, errors))
+        return cast(BinaryIO, BodyReader(body, errors))
 
     def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
         head = stream.read(self._threshold)
@@ -588,6 +558,36 @@ class S3Store(Store):
                 )
             )
 
+    def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
+        """Add ``delta`` to the counter at ``key`` atomically and return the new value.
+
+        A compare-and-swap loop on S3's conditional writes, as in
+        :meth:`Store.incr`; threads of one process take turns per key (so
+        they do not make each other's writes fail), and a write that lost to
+        another process backs off a random, growing while before it retries.
+        """
+        check_key(key)
+        check_counter_arguments(delta, initial)
+        lock = self._counter_locks[hash(key) % len(self._counter_locks)]
+        pause = 0.002
+        with lock:
+            while True:
+                try:
+                    data, meta = self._get_with_meta(key)
+                except KeyNotFound:
+                    value = initial + delta
+                    condition = PutOptions(if_none_match="*")
+                else:
+                    value = parse_counter(key, data) + delta
+                    condition = PutOptions(meta.content_type, meta.metadata, if_match=meta.etag)
+                try:
+                    self._put(key, b"%d" % value, condition)
+                except PreconditionFailed:
+                    time.sleep(random.uniform(0, pause))
+                    pause = min(pause * 2, 0.5)
+                    continue
+                return value
+
     def url_for(self, key: str, *, method: str = "GET", expires: float = 3600) -> str:
         """A presigned URL for ``key``: GET reads the value, PUT (``method="PUT"``) writes it.
 
@@ -638,69 +638,7 @@ class S3Store(Store):
 _PLAIN = PutOptions()
 
 
-class _BodyReader(io.RawIOBase):
-    """An S3 object's body as a read-only binary stream; errors come out translated."""
-
-    def __init__(self, body: Any, errors: S3Errors) -> None:
-        super().__init__()
-        self._body = body
-        self._errors = errors
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        with self._errors:
-            data: bytes = self._body.read() if size is None or size < 0 else self._body.read(size)
-            return data
-
-    def readall(self) -> bytes:
-        return self.read()
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        view = memoryview(buffer).cast("B")
-        view[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            with contextlib.suppress(Exception):
-                self._body.close()
-        super().close()
-
-
-def _fit(start_after: str) -> str:
-    """``start_after`` cut to S3's 1024 bytes (the caller filters what the cut lets through)."""
-    if len(start_after) <= 256:
-        return start_after
-    encoded = start_after.encode()
-    if len(encoded) <= MAX_KEY_BYTES:
-        return start_after
-    return encoded[:MAX_KEY_BYTES].decode(errors="ignore")
-
-
 def _client_error(code: str, message: str, operation: str) -> Any:
     from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
     return ClientError({"Error": {"Code": code, "Message": message}}, operation)
-
-
-def _parse_int(name: str, value: object) -> int:
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise InvalidURL(f"option {name} takes a whole number, not {value!r}") from None
-    if number < 1:
-        raise InvalidURL(f"option {name} takes a whole number >= 1, not {value!r}")
-    return number
-
-
-def _parse_seconds(name: str, value: object) -> float:
-    try:
-        seconds = float(str(value))
-    except ValueError:
-        raise InvalidURL(f"option {name} takes seconds, not {value!r}") from None
-    if seconds <= 0:
-        raise InvalidURL(f"option {name} takes seconds > 0, not {value!r}")
-    return seconds
