@@ -6,6 +6,8 @@ the server's own message, which names users and hosts but never passwords.
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pymysql  # type: ignore[import-untyped]  # no stubs shipped (types-PyMySQL)
 import sqlalchemy.exc
@@ -31,6 +33,10 @@ __all__ = [
 _PG_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator, system
 _PG_CONFLICT = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
 _PG_AUTH = {"28000", "28P01"}
+_PG_AUTH_MESSAGES = re.compile(
+    r"authentication failed|no pg_hba\.conf entry|role \"[^\"]*\" does not exist|"
+    r"password is required|no password supplied"
+)
 _PG_PRIVILEGE = {"42501"}
 _PG_READ_ONLY = {"25006"}
 _PG_TOO_BIG = {"54000", "22001"}
@@ -109,7 +115,8 @@ def translate(error: BaseException, where: str) -> MirrorKVError:
     detail = f"{where}: {_detail(error)}"
     if isinstance(error, psycopg.Error):
         state = error.sqlstate or ""
-        if state in _PG_AUTH:
+        # A refused login fails the connection attempt, where psycopg reports no SQLSTATE.
+        if state in _PG_AUTH or (not state and _PG_AUTH_MESSAGES.search(str(error))):
             return MirrorKVError(f"PostgreSQL refused the credentials for {detail}")
         if not state or state.startswith(_PG_UNAVAILABLE_CLASSES) or state in _PG_CONFLICT:
             return StoreUnavailable(f"PostgreSQL unavailable at {detail}")

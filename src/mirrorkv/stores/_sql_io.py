@@ -27,9 +27,10 @@ class Lease:
     __slots__ = ("__weakref__", "_fairy", "connection", "cursor")
 
     def __init__(self, engine: sa.Engine) -> None:
+        self._fairy: Any = None  # set first: __del__ runs even where connecting failed
         fairy = engine.raw_connection()
         driver: Any = fairy.driver_connection
-        self._fairy: Any = fairy
+        self._fairy = fairy
         self.connection: Any = driver
         self.cursor: Any = driver.cursor()
 

@@ -774,10 +774,11 @@ class SQLStore(Store):
             if row is not None:
                 return int(bytes(row[0]))
             # The key holds something that is not a counter: say so as every store does.
-            try:
-                parse_counter(key, self._get(key))
-            except KeyNotFound:
+            row = self._read(self._sql.open, (key,))
+            if row is None:
                 continue  # deleted meanwhile: count from initial
+            # A large value (above the inline limit) is never a counter.
+            parse_counter(key, b"" if row[0] is not None else bytes(row[1]))
 
     def _incr_locked(self, key: str, delta: int, initial: int) -> int:
         sql = self._sql
