@@ -10,8 +10,9 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -203,6 +204,42 @@ def test_large_value_through_staged_blocks(
         replaced = store.put_file("streamed", io.BytesIO(data[::-1]), if_match=md5)
         assert store.get("streamed") == data[::-1]
         assert replaced.version != meta.version
+
+
+class _InterruptedStream(io.RawIOBase):
+    """A stream that lets another writer replace the key while its second block is read."""
+
+    def __init__(self, data: bytes, interrupt: Callable[[], object]) -> None:
+        self._data = io.BytesIO(data)
+        self._interrupt: Callable[[], object] | None = interrupt
+        self._reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        self._reads += 1
+        if self._reads == 2 and self._interrupt is not None:
+            self._interrupt, interrupt = None, self._interrupt
+            interrupt()
+        return self._data.readinto(target)
+
+
+def test_concurrent_staged_uploads_of_one_key(azure_connection_string: str, container: str) -> None:
+    # Committing a block list discards the blob's other uncommitted blocks: the
+    # upload whose blocks went is told to write again, and no value is mixed.
+    options: dict[str, Any] = {"block_size": MIB, "max_concurrency": 1}
+    with (
+        AzureBlobStore(container, connection_string=azure_connection_string, **options) as one,
+        AzureBlobStore(container, connection_string=azure_connection_string, **options) as two,
+    ):
+        theirs = b"t" * (2 * MIB)
+        stream = _InterruptedStream(b"o" * (3 * MIB), lambda: two.put_file("k", io.BytesIO(theirs)))
+        with pytest.raises(StoreUnavailable, match="write it again"):
+            one.put_file("k", stream)
+        assert one.get("k") == theirs
+        ours = one.put_file("k", io.BytesIO(b"o" * (3 * MIB)))
+        assert one.head("k").etag == ours.etag
 
 
 def test_copy_is_server_side(store: AzureBlobStore) -> None:

@@ -39,7 +39,8 @@ _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 def error_code(error: BaseException) -> str:
     """The service's error code of an azure-core exception ('' where it has none)."""
     code = getattr(error, "error_code", None)
-    return str(code) if code else ""
+    # Sometimes a str, sometimes a StorageErrorCode (a str enum, whose str() is its name).
+    return str(getattr(code, "value", code) or "")
 
 
 def _status(error: BaseException) -> int | None:
@@ -92,6 +93,13 @@ class AzureErrors:
         if isinstance(error, ServiceRequestError | ServiceResponseError):
             return StoreUnavailable(
                 f"{where}: the service could not be reached{what}: {type(error).__name__}"
+            )
+        if code == "InvalidBlockList":
+            # Committing a block list drops the blob's other uncommitted blocks, so a
+            # concurrent staged upload of the same key finds its blocks gone.
+            return StoreUnavailable(
+                f"{where}: the staged blocks of this upload{what} were discarded, most likely "
+                "by a concurrent write of the same key; write it again"
             )
         if key is not None and code in _NAME_ERRORS:
             return InvalidKey(

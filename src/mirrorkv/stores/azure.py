@@ -572,7 +572,7 @@ class AzureBlobStore(Store):
             with self._errors():
                 self._container.create_container()
         except MirrorKVError as error:
-            if getattr(error.__cause__, "error_code", None) != "ContainerAlreadyExists":
+            if error_code(error.__cause__ or error) != "ContainerAlreadyExists":
                 raise
 
     def _executor(self) -> ThreadPoolExecutor:
