@@ -1,4 +1,4 @@
-"""The Redis store's plumbing: error translation and the calls it sends.
+"""The Redis store's plumbing: the client a URL names, error translation, the calls it sends.
 
 :class:`Caller` sends commands. On a standalone server each thread keeps one
 connection of the client's pool for itself, so a call is a pack, a send and
@@ -15,10 +15,11 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import (
     AuthenticationError,
@@ -34,10 +35,24 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.exceptions import ReadOnlyError as RedisReadOnlyError
+from redis.retry import Retry
 
-from ..errors import MirrorKVError, StoreUnavailable, Translator
+from ..errors import InvalidURL, MirrorKVError, StoreUnavailable, Translator
+from ..urls import StoreURL, parse_bool
 
-__all__ = ["Caller", "RedisErrors"]
+__all__ = ["URL_OPTIONS", "Caller", "RedisErrors", "client_from_url", "describe"]
+
+#: The options a Redis URL takes (besides ``namespace``, the store's own).
+URL_OPTIONS = (
+    "namespace",
+    "timeout",
+    "connect_timeout",
+    "retries",
+    "max_connections",
+    "ssl",
+    "ssl_ca_certs",
+    "ssl_verify",
+)
 
 #: A connection idle for longer than this is checked (one poll) before it is used
 #: again, so a connection the server closed meanwhile is replaced, not failed on.
@@ -211,3 +226,89 @@ def _raise_any(replies: list[Any]) -> list[Any]:
         if isinstance(reply, ResponseError):
             raise reply
     return replies
+
+
+def client_from_url(
+    url: StoreURL, options: Mapping[str, Any]
+) -> tuple[redis.Redis | RedisCluster, int]:
+    """A redis-py client for a ``redis://``, ``rediss://`` or ``redis+cluster://`` URL.
+
+    Returns the client and the ``retries`` option; :class:`InvalidURL` for a
+    malformed option or path.
+    """
+    cluster = url.scheme == "redis+cluster"
+    if "ssl" in options and not cluster:
+        raise InvalidURL("option ssl is for redis+cluster://; use rediss:// for TLS")
+    tls = url.scheme == "rediss" or (cluster and parse_bool("ssl", options.get("ssl", False)))
+    kwargs: dict[str, Any] = {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 6379,
+        "username": url.username or None,
+        "password": url.password,
+        "socket_timeout": _seconds(options, "timeout", 30.0),
+        "socket_connect_timeout": _seconds(options, "connect_timeout", 10.0),
+        # The store decides what is sent again (see Caller); redis-py's own
+        # default retries with backoff of up to seconds would hide an outage.
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if "max_connections" in options:
+        kwargs["max_connections"] = max(1, _count(options, "max_connections"))
+    if tls:
+        verify = parse_bool("ssl_verify", options.get("ssl_verify", True))
+        kwargs["ssl"] = True
+        kwargs["ssl_cert_reqs"] = "required" if verify else "none"
+        kwargs["ssl_check_hostname"] = verify
+        if "ssl_ca_certs" in options:
+            kwargs["ssl_ca_certs"] = str(options["ssl_ca_certs"])
+    elif "ssl_ca_certs" in options or "ssl_verify" in options:
+        raise InvalidURL(
+            f"TLS options need rediss:// (or ssl=true on a cluster), not {url.scheme}://"
+        )
+    db_text = url.path.strip("/")
+    if cluster:
+        if db_text not in ("", "0"):
+            raise InvalidURL(f"a Redis cluster has only database 0, not {db_text!r}")
+    else:
+        try:
+            kwargs["db"] = int(db_text or 0)
+        except ValueError:
+            raise InvalidURL(
+                f"the path of a redis:// URL is a database number, not {db_text!r}"
+            ) from None
+    retries = _count(options, "retries") if "retries" in options else 0
+    with RedisErrors(url.redacted()):  # a cluster client asks a node for its slots at once
+        client: redis.Redis | RedisCluster = (
+            RedisCluster(**kwargs) if cluster else redis.Redis(**kwargs)
+        )
+    return client, retries
+
+
+def describe(client: redis.Redis | RedisCluster) -> str:
+    """Where a client connects, for messages: host, port and database, never a password."""
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()  # type: ignore[no-untyped-call]
+        return f"redis+cluster://{node.host}:{node.port}" if node else "redis+cluster://"
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+def _seconds(options: Mapping[str, Any], name: str, default: float) -> float:
+    raw = options.get(name, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidURL(f"option {name} takes seconds, not {raw!r}") from None
+    if not value > 0:
+        raise InvalidURL(f"option {name} takes seconds > 0, not {raw!r}")
+    return value
+
+
+def _count(options: Mapping[str, Any], name: str) -> int:
+    raw = options[name]
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidURL(f"option {name} takes a whole number, not {raw!r}") from None
+    if value < 0 or isinstance(raw, bool):
+        raise InvalidURL(f"option {name} takes a whole number >= 0, not {raw!r}")
+    return value

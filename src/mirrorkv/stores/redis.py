@@ -22,11 +22,9 @@ from types import MappingProxyType
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.retry import Retry
 
-from ..errors import InvalidURL, InvalidValue, KeyNotFound, PreconditionFailed
+from ..errors import InvalidValue, KeyNotFound, PreconditionFailed
 from ..keys import check_key, check_keys, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta, etag_of
 from ..store import (
@@ -38,8 +36,8 @@ from ..store import (
     make_options,
     to_bytes,
 )
-from ..urls import StoreURL, parse_bool, reject_unknown
-from ._redis_client import Caller, RedisErrors
+from ..urls import StoreURL, reject_unknown
+from ._redis_client import URL_OPTIONS, Caller, RedisErrors, client_from_url, describe
 from ._redis_scripts import COPY, DELETE, HEAD, INCR, LIST, PUT
 
 __all__ = ["DEFAULT_NAMESPACE", "RedisStore"]
@@ -53,16 +51,6 @@ _BATCH_BYTES = 16 << 20
 #: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
 _FIRST_PAGE = 100
 _LAST_PAGE = 2000
-_OPTIONS = (
-    "namespace",
-    "timeout",
-    "connect_timeout",
-    "retries",
-    "max_connections",
-    "ssl",
-    "ssl_ca_certs",
-    "ssl_verify",
-)
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _new_meta = tuple.__new__
@@ -176,7 +164,7 @@ class RedisStore(Store):
         self._value_prefix = base + ":"
         self._meta_prefix = base + "#meta:"
         self._index = base + "#index"
-        self._where = where or _describe(client)
+        self._where = where or describe(client)
         self._errors = RedisErrors(self._where)
         self._caller = Caller(client, retries)
         self._call = self._caller.call
@@ -193,52 +181,10 @@ class RedisStore(Store):
         ``ssl_ca_certs``, ``ssl_verify``. Raises :class:`InvalidURL` for any
         other option; the password comes from the URL's user info only.
         """
-        reject_unknown(url, options, _OPTIONS)
+        reject_unknown(url, options, URL_OPTIONS)
         namespace = str(options.get("namespace", DEFAULT_NAMESPACE))
-        cluster = url.scheme == "redis+cluster"
-        if "ssl" in options and not cluster:
-            raise InvalidURL("option ssl is for redis+cluster://; use rediss:// for TLS")
-        tls = url.scheme == "rediss" or (cluster and parse_bool("ssl", options.get("ssl", False)))
-        kwargs: dict[str, Any] = {
-            "host": url.host or "127.0.0.1",
-            "port": url.port or 6379,
-            "username": url.username or None,
-            "password": url.password,
-            "socket_timeout": _seconds(options, "timeout", 30.0),
-            "socket_connect_timeout": _seconds(options, "connect_timeout", 10.0),
-            # The store decides what is sent again (see Caller); redis-py's own
-            # default retries with backoff of up to seconds would hide an outage.
-            "retry": Retry(NoBackoff(), 0),
-        }
-        if "max_connections" in options:
-            kwargs["max_connections"] = max(1, _count(options, "max_connections"))
-        if tls:
-            verify = parse_bool("ssl_verify", options.get("ssl_verify", True))
-            kwargs["ssl"] = True
-            kwargs["ssl_cert_reqs"] = "required" if verify else "none"
-            kwargs["ssl_check_hostname"] = verify
-            if "ssl_ca_certs" in options:
-                kwargs["ssl_ca_certs"] = str(options["ssl_ca_certs"])
-        elif "ssl_ca_certs" in options or "ssl_verify" in options:
-            raise InvalidURL(
-                f"TLS options need rediss:// (or ssl=true on a cluster), not {url.scheme}://"
-            )
-        db_text = url.path.strip("/")
-        if cluster:
-            if db_text not in ("", "0"):
-                raise InvalidURL(f"a Redis cluster has only database 0, not {db_text!r}")
-        else:
-            try:
-                kwargs["db"] = int(db_text or 0)
-            except ValueError:
-                raise InvalidURL(
-                    f"the path of a redis:// URL is a database number, not {db_text!r}"
-                ) from None
-        retries = _count(options, "retries") if "retries" in options else 0
+        client, retries = client_from_url(url, options)
         where = url.redacted()
-        errors = RedisErrors(where)
-        with errors:  # a cluster client asks a node for the slot map at once
-            client: Client = RedisCluster(**kwargs) if cluster else redis.Redis(**kwargs)
         return cls(client, namespace=namespace, retries=retries, where=where, owns_client=True)
 
     @property
@@ -568,33 +514,3 @@ def _precondition_message(key: str, options: PutOptions) -> str:
     if options.if_none_match is not None:
         return f"{key!r} exists (if_none_match='*')"
     return f"{key!r} does not have etag {options.if_match!r}"
-
-
-def _describe(client: Client) -> str:
-    if isinstance(client, RedisCluster):
-        node = client.get_default_node()  # type: ignore[no-untyped-call]
-        return f"redis+cluster://{node.host}:{node.port}" if node else "redis+cluster://"
-    kwargs = client.connection_pool.connection_kwargs
-    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
-
-
-def _seconds(options: Mapping[str, Any], name: str, default: float) -> float:
-    raw = options.get(name, default)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise InvalidURL(f"option {name} takes seconds, not {raw!r}") from None
-    if not value > 0:
-        raise InvalidURL(f"option {name} takes seconds > 0, not {raw!r}")
-    return value
-
-
-def _count(options: Mapping[str, Any], name: str) -> int:
-    raw = options[name]
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise InvalidURL(f"option {name} takes a whole number, not {raw!r}") from None
-    if value < 0 or isinstance(raw, bool):
-        raise InvalidURL(f"option {name} takes a whole number >= 0, not {raw!r}")
-    return value
