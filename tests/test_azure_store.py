@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mirrorkv
 from mirrorkv import (
@@ -28,7 +30,14 @@ from mirrorkv import (
     PreconditionFailed,
     StoreUnavailable,
 )
+from mirrorkv.stores._azure_names import (
+    decode_metadata,
+    decode_name,
+    encode_metadata,
+    encode_name,
+)
 from mirrorkv.stores.azure import CONNECTION_STRING_ENV, AzureBlobStore
+from mirrorkv.testing.keysets import ESCAPING_KEYS, ORDER_KEYS, utf8_sorted
 from services import ServiceUnavailable, free_port, skip_unavailable, unique_name
 from services.azure import (
     DEV_ACCOUNT,
@@ -240,6 +249,17 @@ def test_concurrent_staged_uploads_of_one_key(azure_connection_string: str, cont
         assert one.get("k") == theirs
         ours = one.put_file("k", io.BytesIO(b"o" * (3 * MIB)))
         assert one.head("k").etag == ours.etag
+
+
+def test_value_overwritten_while_it_streams(store: AzureBlobStore) -> None:
+    first = os.urandom(3 * MIB)
+    store.put("k", first)
+    with store.open("k") as stream:
+        assert stream.read(1000) == first[:1000]
+        store.put("k", b"new")
+        with pytest.raises(StoreUnavailable, match="open it again"):
+            stream.read()
+    assert store.get("k") == b"new"
 
 
 def test_copy_is_server_side(store: AzureBlobStore) -> None:
@@ -480,3 +500,45 @@ def test_from_url_options(
     ):
         with pytest.raises(InvalidURL):
             mirrorkv.open(bad)
+
+
+# -- the blob-name and metadata codes (no server needed) ----------------------------
+
+_KEYS = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=1,
+    max_size=12,
+) | st.text(alphabet="a.!~\\] -/\x01\x7f\ud7ff\ue000\U0010ffff\U00010000\u4e00", min_size=1)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_KEYS, _KEYS)
+def test_blob_names_keep_order_and_prefixes(a: str, b: str) -> None:
+    name_a, name_b = encode_name(a), encode_name(b)
+    assert decode_name(name_a) == a
+    assert (a.encode() < b.encode()) == (name_a < name_b)
+    for codec in ("utf-8", "utf-16-be"):  # whichever order the service sorts by
+        assert (name_a.encode(codec) < name_b.encode(codec)) == (name_a < name_b)
+    assert b.startswith(a) == name_b.startswith(name_a)
+    segments = name_a.split("/")
+    assert "." not in segments and ".." not in segments and not name_a.endswith(".")
+    assert "\\" not in name_a and all(ord(c) > 0x20 and not 0x7F <= ord(c) < 0xA0 for c in name_a)
+
+
+def test_blob_names_of_the_keysets() -> None:
+    keys = [*ORDER_KEYS, *ESCAPING_KEYS]
+    names = [encode_name(key) for key in utf8_sorted(set(keys))]
+    assert names == sorted(names)
+    assert [decode_name(name) for name in names] == utf8_sorted(set(keys))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(st.text(), st.text()))
+def test_metadata_code_round_trips(metadata: dict[str, str]) -> None:
+    stored = encode_metadata(metadata)
+    for name, value in stored.items():
+        assert name.isidentifier() and name.isascii()
+        assert value.isascii() and value == value.strip() and value
+    assert dict(decode_metadata(stored)) == metadata
+    # The service may hand names back in another case.
+    assert dict(decode_metadata({k.upper(): v for k, v in stored.items()})) == metadata

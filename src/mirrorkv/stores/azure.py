@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any, BinaryIO
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceModifiedError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError
 from azure.storage.blob import (
     BlobProperties,
     BlobSasPermissions,
@@ -213,7 +213,15 @@ class AzureBlobStore(Store):
         errors = self._errors(key)
         with errors:
             download = self._blob(key).download_blob(max_concurrency=1)
-        raw = DownloadStream(download.chunks(), lambda error: errors.translate(error))
+
+        def translate(error: AzureError) -> MirrorKVError:
+            if isinstance(error, ResourceModifiedError):
+                return StoreUnavailable(
+                    f"{self._where}: {key!r} was overwritten while it was read; open it again"
+                )
+            return errors.translate(error)
+
+        raw = DownloadStream(download.chunks(), translate)
         return io.BufferedReader(raw)
 
     def _head(self, key: str) -> Meta:
