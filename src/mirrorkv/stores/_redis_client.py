@@ -40,7 +40,7 @@ from redis.retry import Retry
 from ..errors import InvalidURL, MirrorKVError, StoreUnavailable, Translator
 from ..urls import StoreURL, parse_bool
 
-__all__ = ["URL_OPTIONS", "Caller", "RedisErrors", "client_from_url", "describe"]
+__all__ = ["URL_OPTIONS", "Caller", "RedisErrors", "client_from_url", "describe", "pack"]
 
 #: The options a Redis URL takes (besides ``namespace``, the store's own).
 URL_OPTIONS = (
@@ -134,6 +134,7 @@ class Caller:
         if isinstance(client, RedisCluster):
             self.call = self._cluster_call  # type: ignore[method-assign]
             self.transaction = self._cluster_transaction  # type: ignore[method-assign]
+            self.call_bytes = self._cluster_call_bytes  # type: ignore[method-assign]
         else:
             self._pool = client.connection_pool
 
@@ -178,13 +179,35 @@ class Caller:
                 conn.disconnect()
                 raise
 
-    def transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Run ``commands`` as one ``MULTI``/``EXEC``; their replies, or the first error raised."""
+    def call_bytes(self, args: list[bytes], *, retry: bool = False) -> Any:
+        """:meth:`call` for a long command whose arguments are all bytes (packed faster)."""
+        attempts = max(self._retries, 1 if retry else 0)
+        packed = [pack(args)]  # send_packed_command takes a list of buffers
+        while True:
+            conn = self._connection()
+            try:
+                conn.send_packed_command(packed, check_health=False)
+                return conn.read_response()
+            except ResponseError:
+                raise
+            except ConnectionError as error:
+                conn.disconnect()
+                if attempts <= 0 or isinstance(error, AuthenticationError):
+                    raise
+                attempts -= 1
+            except BaseException:
+                conn.disconnect()
+                raise
+
+    def transaction(self, commands: Sequence[list[bytes]]) -> list[Any]:
+        """Run ``commands`` (arguments all bytes) as one ``MULTI``/``EXEC``; their replies.
+
+        Raises the first error any of them met. Never sent twice: a batch
+        whose reply was lost may have been applied.
+        """
         conn = self._connection()
         try:
-            conn.send_packed_command(
-                conn.pack_commands([("MULTI",), *commands, ("EXEC",)]), check_health=False
-            )
+            conn.send_packed_command([_MULTI, *map(pack, commands), _EXEC], check_health=False)
             first: ResponseError | None = None
             replies: Any = None
             for _ in range(len(commands) + 2):
@@ -204,10 +227,14 @@ class Caller:
     def _cluster_call(self, *args: Any, retry: bool = False) -> Any:
         return self._execute(*args)
 
-    def _cluster_transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def _cluster_call_bytes(self, args: list[bytes], *, retry: bool = False) -> Any:
+        # The cluster client routes by the command's name, which it wants as a str.
+        return self._execute(args[0].decode(), *args[1:])
+
+    def _cluster_transaction(self, commands: Sequence[list[bytes]]) -> list[Any]:
         pipe = self._client.pipeline(transaction=True)
         for command in commands:
-            pipe.execute_command(*command)
+            pipe.execute_command(command[0].decode(), *command[1:])
         return _raise_any(pipe.execute())
 
     def load_script(self, lua: str) -> None:
@@ -219,6 +246,23 @@ class Caller:
         self._local = threading.local()
         close: Callable[[], None] = self._client.close
         close()
+
+
+def pack(args: list[bytes]) -> bytes:
+    """One command in the Redis protocol (RESP), built with C-level passes over its arguments.
+
+    redis-py's packer handles any argument type one by one; for a batch of
+    tens of thousands of byte strings it was most of ``put_many``'s time.
+    """
+    flat: list[bytes] = [b""] * (2 * len(args))
+    flat[0::2] = map(_BULK.__mod__, map(len, args))
+    flat[1::2] = args
+    return b"*%d\r\n" % len(args) + b"\r\n".join(flat) + b"\r\n"
+
+
+_BULK = b"$%d"
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 
 
 def _raise_any(replies: list[Any]) -> list[Any]:

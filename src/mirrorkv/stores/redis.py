@@ -10,6 +10,7 @@ the user documentation is ``docs/stores/redis.md``.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import itertools
 import json
@@ -18,6 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 from types import MappingProxyType
 from typing import Any
 
@@ -54,6 +56,7 @@ _LAST_PAGE = 2000
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _new_meta = tuple.__new__
+_make_from_fields = functools.partial(tuple.__new__, Meta)
 _md5 = hashlib.md5
 _now = time.time
 _loads = json.loads
@@ -366,14 +369,13 @@ class RedisStore(Store):
         wanted = list(dict.fromkeys(given))
         if not wanted:
             return {}
-        prefix = self._value_prefix
-        names = [prefix + key for key in wanted]
+        names = _encoded(self._value_prefix, wanted)
         with self._errors:
             if len(names) <= _BATCH_KEYS:
-                values = self._call("MGET", *names, retry=True)
+                values = self._caller.call_bytes([b"MGET", *names], retry=True)
             else:
                 commands = [
-                    ("MGET", *names[start : start + _BATCH_KEYS])
+                    [b"MGET", *names[start : start + _BATCH_KEYS]]
                     for start in range(0, len(names), _BATCH_KEYS)
                 ]
                 values = list(itertools.chain.from_iterable(self._caller.transaction(commands)))
@@ -388,39 +390,47 @@ class RedisStore(Store):
             keys, values = list(last), list(last.values())
         now = _now()
         prefix, first = _versions.reserve(len(keys))
-        tail = f',"modified":{now!r},"version":"{prefix}'
-        value_prefix, meta_prefix = self._value_prefix, self._meta_prefix
+        versions = [f"{prefix}{n:x}" for n in range(first, first + len(keys))]
+        sizes = list(map(len, values))
         etags = [_md5(data, usedforsecurity=False).hexdigest() for data in values]
-        metas = [
-            f'{{"size":{len(data)},"etag":"{etag}"{tail}{n:x}"}}'
-            for n, data, etag in zip(itertools.count(first), values, etags)
-        ]
-        commands: builtins.list[tuple[Any, ...]] = []
-        for start, stop in _chunks(keys, values):
-            part = keys[start:stop]
-            commands.append(("MSET", *_pairs([value_prefix + k for k in part], values[start:stop])))
-            commands.append(("MSET", *_pairs([meta_prefix + k for k in part], metas[start:stop])))
-            commands.append(("ZADD", self._index, *_pairs([0] * len(part), part)))
+        modified = f',"modified":{now!r},"version":"'
+        metas = _encoded(
+            "",
+            [
+                f'{{"size":{size},"etag":"{etag}"{modified}{version}"}}'
+                for size, etag, version in zip(sizes, etags, versions, strict=True)
+            ],
+        )
+        value_names = _encoded(self._value_prefix, keys)
+        meta_names = _encoded(self._meta_prefix, keys)
+        members = _encoded("", keys)
+        index = self._index.encode()
+        commands: builtins.list[builtins.list[bytes]] = []
+        for start, stop in _chunks(sizes):
+            commands.append([b"MSET", *_pairs(value_names[start:stop], values[start:stop])])
+            commands.append([b"MSET", *_pairs(meta_names[start:stop], metas[start:stop])])
+            zeros = [b"0"] * (stop - start)
+            commands.append([b"ZADD", index, *_pairs(zeros, members[start:stop])])
         with self._errors:
             self._caller.transaction(commands)
-        return [
-            _new_meta(
-                Meta,
-                (key, len(data), etag, now, DEFAULT_CONTENT_TYPE, NO_METADATA, f"{prefix}{n:x}"),
-            )
-            for n, key, data, etag in zip(itertools.count(first), keys, values, etags)
-        ]
+        fields = zip(
+            keys, sizes, etags, repeat(now), repeat(DEFAULT_CONTENT_TYPE), repeat(NO_METADATA),
+            versions,
+        )  # fmt: skip
+        return list(map(_make_from_fields, fields))
 
     def _delete_many(self, keys: builtins.list[str]) -> None:
         if not keys:
             return
-        value_prefix, meta_prefix = self._value_prefix, self._meta_prefix
-        commands: builtins.list[tuple[Any, ...]] = []
+        value_names = _encoded(self._value_prefix, keys)
+        meta_names = _encoded(self._meta_prefix, keys)
+        members = _encoded("", keys)
+        index = self._index.encode()
+        commands: builtins.list[builtins.list[bytes]] = []
         for start in range(0, len(keys), _BATCH_KEYS):
-            part = keys[start : start + _BATCH_KEYS]
-            names = _pairs([value_prefix + k for k in part], [meta_prefix + k for k in part])
-            commands.append(("DEL", *names))
-            commands.append(("ZREM", self._index, *part))
+            stop = start + _BATCH_KEYS
+            commands.append([b"DEL", *value_names[start:stop], *meta_names[start:stop]])
+            commands.append([b"ZREM", index, *members[start:stop]])
         with self._errors:
             self._caller.transaction(commands)
 
@@ -490,6 +500,12 @@ def _make_meta(key: str, meta_json: bytes, value: bytes | None) -> Meta:
     return meta
 
 
+def _encoded(prefix: str, keys: builtins.list[str]) -> builtins.list[bytes]:
+    """``prefix + key`` as UTF-8 for every key, in C-level passes (keys hold no NUL)."""
+    joined = prefix + ("\0" + prefix).join(keys)
+    return joined.encode().split(b"\0")
+
+
 def _pairs(first: builtins.list[Any], second: builtins.list[Any]) -> builtins.list[Any]:
     """``[first[0], second[0], first[1], second[1], ...]``."""
     flat: builtins.list[Any] = [None] * (2 * len(first))
@@ -498,16 +514,20 @@ def _pairs(first: builtins.list[Any], second: builtins.list[Any]) -> builtins.li
     return flat
 
 
-def _chunks(keys: builtins.list[str], values: builtins.list[bytes]) -> Iterator[tuple[int, int]]:
+def _chunks(sizes: builtins.list[int]) -> Iterator[tuple[int, int]]:
     """(start, stop) slices of at most ``_BATCH_KEYS`` keys and about ``_BATCH_BYTES`` bytes."""
-    start, size = 0, 0
-    for i, data in enumerate(values):
-        size += len(data)
-        if i + 1 - start >= _BATCH_KEYS or size >= _BATCH_BYTES:
+    if sum(sizes) < _BATCH_BYTES:
+        for start in range(0, len(sizes), _BATCH_KEYS):
+            yield start, min(start + _BATCH_KEYS, len(sizes))
+        return
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        total += size
+        if i + 1 - start >= _BATCH_KEYS or total >= _BATCH_BYTES:
             yield start, i + 1
-            start, size = i + 1, 0
-    if start < len(keys):
-        yield start, len(keys)
+            start, total = i + 1, 0
+    if start < len(sizes):
+        yield start, len(sizes)
 
 
 def _precondition_message(key: str, options: PutOptions) -> str:
