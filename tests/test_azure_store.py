@@ -490,6 +490,11 @@ def test_from_url_options(
     BlobServiceClient.from_connection_string(azure_connection_string).delete_container(fresh)
     with mirrorkv.open(f"azure://{container}", retries="0") as keyword:
         keyword.put("k", b"v")
+    for settings_ in ({"block_size": 0}, {"max_concurrency": True}, {"retries": -1}):
+        with pytest.raises(InvalidValue):
+            AzureBlobStore(container, connection_string=azure_connection_string, **settings_)
+    with pytest.raises(InvalidValue, match="container name"):
+        AzureBlobStore("Bad_Name", connection_string=azure_connection_string)
     for bad in (
         f"azure://{container}?colour=blue",
         f"azure://{container}?block_size=lots",

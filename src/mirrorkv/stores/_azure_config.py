@@ -27,6 +27,7 @@ __all__ = [
     "ACCOUNT_NAME_ENV",
     "CONNECTION_STRING_ENV",
     "check_container",
+    "check_settings",
     "connect",
     "url_arguments",
 ]
@@ -61,6 +62,17 @@ def check_container(container: object) -> str:
             "single hyphens)"
         )
     return container
+
+
+def check_settings(block_size: object, max_concurrency: object, retries: object) -> None:
+    """Raise :class:`InvalidValue` unless the numeric settings of a store are usable."""
+    for name, number in (("block_size", block_size), ("max_concurrency", max_concurrency)):
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise InvalidValue(f"{name} must be a positive int, not {number!r}")
+    if isinstance(block_size, int) and block_size > 4000 << 20:
+        raise InvalidValue("block_size is at most 4000 MiB (the service's limit)")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidValue(f"retries must be an int >= 0, not {retries!r}")
 
 
 def connect(

@@ -56,6 +56,7 @@ from ._azure_config import (
     ACCOUNT_NAME_ENV,
     CONNECTION_STRING_ENV,
     check_container,
+    check_settings,
     connect,
     url_arguments,
 )
@@ -102,7 +103,7 @@ class AzureBlobStore(Store):
     ``if_none_match`` are checked by the service against the blob's ETag, so
     they are atomic across processes; ``copy`` runs inside the service;
     listings are in UTF-8 byte order, lazily, page by page. Streams from
-    :meth:`open` hold one chunk (``block_size``) at a time and fail with
+    :meth:`open` hold one 1 MiB range at a time and fail with
     :class:`StoreUnavailable` rather than mix two values where the key is
     overwritten while they are read. ``incr`` retries a conditional write
     (not a native counter). ``put_many`` and ``delete_many`` are not atomic.
@@ -129,8 +130,8 @@ class AzureBlobStore(Store):
     ) -> None:
         """Open the store in ``container`` under ``prefix`` (a "folder": ``/`` is appended).
 
-        ``block_size`` is the size of one staged block and of one chunk read
-        by :meth:`open`; ``max_concurrency`` bounds the threads of
+        ``block_size`` is the size of one staged block and the largest value
+        sent in one request; ``max_concurrency`` bounds the threads of
         ``get_many``/``put_many``/``delete_many`` and of a staged upload;
         ``retries`` and ``timeout`` (seconds) go to the SDK's retry policy and
         transport; ``url_expiry`` is the lifetime of :meth:`url_for` URLs in
@@ -141,13 +142,7 @@ class AzureBlobStore(Store):
             raise InvalidValue("prefix must be a str without NUL")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        for name, number in (("block_size", block_size), ("max_concurrency", max_concurrency)):
-            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-                raise InvalidValue(f"{name} must be a positive int, not {number!r}")
-        if block_size > 4000 << 20:
-            raise InvalidValue("block_size is at most 4000 MiB (the service's limit)")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidValue(f"retries must be an int >= 0, not {retries!r}")
+        check_settings(block_size, max_concurrency, retries)
         self._container_name = container
         self._prefix = encode_name(prefix) if prefix else ""
         self._block_size = block_size
