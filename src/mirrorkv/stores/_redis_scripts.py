@@ -41,15 +41,33 @@ class Script:
 
     def __init__(self, lua: str) -> None:
         self.lua = lua
-        self.sha = hashlib.sha1(lua.encode(), usedforsecurity=False).hexdigest()
+        self.sha = hashlib.sha1(lua.encode(), usedforsecurity=False).hexdigest().encode()
 
     def __call__(self, caller: Any, keys: tuple[str, ...], *args: Any, retry: bool = False) -> Any:
-        """Run the script through ``caller`` (see ``_redis_client.Caller``): one round trip."""
+        """Run the script through ``caller`` (see ``_redis_client.Caller``): one round trip.
+
+        Keys and arguments are str (sent as UTF-8), bytes or int.
+        """
+        command = [
+            b"EVALSHA",
+            self.sha,
+            b"%d" % len(keys),
+            *map(_encode, keys),
+            *map(_encode, args),
+        ]
         try:
-            return caller.call("EVALSHA", self.sha, len(keys), *keys, *args, retry=retry)
+            return caller.call_bytes(command, retry=retry)
         except NoScriptError:
             caller.load_script(self.lua)
-            return caller.call("EVALSHA", self.sha, len(keys), *keys, *args, retry=retry)
+            return caller.call_bytes(command, retry=retry)
+
+
+def _encode(value: str | bytes | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return b"%d" % value
 
 
 # put(value, meta, index; member, data, meta_json[, ttl_ms[, condition, expected]])
