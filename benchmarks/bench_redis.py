@@ -33,9 +33,11 @@ connection kept per thread). Keys are prefixed per contender and removed
 after each run.
 
 Figures are operations per second (keys per second for the batches), the
-median over ``--repeat`` rounds; rounds interleave the contenders in a
-rotated order so that noise from a shared machine spreads over all of them,
-after one untimed warm-up round. The script prints the table, mirrorkv's
+median over ``--repeat`` rounds, after one untimed warm-up round. Within a
+round the contenders take turns: single calls in blocks of 250, each
+contender timing its block in a rotated order, and the batches call by
+call, so that bursts of load from elsewhere on a shared machine hit every
+contender alike. The script prints the table, mirrorkv's
 ratios to each peer and to its own one-call-at-a-time loop, and the issue's
 targets with PASS/FAIL: ``get_many`` >= 10x the single-get loop, ``put_many``
 >= 5x the single-put loop, a single get within 10% of raw ``GET`` and a
@@ -215,38 +217,67 @@ def make_items(count: int, start: int, seed: int) -> list[Item]:
     return [(f"user{i % 100}.item{i:08d}", rng.randbytes(100)) for i in range(start, start + count)]
 
 
-def run_once(
-    adapter: Adapter, items: list[Item], batch: list[Item], order: list[int], result: Result
+#: Single calls are timed in blocks of this many, the contenders taking turns block by block.
+BLOCK = 250
+
+
+def run_round(
+    adapters: dict[str, Adapter],
+    items: list[Item],
+    batch: list[Item],
+    order: list[int],
+    results: dict[str, Result],
+    shift: int,
 ) -> None:
-    """Run every phase once, then remove what was written."""
+    """Run every phase once for every contender, interleaved, then remove what was written.
+
+    The contenders take turns block by block within a phase (and call by
+    call for the batches), in an order rotated by ``shift``, so that a burst
+    of load from elsewhere on the machine hits all of them alike.
+    """
+    names = list(adapters)
+    names = names[shift % len(names) :] + names[: shift % len(names)]
     perf = time.perf_counter
-    put, get = adapter.put, adapter.get
     keys = [items[i][0] for i in order]
     batch_keys = [key for key, _ in batch]
+    spent = {name: dict.fromkeys(PHASES, 0.0) for name in names}
     try:
         gc.collect()
-        started = perf()
-        for key, value in items:
-            put(key, value)
-        result.rates["put"].append(len(items) / (perf() - started))
-
+        for start in range(0, len(items), BLOCK):
+            block = items[start : start + BLOCK]
+            for name in names:
+                put = adapters[name].put
+                started = perf()
+                for key, value in block:
+                    put(key, value)
+                spent[name]["put"] += perf() - started
         gc.collect()
-        started = perf()
-        for key in keys:
-            get(key)
-        result.rates["get"].append(len(keys) / (perf() - started))
-
-        gc.collect()
-        started = perf()
-        adapter.put_many(batch)
-        result.rates["put_many"].append(len(batch) / (perf() - started))
-
-        gc.collect()
-        started = perf()
-        adapter.get_many(batch_keys)
-        result.rates["get_many"].append(len(batch) / (perf() - started))
+        for start in range(0, len(keys), BLOCK):
+            block_keys = keys[start : start + BLOCK]
+            for name in names:
+                get = adapters[name].get
+                started = perf()
+                for key in block_keys:
+                    get(key)
+                spent[name]["get"] += perf() - started
+        for name in names:
+            gc.collect()
+            started = perf()
+            adapters[name].put_many(batch)
+            spent[name]["put_many"] = perf() - started
+        for name in names:
+            gc.collect()
+            started = perf()
+            adapters[name].get_many(batch_keys)
+            spent[name]["get_many"] = perf() - started
     finally:
-        adapter.cleanup()
+        for name in names:
+            adapters[name].cleanup()
+    for name in names:
+        for phase, count in (("put", len(items)), ("get", len(keys))):
+            results[name].rates[phase].append(count / spent[name][phase])
+        for phase in ("put_many", "get_many"):
+            results[name].rates[phase].append(len(batch) / spent[name][phase])
 
 
 # -- the report -------------------------------------------------------------------
@@ -380,14 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         batch = make_items(args.batch, args.keys, seed=2)
         order = list(range(len(items)))
         random.Random(3).shuffle(order)
-        warm = Result()
-        for adapter in adapters.values():  # untimed warm-up: connections, scripts, caches
-            run_once(adapter, items[:500], batch[:500], list(range(500)), warm)
+        warm = {name: Result() for name in names}  # untimed: connections, scripts, caches
+        run_round(adapters, items[:500], batch[:500], list(range(500)), warm, 0)
         results = {name: Result() for name in names}
         for round_number in range(args.repeat):
-            shift = round_number % len(names)
-            for name in names[shift:] + names[:shift]:
-                run_once(adapters[name], items, batch, order, results[name])
+            run_round(adapters, items, batch, order, results, round_number)
         for adapter in adapters.values():
             adapter.close()
         shown = url.split("@")[-1] if "@" in url else url
