@@ -24,7 +24,7 @@ from typing import IO, Any, BinaryIO, TypeVar, cast
 import sqlalchemy as sa
 
 from ..errors import InvalidURL, InvalidValue, KeyNotFound, MirrorKVError, PreconditionFailed
-from ..keys import check_key, prefix_upper_bound
+from ..keys import check_key, check_keys, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta
 from ..store import (
     CHUNK_SIZE,
@@ -621,33 +621,36 @@ class SQLStore(Store):
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The values of the keys that exist (absent keys left out), fetched in few statements."""
-        wanted = [check_key(key) for key in keys]
+        wanted = list(keys)
         if not wanted:
             return {}
-        found: dict[str, bytes] = {}
-        large: list[str] = []
+        check_keys(wanted)
         if self._postgres:
-            rows = self._read(self._get_many_sql(), (wanted,), many=True)
-            batches = [rows]
+            # Keys come back as str: the rows make the dict in one C-level call.
+            found: dict[str, bytes] = dict(self._read(self._get_many_sql(), (wanted,), many=True))
+            large = (
+                [key for key, value in found.items() if value is None]
+                if None in found.values()
+                else []
+            )
         else:
-            batches = [
-                self._read(self._get_many_sql(len(part)), part, many=True)
-                for part in _batches(wanted)
-            ]
-        for rows in batches:
-            for name, value, blob_id in rows:
-                if blob_id is None:
-                    found[_text(name)] = value
-                else:
-                    large.append(_text(name))
+            found = {}
+            large = []
+            for part in _batches(wanted):
+                for name, value in self._read(self._get_many_sql(len(part)), part, many=True):
+                    if value is None:
+                        large.append(_text(name))
+                    else:
+                        found[_text(name)] = value
         for key in large:
+            found.pop(key, None)
             with contextlib.suppress(KeyNotFound):
                 found[key] = self._get(key)
         return found
 
     def _get_many_sql(self, count: int = 0) -> str:
         table = self._sql.table
-        columns = "name, CASE WHEN blob_id IS NULL THEN value END, blob_id"
+        columns = "name, value"  # value is NULL where the value is large
         if self._postgres:
             return f"SELECT {columns} FROM {table} WHERE name = ANY(%s)"
         return f"SELECT {columns} FROM {table} WHERE name IN ({', '.join(['%s'] * count)})"
