@@ -221,7 +221,7 @@ def run_round(found: list[Contender], admin: Any, args: argparse.Namespace, roun
             _empty_and_delete(admin, buckets[contender.name])
     for contender in found:
         figures = {phase: round(values[-1]) for phase, values in contender.results.items()}
-        print(f"round {round_ + 1}: {contender.name} {figures}", file=sys.stderr)
+        print(f"{label}: {contender.name} {figures}", file=sys.stderr)
 
 
 def _empty_and_delete(admin: Any, bucket: str) -> None:
@@ -332,11 +332,11 @@ def main(argv: list[str] | None = None) -> int:
             admin = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
             found = contenders(endpoint)
             warm = argparse.Namespace(**{**vars(args), "keys": 20, "batch": 20})
-            run_round(found, admin, warm, 0)  # clients, connections, code paths
+            run_round(found, admin, warm, 0, "warm-up")  # clients, connections, code paths
             for contender in found:
                 contender.results.clear()
             for round_ in range(args.repeat):
-                run_round(found, admin, args, round_)
+                run_round(found, admin, args, round_, f"round {round_ + 1}")
             return report(found, args)
         finally:
             if process is not None:
