@@ -146,7 +146,9 @@ def contenders(endpoint: str) -> list[Contender]:
     return found
 
 
-def run_round(found: list[Contender], admin: Any, args: argparse.Namespace, round_: int) -> None:
+def run_round(
+    found: list[Contender], admin: Any, args: argparse.Namespace, round_: int, label: str
+) -> None:
     """One round: every contender in a new bucket; single ops interleaved in small chunks.
 
     The single puts (then gets) are timed in chunks of ``--chunk`` calls,
