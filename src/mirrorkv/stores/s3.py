@@ -8,6 +8,7 @@ files. See ``docs/stores/s3.md`` for the URL form, options and limits.
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import io
 import os
@@ -23,8 +24,8 @@ from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 
 from ..errors import InvalidKey, InvalidURL, InvalidValue, KeyNotFound, PreconditionFailed
-from ..keys import MAX_KEY_BYTES, check_key
-from ..meta import Meta
+from ..keys import MAX_KEY_BYTES, check_key, check_prefix
+from ..meta import Listing, Meta
 from ..store import (
     Capability,
     PathOrFile,
@@ -319,15 +320,55 @@ class S3Store(Store):
             self._client.delete_object(Bucket=self._bucket, Key=self._full(key))
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
-        for page in self._pages(prefix, start_after):
-            if len(page) == 1:
-                with contextlib.suppress(KeyNotFound):
-                    yield self._head(page[0])
+        return self._heads(self._keys(prefix, start_after))
+
+    def _heads(self, keys: Iterator[str]) -> Iterator[Meta]:
+        """The Meta of each key, in order: HEADs in parallel, a bounded window ahead.
+
+        A key deleted between the listing and its HEAD is left out. The
+        window starts at one request and doubles up to ``2 * max_concurrency``,
+        so taking only the first few records costs only a few requests.
+        """
+        window: collections.deque[Future[Meta]] = collections.deque()
+        limit = 1
+        for key in keys:
+            window.append(self._executor().submit(self._head, key))
+            if len(window) < limit:
                 continue
-            futures = [self._executor().submit(self._head, key) for key in page]
-            for future in futures:
-                with contextlib.suppress(KeyNotFound):
-                    yield future.result()
+            with contextlib.suppress(KeyNotFound):
+                yield window.popleft().result()
+            limit = min(limit * 2, 2 * self._concurrency)
+        while window:
+            with contextlib.suppress(KeyNotFound):
+                yield window.popleft().result()
+
+    def ls(self, prefix: str = "", delimiter: str = "/") -> Listing:
+        """One level below ``prefix``, from S3's own listing with a delimiter.
+
+        Common prefixes come from ListObjectsV2's ``CommonPrefixes``; each
+        object's metadata from one HEAD (in parallel).
+        """
+        check_prefix(prefix)
+        if not isinstance(delimiter, str) or not delimiter:
+            raise InvalidValue("delimiter must be a non-empty str")
+        args: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Prefix": self._prefix + prefix,
+            "Delimiter": delimiter,
+        }
+        cut = len(self._prefix)
+        objects: builtins.list[str] = []
+        prefixes: builtins.list[str] = []
+        while True:
+            with S3Errors(self._bucket, None, "list"):
+                response = self._client.list_objects_v2(**args)
+            objects.extend(item["Key"][cut:] for item in response.get("Contents", ()))
+            prefixes.extend(item["Prefix"][cut:] for item in response.get("CommonPrefixes", ()))
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                break
+            args["ContinuationToken"] = token
+        return Listing(list(self._heads(iter(objects))), sorted(prefixes, key=_utf8))
 
     def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
         for page in self._pages(prefix, start_after):
@@ -636,6 +677,10 @@ class S3Store(Store):
 
 
 _PLAIN = PutOptions()
+
+
+def _utf8(key: str) -> bytes:
+    return key.encode("utf-8")
 
 
 def _client_error(code: str, message: str, operation: str) -> Any:
