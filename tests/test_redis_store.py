@@ -186,7 +186,7 @@ def test_ttl_expires_value_metadata_and_listing(store: RedisStore, raw: Any) -> 
     store.put("n", b"1", ttl=60)
     assert store.incr("n") == 2
     assert raw.pttl(store.redis_keys("n")[1]) > 0
-    for bad in (0, -1, "5", True):
+    for bad in (0, -1, "5", True, float("inf"), float("nan")):
         with pytest.raises(InvalidValue):
             store.put("k", b"v", ttl=bad)
 

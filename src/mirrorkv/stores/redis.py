@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import repeat
@@ -53,6 +52,8 @@ _BATCH_BYTES = 16 << 20
 #: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
 _FIRST_PAGE = 100
 _LAST_PAGE = 2000
+#: Redis takes expiry times in milliseconds as signed 64-bit integers.
+_MAX_TTL = 2**62 / 1000
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _new_meta = tuple.__new__
@@ -69,7 +70,6 @@ class _Versions:
     """Versions: a random per-process prefix and a counter, renewed in a forked child."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.renew()
 
     def renew(self) -> None:
@@ -79,12 +79,10 @@ class _Versions:
     def next(self) -> str:
         return f"{self.prefix}{next(self._counter):x}"
 
-    def reserve(self, count: int) -> tuple[str, int]:
-        """The prefix and the first of ``count`` consecutive counter values."""
-        with self._lock:
-            first = next(self._counter)
-            self._counter = itertools.count(first + count)
-        return self.prefix, first
+    def batch(self, count: int) -> list[str]:
+        """``count`` versions for one batch: one counter value, then a suffix per item."""
+        base = f"{self.prefix}{next(self._counter):x}-"
+        return [f"{base}{i:x}" for i in range(count)]
 
 
 _versions = _Versions()
@@ -356,9 +354,9 @@ class RedisStore(Store):
             return self._put(check_key(key), self._checked_size(data), DEFAULT_PUT_OPTIONS)
         check_key(key)
         if ttl is not None and (
-            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < _MAX_TTL
         ):
-            raise InvalidValue(f"ttl is a number of seconds > 0, not {ttl!r}")
+            raise InvalidValue(f"ttl is a (finite) number of seconds > 0, not {ttl!r}")
         options = make_options(content_type, metadata, if_match, if_none_match)
         return self._put(key, self._checked_size(to_bytes(data)), options, ttl)
 
@@ -389,8 +387,7 @@ class RedisStore(Store):
             last = dict(zip(keys, values, strict=True))
             keys, values = list(last), list(last.values())
         now = _now()
-        prefix, first = _versions.reserve(len(keys))
-        versions = [f"{prefix}{n:x}" for n in range(first, first + len(keys))]
+        versions = _versions.batch(len(keys))
         sizes = list(map(len, values))
         etags = [_md5(data, usedforsecurity=False).hexdigest() for data in values]
         modified = f',"modified":{now!r},"version":"'
