@@ -47,8 +47,8 @@ from services.redis import redis_binary, start_redis  # noqa: E402
 
 
 @pytest.fixture
-def redis_url(request: pytest.FixtureRequest) -> str:
-    """The session's server (skips with the reason where there is none)."""
+def server_url(request: pytest.FixtureRequest) -> str:
+    """The session's server, ``redis_url`` (skips with the reason where there is none)."""
     try:
         url: str = request.getfixturevalue("redis_url")
     except ServiceUnavailable as error:
@@ -62,9 +62,9 @@ def _with_namespace(url: str, namespace: str) -> str:
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[RedisStore]:
+def store(server_url: str) -> Iterator[RedisStore]:
     """A store in a fresh namespace of the session's server, cleared afterwards."""
-    opened = open_store(_with_namespace(redis_url, unique_name("mkvr")))
+    opened = open_store(_with_namespace(server_url, unique_name("mkvr")))
     assert isinstance(opened, RedisStore)
     try:
         yield opened
@@ -74,9 +74,9 @@ def store(redis_url: str) -> Iterator[RedisStore]:
 
 
 @pytest.fixture
-def raw(redis_url: str) -> Iterator[Any]:
+def raw(server_url: str) -> Iterator[Any]:
     """A plain redis-py client of the same server, to look at what the store wrote."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(server_url)
     try:
         yield client
     finally:
@@ -100,7 +100,7 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
 # -- layout ------------------------------------------------------------------
 
 
-def test_key_names_are_readable(store: RedisStore, raw: Any, redis_url: str) -> None:
+def test_key_names_are_readable(store: RedisStore, raw: Any, server_url: str) -> None:
     ns = store.namespace
     store.put("photos/cat.jpg", b"meow", content_type="image/jpeg", metadata={"by": "ann"})
     assert store.redis_keys("photos/cat.jpg") == (
@@ -116,7 +116,7 @@ def test_key_names_are_readable(store: RedisStore, raw: Any, redis_url: str) -> 
     cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
     if cli is not None:  # what an operator types
         shown = subprocess.run(
-            [cli, "-u", redis_url, "GET", f"{ns}:photos/cat.jpg"],
+            [cli, "-u", server_url, "GET", f"{ns}:photos/cat.jpg"],
             capture_output=True,
             check=True,
             timeout=10,
@@ -124,9 +124,9 @@ def test_key_names_are_readable(store: RedisStore, raw: Any, redis_url: str) -> 
         assert shown.stdout.strip() == b"meow"
 
 
-def test_namespaces_are_isolated(redis_url: str) -> None:
-    one = open_store(_with_namespace(redis_url, unique_name("mkva")))
-    two = open_store(_with_namespace(redis_url, unique_name("mkvb")))
+def test_namespaces_are_isolated(server_url: str) -> None:
+    one = open_store(_with_namespace(server_url, unique_name("mkva")))
+    two = open_store(_with_namespace(server_url, unique_name("mkvb")))
     try:
         one.put("k", b"one")
         one.put("only-one", b"1")
@@ -354,8 +354,8 @@ def _cas_worker(url: str, rounds: int, barrier: Any) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_conditional_writes_lose_nothing(store: RedisStore, redis_url: str) -> None:
-    url = _with_namespace(redis_url, store.namespace)
+def test_two_processes_conditional_writes_lose_nothing(store: RedisStore, server_url: str) -> None:
+    url = _with_namespace(server_url, store.namespace)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
     workers = [context.Process(target=_cas_worker, args=(url, 150, barrier)) for _ in range(2)]
@@ -401,8 +401,8 @@ def test_wrong_password_is_a_clear_error_without_the_secret(tmp_path: Path) -> N
         process.stop()
 
 
-def test_from_url_options(redis_url: str) -> None:
-    base = parse_url(redis_url)
+def test_from_url_options(server_url: str) -> None:
+    base = parse_url(server_url)
     url = f"redis://{base.host}:{base.port}/3?namespace=opts&timeout=2.5&connect_timeout=1"
     with open_store(url + "&retries=2&max_connections=8") as store:
         assert isinstance(store, RedisStore)
@@ -420,22 +420,22 @@ def test_from_url_options(redis_url: str) -> None:
     with open_store(f"redis://{base.host}:{base.port}/0", namespace="kw") as keyword:
         assert isinstance(keyword, RedisStore) and keyword.namespace == "kw"
     bad_urls = [
-        f"{redis_url}?colour=blue",
-        f"{redis_url}?timeout=soon",
-        f"{redis_url}?timeout=0",
-        f"{redis_url}?retries=-1",
+        f"{server_url}?colour=blue",
+        f"{server_url}?timeout=soon",
+        f"{server_url}?timeout=0",
+        f"{server_url}?retries=-1",
         f"redis://{base.host}:{base.port}/zero",
-        f"{redis_url}?ssl=true",
-        f"{redis_url}?ssl_verify=false",
+        f"{server_url}?ssl=true",
+        f"{server_url}?ssl_verify=false",
         f"redis+cluster://{base.host}:{base.port}/2",
     ]
     for bad in bad_urls:
         with pytest.raises(InvalidURL):
             open_store(bad)
     with pytest.raises(InvalidURL, match="colour"):
-        open_store(f"{redis_url}?colour=blue")
+        open_store(f"{server_url}?colour=blue")
     with pytest.raises(InvalidValue):
-        open_store(f"{redis_url}?namespace=a:b")
+        open_store(f"{server_url}?namespace=a:b")
 
 
 def test_rediss_url_makes_a_tls_client() -> None:
