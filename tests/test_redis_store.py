@@ -43,7 +43,7 @@ from services import (  # noqa: E402
     unique_name,
     wait_until,
 )
-from services.redis import redis_binary, start_redis  # noqa: E402
+from services.redis import start_redis  # noqa: E402
 
 
 @pytest.fixture
@@ -466,70 +466,15 @@ def test_unreachable_server_is_unavailable() -> None:
 # -- cluster -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A three-node cluster of our own (no replicas), started with redis-cli --cluster create."""
-    cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
+@pytest.fixture
+def redis_cluster(request: pytest.FixtureRequest) -> str:
+    """The session's cluster, ``redis_cluster_url`` (skips with the reason where there is none)."""
     try:
-        binary = redis_binary()
+        url: str = request.getfixturevalue("redis_cluster_url")
     except ServiceUnavailable as error:
         skip_unavailable(error)
         raise
-    if cli is None:
-        pytest.skip("no redis-cli / valkey-cli to create a cluster with")
-    folder = tmp_path_factory.mktemp("cluster")
-    processes: list[ServerProcess] = []
-    ports = [free_port() for _ in range(3)]
-    try:
-        try:
-            url = _start_cluster(binary, cli, folder, ports, processes)
-        except ServiceUnavailable as error:
-            skip_unavailable(error)
-        yield url
-    finally:
-        for process in processes:
-            process.stop()
-
-
-def _start_cluster(
-    binary: str, cli: str, folder: Path, ports: list[int], processes: list[ServerProcess]
-) -> str:
-    """Start the nodes (appended to ``processes``), create the cluster; return its URL."""
-    for port in ports:
-        node = folder / str(port)
-        node.mkdir()
-        argv = [
-            binary,
-            "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
-            "--save", "", "--appendonly", "no", "--dir", str(node),
-            "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
-            # the bus port is port + 10000 unless named: past 55535 that fails
-            "--cluster-port", str(free_port()),
-        ]  # fmt: skip
-        process = ServerProcess(f"cluster-{port}", argv, log_path=node / "server.log")
-        processes.append(process)
-        process.start()
-    for port, process in zip(ports, processes, strict=True):
-        wait_until(
-            lambda port=port: port_answers("127.0.0.1", port),  # type: ignore[misc]
-            timeout=20,
-            what=f"cluster node {port}",
-            process=process,
-        )
-    created = subprocess.run(
-        [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
-        capture_output=True,
-        timeout=60,
-    )
-    if created.returncode != 0:
-        pytest.skip(f"redis-cli --cluster create failed: {created.stdout[-500:]!r}")
-
-    def ready() -> bool:
-        info = redis.Redis(port=ports[0]).cluster("info")
-        return bool(info.get("cluster_state") == "ok")
-
-    wait_until(ready, timeout=30, what="cluster state ok")
-    return f"redis+cluster://127.0.0.1:{ports[0]}"
+    return url
 
 
 def test_cluster_keeps_a_store_in_one_slot(redis_cluster: str) -> None:

@@ -5,12 +5,17 @@ The session's server is ``$MIRRORKV_TEST_REDIS_URL``, else what answers on
 ``redis-server`` (or ``valkey-server``) this module starts on a free port
 with persistence off. :func:`start_redis` starts a private server for one
 test (to stop and restart it, or to give it a password).
+``redis_cluster_url`` is ``$MIRRORKV_TEST_REDIS_CLUSTER_URL``, else a
+three-node cluster started with :func:`start_redis_cluster`; where that
+variable is set the conformance suite runs over the cluster too.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -30,9 +35,21 @@ from . import (
     wait_until,
 )
 
-__all__ = ["FACTORIES", "REDIS_URL_ENV", "ping", "redis_binary", "redis_url", "start_redis"]
+__all__ = [
+    "FACTORIES",
+    "REDIS_CLUSTER_URL_ENV",
+    "REDIS_URL_ENV",
+    "ping",
+    "redis_binary",
+    "redis_cluster_url",
+    "redis_url",
+    "start_redis",
+    "start_redis_cluster",
+]
 
 REDIS_URL_ENV = "MIRRORKV_TEST_REDIS_URL"
+#: Where set, the conformance suite also runs over this cluster (``redis-cluster``).
+REDIS_CLUSTER_URL_ENV = "MIRRORKV_TEST_REDIS_CLUSTER_URL"
 
 
 def redis_binary() -> str:
@@ -89,6 +106,78 @@ def start_redis(
     return process, f"redis://127.0.0.1:{port}/0"
 
 
+def start_redis_cluster(folder: Path, nodes: int = 3) -> tuple[list[ServerProcess], str]:
+    """Start ``nodes`` cluster-enabled servers (no replicas) and join them into one cluster.
+
+    Uses ``redis-cli --cluster create`` (or ``valkey-cli``). Returns the
+    processes (the caller stops them) and a ``redis+cluster://`` URL; raises
+    :class:`ServiceUnavailable`, having stopped what it started, if it fails.
+    """
+    import redis
+
+    cli = find_binary("redis-cli", "valkey-cli")
+    if cli is None:
+        raise ServiceUnavailable("no redis-cli or valkey-cli to create a Redis cluster with")
+    binary = redis_binary()
+    processes: list[ServerProcess] = []
+    ports = [free_port() for _ in range(nodes)]
+    try:
+        for port in ports:
+            node = folder / f"node-{port}"
+            node.mkdir(parents=True)
+            argv = [
+                binary,
+                "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
+                "--save", "", "--appendonly", "no", "--dir", str(node),
+                "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
+                # The bus port is the port + 10000 unless named; above 55535 that fails.
+                "--cluster-port", str(free_port()),
+            ]  # fmt: skip
+            process = ServerProcess(f"cluster-{port}", argv, log_path=node / "server.log")
+            processes.append(process)
+            process.start()
+        for port, process in zip(ports, processes, strict=True):
+            wait_until(
+                functools.partial(port_answers, "127.0.0.1", port),
+                timeout=20,
+                what=f"cluster node {port}",
+                process=process,
+            )
+        hosts = [f"127.0.0.1:{port}" for port in ports]
+        created = subprocess.run(
+            [cli, "--cluster", "create", *hosts, "--cluster-yes"], capture_output=True, timeout=60
+        )
+        if created.returncode != 0:
+            output = created.stdout[-500:].decode(errors="replace")
+            raise ServiceUnavailable(f"redis-cli --cluster create failed: {output}")
+
+        def ready() -> bool:
+            with redis.Redis(port=ports[0], socket_timeout=2) as client:
+                return bool(client.cluster("info").get("cluster_state") == "ok")
+
+        wait_until(ready, timeout=30, what="Redis cluster state ok")
+    except BaseException:
+        for process in processes:
+            process.stop()
+        raise
+    return processes, f"redis+cluster://127.0.0.1:{ports[0]}"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis cluster: ``$MIRRORKV_TEST_REDIS_CLUSTER_URL``, else three nodes started here."""
+    configured = os.environ.get(REDIS_CLUSTER_URL_ENV)
+    if configured:
+        yield configured
+        return
+    processes, url = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield url
+    finally:
+        for process in processes:
+            process.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of the session's Redis server; raises :class:`ServiceUnavailable` if none."""
@@ -113,8 +202,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    return _factory(request, "redis", "redis_url")
+
+
+def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    return _factory(request, "redis-cluster", "redis_cluster_url")
+
+
+def _factory(request: pytest.FixtureRequest, name: str, fixture: str) -> StoreFactory:
+    """A store in a namespace of this test's own on the server ``fixture`` names, cleared after."""
     try:
-        base: str = request.getfixturevalue("redis_url")
+        base: str = request.getfixturevalue(fixture)
     except ServiceUnavailable as error:
         skip_unavailable(error)
         raise
@@ -129,7 +227,7 @@ def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
 
     request.addfinalizer(cleanup)
     return StoreFactory(
-        "redis",
+        name,
         lambda: mirrorkv.open(url),
         url=url,
         persistent=True,
@@ -138,4 +236,8 @@ def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
 
 
 #: Conformance-suite stores this backend provides (merged into ``STORE_FACTORIES``).
+#: The cluster runs the suite only where ``$MIRRORKV_TEST_REDIS_CLUSTER_URL`` names one, to
+#: keep the default run short (tests/test_redis_store.py starts a cluster of its own).
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], StoreFactory]] = {"redis": _redis}
+if os.environ.get(REDIS_CLUSTER_URL_ENV):
+    FACTORIES["redis-cluster"] = _redis_cluster
