@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import (
+    AccessDenied,
     CorruptValue,
     InvalidKey,
     InvalidURL,
@@ -28,6 +29,7 @@ from .urls import open_store as _open_store
 from .urls import register, registered_schemes
 
 __all__ = [
+    "AccessDenied",
     "Capability",
     "CorruptValue",
     "FileStore",

@@ -12,6 +12,7 @@ leak out, they are wrapped with the original chained as ``__cause__``::
     ├── PreconditionFailed                        if_match / if_none_match not met
     ├── ReadOnlyError                             a write to a read-only store
     ├── NotSupported                              the store cannot do this at all
+    ├── AccessDenied                              credentials refused or lacking permission
     ├── StoreUnavailable                          connection-level trouble (retryable)
     └── CorruptValue                              a stored value fails its checks
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 from types import TracebackType
 
 __all__ = [
+    "AccessDenied",
     "CorruptValue",
     "InvalidKey",
     "InvalidURL",
@@ -82,6 +84,14 @@ class ReadOnlyError(MirrorKVError):
 
 class NotSupported(MirrorKVError):
     """The store cannot perform this operation at all; retrying will not help."""
+
+
+class AccessDenied(MirrorKVError):
+    """The server refused the credentials, or they lack a permission the call needs.
+
+    The message names the store and the operation, never the secret. Retrying
+    with the same credentials will not help.
+    """
 
 
 class StoreUnavailable(MirrorKVError):
