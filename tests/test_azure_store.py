@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 
 import mirrorkv
 from mirrorkv import (
+    AccessDenied,
     Capability,
     InvalidURL,
     InvalidValue,
     KeyNotFound,
-    MirrorKVError,
     NotSupported,
     PreconditionFailed,
     StoreUnavailable,
@@ -335,7 +335,7 @@ def test_bad_account_key_gives_a_clear_error_without_the_key(
     assert bad != azure_connection_string
     with AzureBlobStore(container, connection_string=bad, retries=0) as store:
         for call in (lambda: store.get("k"), lambda: store.put("k", b"v"), lambda: list(store)):
-            with pytest.raises(MirrorKVError) as caught:
+            with pytest.raises(AccessDenied) as caught:
                 call()
             message = str(caught.value)
             assert not isinstance(caught.value, KeyNotFound | StoreUnavailable)

@@ -26,6 +26,7 @@ import pytest
 
 import mirrorkv
 from mirrorkv.errors import (
+    AccessDenied,
     InvalidKey,
     InvalidURL,
     InvalidValue,
@@ -478,7 +479,7 @@ def test_bad_credentials_give_a_clear_error_without_secrets(
     key_file = tmp_path / "sa.json"
     pem = _service_account_file(key_file, f"{endpoint}/token")
     store = open_store(endpoint, bucket, credentials_file=key_file, retry_deadline=2)
-    with pytest.raises(MirrorKVError) as caught:
+    with pytest.raises(AccessDenied) as caught:
         store.get("k")
     message = str(caught.value)
     assert "could not authenticate" in message
@@ -489,7 +490,7 @@ def test_bad_credentials_give_a_clear_error_without_secrets(
     # No credentials anywhere: says where it looked.
     monkeypatch.delenv(EMULATOR_ENV, raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
-    with pytest.raises(MirrorKVError) as caught:
+    with pytest.raises(AccessDenied) as caught:
         GCSStore(bucket)
     assert "no Google Cloud credentials" in str(caught.value)
 
@@ -497,8 +498,8 @@ def test_bad_credentials_give_a_clear_error_without_secrets(
 def test_access_errors_translate_without_secrets() -> None:
     """The status codes the emulator never sends (it checks no permissions)."""
     cases = [
-        (api.Forbidden("caller does not have storage.objects.get access"), MirrorKVError),
-        (api.Unauthorized("Invalid Credentials"), MirrorKVError),
+        (api.Forbidden("caller does not have storage.objects.get access"), AccessDenied),
+        (api.Unauthorized("Invalid Credentials"), AccessDenied),
         (api.TooManyRequests("slow down"), StoreUnavailable),
         (api.ServiceUnavailable("backend"), StoreUnavailable),
         (api.InternalServerError("oops"), StoreUnavailable),

@@ -24,10 +24,10 @@ redis = pytest.importorskip("redis")
 import mirrorkv  # noqa: E402
 from mirrorkv import open as open_store  # noqa: E402
 from mirrorkv.errors import (  # noqa: E402
+    AccessDenied,
     InvalidURL,
     InvalidValue,
     KeyNotFound,
-    MirrorKVError,
     PreconditionFailed,
     StoreUnavailable,
 )
@@ -382,7 +382,7 @@ def test_wrong_password_is_a_clear_error_without_the_secret(tmp_path: Path) -> N
         wrong = f"redis://:n0t-{secret}@127.0.0.1:{port}/0"
         store = open_store(wrong)
         assert secret not in repr(store) and "***" in repr(store)
-        with pytest.raises(MirrorKVError) as caught:
+        with pytest.raises(AccessDenied) as caught:
             store.put("k", b"v")
         error = caught.value
         assert not isinstance(error, StoreUnavailable) and not error.retryable
@@ -390,7 +390,7 @@ def test_wrong_password_is_a_clear_error_without_the_secret(tmp_path: Path) -> N
         assert secret not in repr(error) and secret not in str(error.__cause__)
         store.close()
         anonymous = open_store(url)
-        with pytest.raises(MirrorKVError, match="credentials"):
+        with pytest.raises(AccessDenied, match="credentials"):
             anonymous.get("k")
         anonymous.close()
         right = open_store(f"redis://:{secret}@127.0.0.1:{port}/0?namespace=auth")

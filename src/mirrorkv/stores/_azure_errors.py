@@ -20,6 +20,7 @@ from azure.core.exceptions import (
 )
 
 from ..errors import (
+    AccessDenied,
     InvalidKey,
     KeyNotFound,
     MirrorKVError,
@@ -83,7 +84,7 @@ class AzureErrors:
             if key is not None:
                 return KeyNotFound(key)
         if isinstance(error, ClientAuthenticationError) or status in (401, 403):
-            return MirrorKVError(
+            return AccessDenied(
                 f"{where}: Azure refused the request{what} "
                 f"({code or 'AuthenticationFailed'}, HTTP {status}): check the account key, "
                 "SAS token or identity and its permissions"

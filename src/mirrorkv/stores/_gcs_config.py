@@ -13,7 +13,7 @@ from google.auth import exceptions as auth_errors
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
-from ..errors import InvalidURL, InvalidValue, MirrorKVError
+from ..errors import AccessDenied, InvalidURL, InvalidValue, MirrorKVError
 from ..urls import StoreURL, parse_bool, parse_size, reject_unknown
 
 __all__ = ["EMULATOR_ENV", "OPTIONS", "SCOPE", "find_credentials", "url_arguments"]
@@ -63,7 +63,7 @@ def find_credentials(
     try:
         found, _ = google.auth.default(scopes=[SCOPE])
     except auth_errors.GoogleAuthError as error:
-        raise MirrorKVError(
+        raise AccessDenied(
             f"{where}: no Google Cloud credentials found ({type(error).__name__}); set "
             "GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default login`, "
             "or pass credentials_file= or credentials="

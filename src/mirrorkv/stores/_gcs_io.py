@@ -13,6 +13,7 @@ from google.cloud.storage import Blob  # type: ignore[import-untyped]
 from google.cloud.storage import exceptions as storage_errors
 
 from ..errors import (
+    AccessDenied,
     InvalidKey,
     InvalidValue,
     KeyNotFound,
@@ -66,7 +67,7 @@ def translate(error: BaseException, where: str, key: str | None) -> MirrorKVErro
         what = f"{key!r}" if key is not None else "the object"
         return PreconditionFailed(f"{where}: {what} is not in the expected state ({detail})")
     if isinstance(error, api.Unauthorized | api.Forbidden):
-        return MirrorKVError(
+        return AccessDenied(
             f"{where}: access denied ({detail}); check the credentials and their "
             "permissions on the bucket"
         )
@@ -74,7 +75,7 @@ def translate(error: BaseException, where: str, key: str | None) -> MirrorKVErro
         # google-auth's messages name the failing step, never the key material.
         text = str(error)
         text = text if len(text) <= 300 else text[:300] + "..."
-        return MirrorKVError(
+        return AccessDenied(
             f"{where}: could not authenticate to Google Cloud ({type(error).__name__}: {text})"
         )
     if isinstance(error, api.BadRequest) and "metadata" in message:

@@ -37,7 +37,7 @@ from redis.exceptions import (
 from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.retry import Retry
 
-from ..errors import InvalidURL, MirrorKVError, StoreUnavailable, Translator
+from ..errors import AccessDenied, InvalidURL, MirrorKVError, StoreUnavailable, Translator
 from ..urls import StoreURL, parse_bool
 
 __all__ = ["URL_OPTIONS", "Caller", "RedisErrors", "client_from_url", "describe", "pack"]
@@ -85,7 +85,7 @@ class RedisErrors(Translator):
         if isinstance(error, AuthenticationError | AuthorizationError) or (
             isinstance(error, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
         ):
-            return MirrorKVError(
+            return AccessDenied(
                 f"Redis at {self.where} refused the credentials "
                 f"(check the user name and password of the URL): {text}"
             )
