@@ -20,6 +20,9 @@ its own new bucket per run, with ``--value-size``-byte random values:
   less disturbed by other load on the machine than the wall clock).
   The contenders take turns every ``--chunk`` calls, so that a burst of
   load from elsewhere hits all of them alike.
+  Where the script started moto, also the server's CPU time per request
+  (from ``/proc``): moto answers on one core (Python, one process), so the
+  larger of the two CPU figures bounds the rate of any concurrency.
 * ``put_many`` / ``get_many``: ``--batch`` keys in one call. mirrorkv runs
   them on its thread pool (``max_concurrency`` 16); minimalkv and plain
   boto3 have no batch call, so their figure is their loop of single calls.
@@ -68,6 +71,18 @@ class Contender:
     get_many: Callable[[Any, list[str]], object] | None = None
     close: Callable[[Any], None] = lambda store: None
     results: dict[str, list[float]] = field(default_factory=dict)
+
+
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds the server process has used so far (Linux ``/proc``; 0 where unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -172,12 +187,14 @@ def run_round(
         for phase, keys in (("put", names), ("get", order)):
             wall = dict.fromkeys(buckets, 0.0)
             cpu = dict.fromkeys(buckets, 0.0)
+            served = dict.fromkeys(buckets, 0.0)
             gc.collect()
             for start in range(0, len(keys), args.chunk):
                 chunk = keys[start : start + args.chunk]
                 turn = (start // args.chunk + round_) % len(found)
                 for contender in found[turn:] + found[:turn]:
                     store = stores[contender.name]
+                    server_start = server_cpu(args.server_pid)
                     cpu_start, wall_start = time.process_time(), time.perf_counter()
                     if phase == "put":
                         for key in chunk:
@@ -187,10 +204,13 @@ def run_round(
                             contender.get(store, key)
                     wall[contender.name] += time.perf_counter() - wall_start
                     cpu[contender.name] += time.process_time() - cpu_start
+                    served[contender.name] += server_cpu(args.server_pid) - server_start
             for contender in found:
                 contender.results.setdefault(phase, []).append(len(keys) / wall[contender.name])
                 per_op = cpu[contender.name] / len(keys) * 1e6
                 contender.results.setdefault(f"{phase} cpu", []).append(per_op)
+                per_op = served[contender.name] / len(keys) * 1e6
+                contender.results.setdefault(f"{phase} server", []).append(per_op)
         for contender in found:
             if contender.put_many is None or contender.get_many is None:
                 for phase in ("put", "get"):
@@ -249,6 +269,8 @@ def report(found: list[Contender], args: argparse.Namespace) -> int:
         *[f"{phase} ops/s" for phase in PHASES],
         "put CPU µs/op",
         "get CPU µs/op",
+        "server CPU µs/put",
+        "server CPU µs/get",
     ]
     rows = [
         [
@@ -256,6 +278,8 @@ def report(found: list[Contender], args: argparse.Namespace) -> int:
             *[f"{median(c, p):,.0f}" for p in PHASES],
             f"{median(c, 'put cpu'):,.0f}",
             f"{median(c, 'get cpu'):,.0f}",
+            f"{median(c, 'put server'):,.0f}",
+            f"{median(c, 'get server'):,.0f}",
         ]
         for c in found
     ]
@@ -299,6 +323,16 @@ def report(found: list[Contender], args: argparse.Namespace) -> int:
             1 / 1.25,
         ),
     ]
+    ceiling = [
+        1e6 / max(median(ours, f"{p} cpu"), median(ours, f"{p} server")) for p in ("put", "get")
+    ]
+    if median(ours, "get server"):
+        print(
+            "\nThe server's CPU per request bounds any client: a single-threaded "
+            f"server peaks near {ceiling[0]:,.0f} puts/s and {ceiling[1]:,.0f} gets/s "
+            f"({ceiling[0] / median(ours, 'put'):.1f}x and {ceiling[1] / median(ours, 'get'):.1f}x "
+            "mirrorkv's loop), whatever the concurrency."
+        )
     print()
     for label, value, target in checks:
         verdict = "PASS" if value >= target else "FAIL"
@@ -330,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = args.endpoint
         if endpoint is None:
             process, endpoint = start_moto(log)
+        args.server_pid = process.pid if process is not None else None
         try:
             admin = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
             found = contenders(endpoint)
