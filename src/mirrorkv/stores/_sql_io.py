@@ -32,7 +32,7 @@ class Lease:
         driver: Any = fairy.driver_connection
         self._fairy = fairy
         self.connection: Any = driver
-        self.cursor: Any = driver.cursor()
+        self.cursor: Any = driver.cursor(binary=True) if _is_psycopg(driver) else driver.cursor()
 
     def release(self) -> None:
         """Give the connection back to the pool. Releasing twice is harmless."""
@@ -242,3 +242,8 @@ class ChunkReader(io.RawIOBase):
 
     def __getstate__(self) -> Any:
         raise TypeError("a SQL value stream cannot be pickled")
+
+
+def _is_psycopg(connection: Any) -> bool:
+    """True for a psycopg connection, whose cursors can fetch results in binary."""
+    return type(connection).__module__.startswith("psycopg")
