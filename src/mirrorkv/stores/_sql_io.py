@@ -14,7 +14,10 @@ import sqlalchemy as sa
 from ..errors import MirrorKVError
 from ._sql_errors import ErrorTranslator, is_disconnect
 
-__all__ = ["ChunkReader", "Lease", "Leases", "split_chunks"]
+__all__ = ["BATCH", "ChunkReader", "Lease", "Leases", "Once", "batches", "split_chunks"]
+
+#: Keys per statement where MySQL needs one placeholder each (``IN (...)``).
+BATCH = 1000
 
 
 class Lease:
@@ -247,3 +250,23 @@ class ChunkReader(io.RawIOBase):
 def _is_psycopg(connection: Any) -> bool:
     """True for a psycopg connection, whose cursors can fetch results in binary."""
     return type(connection).__module__.startswith("psycopg")
+
+
+def batches(keys: list[str]) -> Iterator[list[str]]:
+    """``keys`` in lists of at most :data:`BATCH`."""
+    for start in range(0, len(keys), BATCH):
+        yield keys[start : start + BATCH]
+
+
+class Once:
+    """Chunks that tell whether anything was taken from them yet (then they cannot be replayed)."""
+
+    __slots__ = ("_items", "started")
+
+    def __init__(self, items: Iterator[bytes]) -> None:
+        self._items = items
+        self.started = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.started = True
+        return self._items

@@ -35,6 +35,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Statements",
     "check_table_name",
+    "expand_in",
+    "list_sql",
     "statements",
     "tables",
 ]
@@ -141,6 +143,18 @@ class Statements:
     #: inside ``IN (%s)`` is replaced by one placeholder per key.
     large_among: str
     begin_snapshot: tuple[str, ...]
+    #: ``(name, value)`` of many keys (value NULL for a large one): PostgreSQL takes a
+    #: list (``= ANY``), MySQL one placeholder per key (see :func:`expand_in`).
+    get_many: str
+    #: PostgreSQL: upsert many inline values from two arrays (MySQL: empty, it uses
+    #: ``executemany`` of :attr:`put_inline`); params ``(modified, version, keys, values)``.
+    put_many: str
+    #: Delete many keys and their chunks, taking keys as :attr:`get_many` does.
+    delete_many: str
+    #: PostgreSQL: the one-statement counter upsert, params ``(name, size, modified,
+    #: version, value, delta, delta)``, returning the new value or no row where the
+    #: key holds no counter. MySQL: the locking read of the row a counter updates.
+    incr: str
     #: The table, quoted.
     table: str
 
@@ -156,6 +170,31 @@ def statements(name: str, dialect: sa.Dialect) -> Statements:
     # INSERT into one statement only where VALUES holds placeholders alone.
     inline_values = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
     if postgres:
+        get_many = f"SELECT name, value FROM {table} WHERE name = ANY(%s)"
+        put_many = (
+            f"INSERT INTO {table} AS t ({_COLUMNS}) "
+            "SELECT u.k, octet_length(u.v), NULL, %s, NULL, NULL, %s, u.v, NULL "
+            "FROM unnest(%s::text[], %s::bytea[]) AS u(k, v) "
+            "ON CONFLICT (name) DO UPDATE SET size = EXCLUDED.size, etag = NULL, "
+            "modified = EXCLUDED.modified, content_type = NULL, metadata = NULL, "
+            "version = EXCLUDED.version, value = EXCLUDED.value WHERE t.blob_id IS NULL"
+        )
+        delete_many = (
+            f"WITH gone AS (DELETE FROM {table} WHERE name = ANY(%s) RETURNING blob_id) "
+            f"DELETE FROM {chunks} WHERE blob_id IN (SELECT blob_id FROM gone)"
+        )
+        # The server does the arithmetic in numeric (no size limit), and only
+        # where the old value is ASCII decimal ('escape' leaves any other byte escaped).
+        new_value = "convert_to((encode(t.value, 'escape')::numeric + %s::numeric)::text, 'UTF8')"
+        incr = (
+            f"INSERT INTO {table} AS t ({_COLUMNS}) "
+            "VALUES (%s, %s, NULL, %s, NULL, NULL, %s, %s, NULL) "
+            f"ON CONFLICT (name) DO UPDATE SET value = {new_value}, "
+            f"size = octet_length({new_value}), etag = NULL, modified = EXCLUDED.modified, "
+            "version = EXCLUDED.version "
+            "WHERE t.blob_id IS NULL AND encode(t.value, 'escape') ~ '^-?[0-9]+$' "
+            "RETURNING value"
+        )
         put_inline = (
             f"INSERT INTO {table} AS t ({_COLUMNS}) VALUES {inline_values} "
             "ON CONFLICT (name) DO UPDATE SET size = EXCLUDED.size, etag = NULL, "
@@ -186,6 +225,15 @@ def statements(name: str, dialect: sa.Dialect) -> Statements:
             f"ON DUPLICATE KEY UPDATE {updates}, value = IF(blob_id IS NULL, VALUES(value), value)"
         )
         insert_inline = f"INSERT INTO {table} ({_COLUMNS}) VALUES {inline_values}"
+        get_many = f"SELECT name, value FROM {table} WHERE name IN (%s)"
+        put_many = ""
+        delete_many = (
+            f"DELETE e, c FROM {table} AS e LEFT JOIN {chunks} AS c ON c.blob_id = e.blob_id "
+            "WHERE e.name IN (%s)"
+        )
+        incr = (
+            f"SELECT value, blob_id, content_type, metadata FROM {table} WHERE name = %s FOR UPDATE"
+        )
         delete = (
             f"DELETE e, c FROM {table} AS e LEFT JOIN {chunks} AS c ON c.blob_id = e.blob_id "
             "WHERE e.name = %s"
@@ -231,6 +279,10 @@ def statements(name: str, dialect: sa.Dialect) -> Statements:
         list_columns=f"name, size, {etag}, modified, content_type, metadata, version",
         large_among=large_among,
         begin_snapshot=begin_snapshot,
+        get_many=get_many,
+        put_many=put_many,
+        delete_many=delete_many,
+        incr=incr,
         table=table,
     )
 
@@ -242,3 +294,8 @@ def list_sql(
     lower = ">=" if inclusive else ">"
     upper = " AND name < %s" if bounded else ""
     return f"SELECT {columns} FROM {table} WHERE name {lower} %s{upper} ORDER BY name LIMIT %s"
+
+
+def expand_in(sql: str, count: int) -> str:
+    """``sql`` with its ``IN (%s)`` holding ``count`` placeholders (MySQL takes no lists)."""
+    return sql.replace("IN (%s)", f"IN ({', '.join(['%s'] * count)})", 1)

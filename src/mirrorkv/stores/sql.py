@@ -13,15 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import itertools
-import json
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from types import MappingProxyType
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, BinaryIO, TypeVar, cast
-
-import sqlalchemy as sa
 
 from ..errors import InvalidURL, InvalidValue, KeyNotFound, MirrorKVError, PreconditionFailed
 from ..keys import check_key, check_keys, prefix_upper_bound
@@ -38,98 +32,35 @@ from ..store import (
 )
 from ..urls import StoreURL, parse_url, reject_unknown
 from ._sql_errors import ErrorTranslator, is_disconnect, is_duplicate, is_retryable_conflict
-from ._sql_io import ChunkReader, Lease, Leases, split_chunks
+from ._sql_io import ChunkReader, Lease, Leases, Once, batches, split_chunks
+from ._sql_rows import dump_metadata, new_blob_id, next_version, row_meta, text
 from ._sql_schema import (
     INLINE_LIMIT,
     SCHEMA_VERSION,
     Statements,
     check_table_name,
+    expand_in,
     list_sql,
     statements,
     tables,
 )
+from ._sql_setup import DRIVERS, create_engine, parse_option, prepare
 
 __all__ = ["DEFAULT_TABLE", "INLINE_LIMIT", "SCHEMA_VERSION", "SQLStore"]
 
 #: The table a store uses unless told otherwise.
 DEFAULT_TABLE = "mirrorkv"
 
-_DRIVERS = {
-    "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mysql+pymysql",
-}
 _OPTIONS = ("table", "pool_size", "max_overflow", "pool_timeout", "connect_timeout")
 #: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
 _FIRST_PAGE = 100
 _LAST_PAGE = 2000
-#: Keys per statement where MySQL needs one placeholder each (``IN (...)``).
-_BATCH = 1000
 #: How often a transaction that met a deadlock or a concurrent insert runs again.
 _ATTEMPTS = 20
-
-#: The MySQL protocol's CLIENT_FOUND_ROWS capability flag.
-_CLIENT_FOUND_ROWS = 2
 
 _new_meta = tuple.__new__
 _now = time.time
 _T = TypeVar("_T")
-
-# Versions: a random per-process prefix and a counter, as in the SQLite store.
-_version_prefix = os.urandom(8).hex() + "."
-_version_counter = itertools.count(1)
-
-
-def _next_version() -> str:
-    return f"{_version_prefix}{next(_version_counter):x}"
-
-
-def _new_blob_id() -> int:
-    return int.from_bytes(os.urandom(8), "big") >> 1  # a positive BIGINT
-
-
-def _after_fork_in_child() -> None:
-    global _version_prefix
-    _version_prefix = os.urandom(8).hex() + "."
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _dump_metadata(metadata: Mapping[str, str]) -> str | None:
-    if not metadata:
-        return None
-    return json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def _load_metadata(text: str | bytes | None) -> Mapping[str, str]:
-    if not text:
-        return NO_METADATA
-    loaded = json.loads(text)
-    if not isinstance(loaded, dict):
-        raise MirrorKVError("a row's metadata is not a JSON object")
-    return MappingProxyType(loaded)
-
-
-def _text(value: str | bytes) -> str:
-    return value if value.__class__ is str else bytes(cast(bytes, value)).decode("utf-8")
-
-
-def _row_meta(row: tuple[Any, ...]) -> Meta:
-    """A ``Meta`` from ``(name, size, etag, modified, content_type, metadata, version)``."""
-    name, size, etag, modified, content_type, metadata, version = row
-    fields = (
-        _text(name),
-        size,
-        _text(etag),
-        modified,
-        content_type or DEFAULT_CONTENT_TYPE,
-        _load_metadata(metadata),
-        _text(version),
-    )
-    meta: Meta = _new_meta(Meta, fields)
-    return meta
 
 
 class SQLStore(Store):
@@ -197,9 +128,9 @@ class SQLStore(Store):
         layout or schema version.
         """
         parsed = parse_url(url) if isinstance(url, str) else url
-        driver = _DRIVERS.get(parsed.scheme)
+        driver = DRIVERS.get(parsed.scheme)
         if driver is None:
-            raise InvalidURL(f"SQLStore opens {', '.join(_DRIVERS)} URLs, not {parsed.redacted()}")
+            raise InvalidURL(f"SQLStore opens {', '.join(DRIVERS)} URLs, not {parsed.redacted()}")
         self._table = check_table_name(table)
         for name, number in (("pool_size", pool_size), ("max_overflow", max_overflow)):
             if isinstance(number, bool) or not isinstance(number, int) or number < 0:
@@ -213,12 +144,12 @@ class SQLStore(Store):
         self._settings = (pool_size, max_overflow, float(pool_timeout), float(connect_timeout))
         self._where = f"{parsed.redacted()} (table {self._table})"
         self._errors = ErrorTranslator(self._where)
-        self._engine = _engine(parsed, driver, *self._settings)
+        self._engine = create_engine(parsed, driver, *self._settings)
         self._postgres = self._engine.dialect.name == "postgresql"
         self._sql: Statements = statements(self._table, self._engine.dialect)
         self._leases = Leases(self._engine, self._errors)
         try:
-            self._prepare()
+            prepare(self._engine, self._table, self._where, self._errors)
         except BaseException:
             self._leases.close()
             raise
@@ -237,10 +168,10 @@ class SQLStore(Store):
             kwargs["table"] = str(options["table"])
         for name in ("pool_size", "max_overflow"):
             if name in options:
-                kwargs[name] = _option(name, options[name], int)
+                kwargs[name] = parse_option(name, options[name], int)
         for name in ("pool_timeout", "connect_timeout"):
             if name in options:
-                kwargs[name] = _option(name, options[name], float)
+                kwargs[name] = parse_option(name, options[name], float)
         return cls(url, **kwargs)
 
     @property
@@ -257,62 +188,6 @@ class SQLStore(Store):
         return f"SQLStore({self._url.redacted()!r}, table={self._table!r})"
 
     # -- set-up -------------------------------------------------------------
-
-    def _prepare(self) -> None:
-        """Create the tables where absent; refuse a table of another layout or version."""
-        meta, entries, chunks = tables(self._table)
-        for attempt in range(_ATTEMPTS):
-            try:
-                with self._errors, self._engine.connect() as conn:
-                    if self._postgres:
-                        encoding = conn.exec_driver_sql("SHOW server_encoding").scalar()
-                        if str(encoding).upper() not in ("UTF8", "UTF-8"):
-                            raise MirrorKVError(
-                                f"{self._where}: the database encoding is {encoding}; "
-                                "SQLStore needs a UTF8 database (its keys are UTF-8 text)"
-                            )
-                    inspector = sa.inspect(conn)
-                    had_entries = inspector.has_table(entries.name)
-                    had_meta = inspector.has_table(meta.name)
-                    if had_entries and not had_meta:
-                        raise MirrorKVError(
-                            f"{self._where}: the table exists but is not a mirrorkv table "
-                            f"(no {meta.name} beside it); choose another table="
-                        )
-                    meta.create(conn, checkfirst=True)
-                    conn.commit()
-                    version = conn.execute(
-                        sa.select(meta.c.value).where(meta.c.name == "schema_version")
-                    ).scalar()
-                    if version is None:
-                        if had_entries:
-                            raise MirrorKVError(
-                                f"{self._where}: the table has no schema version; "
-                                "it was not made by mirrorkv"
-                            )
-                        conn.execute(
-                            sa.insert(meta).values(name="schema_version", value=str(SCHEMA_VERSION))
-                        )
-                        conn.commit()
-                        version = str(SCHEMA_VERSION)
-                    if version != str(SCHEMA_VERSION):
-                        raise MirrorKVError(
-                            f"{self._where}: the table has schema version {version}, this "
-                            f"mirrorkv reads version {SCHEMA_VERSION}; upgrade mirrorkv or use "
-                            "another table="
-                        )
-                    entries.create(conn, checkfirst=True)
-                    chunks.create(conn, checkfirst=True)
-                    conn.commit()
-                return
-            except MirrorKVError as error:
-                # Another process created a table or the version row at the same moment.
-                cause = error.__cause__
-                if cause is None or attempt == _ATTEMPTS - 1:
-                    raise
-                if not (is_duplicate(cause) or is_retryable_conflict(cause)):
-                    raise
-                time.sleep(0.01 * (attempt + 1))
 
     def drop_tables(self) -> None:
         """Drop the store's tables and everything in them, then close the store."""
@@ -429,14 +304,14 @@ class SQLStore(Store):
             chunks = (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, size, CHUNK_SIZE))
             return self._put_large(key, chunks, options)
         now = _now()
-        version = _next_version()
+        version = next_version()
         if options is DEFAULT_PUT_OPTIONS:
             content_type, metadata_json = None, None
         else:
             content_type = options.content_type
             if content_type == DEFAULT_CONTENT_TYPE:
                 content_type = None
-            metadata_json = _dump_metadata(options.metadata)
+            metadata_json = dump_metadata(options.metadata)
         sql = self._sql
         row = (key, size, None, now, content_type, metadata_json, version, data, None)
         if options.if_none_match is not None:
@@ -470,11 +345,11 @@ class SQLStore(Store):
 
     def _put_large(self, key: str, chunks: Iterator[bytes], options: PutOptions) -> Meta:
         now = _now()
-        version = _next_version()
+        version = next_version()
         content_type = (
             None if options.content_type == DEFAULT_CONTENT_TYPE else options.content_type
         )
-        row = (key, 0, None, now, content_type, _dump_metadata(options.metadata), version, None)
+        row = (key, 0, None, now, content_type, dump_metadata(options.metadata), version, None)
         size, etag = self._locked_write(key, options, (*row, None), chunks)
         meta: Meta = _new_meta(
             Meta, (key, size, etag, now, options.content_type, options.metadata, version)
@@ -496,7 +371,7 @@ class SQLStore(Store):
         to run again never needs the chunks twice.
         """
 
-        once = None if chunks is None else _Once(chunks)
+        once = None if chunks is None else Once(chunks)
 
         def work(cursor: Any) -> tuple[int, str | None]:
             return self._write_row(cursor, key, options, row, once)
@@ -515,7 +390,7 @@ class SQLStore(Store):
         sql = self._sql
         cursor.execute(sql.lock, (key,))
         found = cursor.fetchone()
-        current = None if found is None else Meta(key, 0, _text(found[0]), 0.0)
+        current = None if found is None else Meta(key, 0, text(found[0]), 0.0)
         check_precondition(key, current, options)
         if found is None:
             try:
@@ -529,7 +404,7 @@ class SQLStore(Store):
         if chunks is None:
             size, etag, value, blob_id = row[1], row[2], row[7], row[8]
         else:
-            blob_id = _new_blob_id()
+            blob_id = new_blob_id()
             digest = hashlib.md5(usedforsecurity=False)
             size = 0
             for seq, chunk in enumerate(chunks):
@@ -549,7 +424,7 @@ class SQLStore(Store):
         row = self._read(self._sql.head, (key,))
         if row is None:
             raise KeyNotFound(key)
-        return _row_meta(row)
+        return row_meta(row)
 
     def _pages(self, columns: str, prefix: str, start_after: str | None) -> Iterator[list[Any]]:
         """Rows in key order, a page (one statement) at a time."""
@@ -568,17 +443,17 @@ class SQLStore(Store):
                 yield rows
             if len(rows) < limit:
                 return
-            lower, inclusive = _text(rows[-1][0]), False
+            lower, inclusive = text(rows[-1][0]), False
             limit = min(limit * 4, _LAST_PAGE)
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
         for rows in self._pages(self._sql.list_columns, prefix, start_after):
-            yield from map(_row_meta, rows)
+            yield from map(row_meta, rows)
 
     def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
         for rows in self._pages("name", prefix, start_after):
             for row in rows:
-                yield _text(row[0])
+                yield text(row[0])
 
     # -- streams --------------------------------------------------------------
 
@@ -627,7 +502,7 @@ class SQLStore(Store):
         check_keys(wanted)
         if self._postgres:
             # Keys come back as str: the rows make the dict in one C-level call.
-            found: dict[str, bytes] = dict(self._read(self._get_many_sql(), (wanted,), many=True))
+            found: dict[str, bytes] = dict(self._read(self._sql.get_many, (wanted,), many=True))
             large = (
                 [key for key, value in found.items() if value is None]
                 if None in found.values()
@@ -636,29 +511,24 @@ class SQLStore(Store):
         else:
             found = {}
             large = []
-            for part in _batches(wanted):
-                for name, value in self._read(self._get_many_sql(len(part)), part, many=True):
+            for part in batches(wanted):
+                for name, value in self._read(
+                    expand_in(self._sql.get_many, len(part)), part, many=True
+                ):
                     if value is None:
-                        large.append(_text(name))
+                        large.append(text(name))
                     else:
-                        found[_text(name)] = value
+                        found[text(name)] = value
         for key in large:
             found.pop(key, None)
             with contextlib.suppress(KeyNotFound):
                 found[key] = self._get(key)
         return found
 
-    def _get_many_sql(self, count: int = 0) -> str:
-        table = self._sql.table
-        columns = "name, value"  # value is NULL where the value is large
-        if self._postgres:
-            return f"SELECT {columns} FROM {table} WHERE name = ANY(%s)"
-        return f"SELECT {columns} FROM {table} WHERE name IN ({', '.join(['%s'] * count)})"
-
     def _put_many(self, keys: list[str], values: list[bytes]) -> list[Meta]:
         """Store checked items in one transaction, all or nothing; a repeated key's last wins."""
         now = _now()
-        version = _next_version()
+        version = next_version()
         latest = dict(zip(keys, values, strict=True))
         small = {key: value for key, value in latest.items() if len(value) <= INLINE_LIMIT}
         large = {key: value for key, value in latest.items() if len(value) > INLINE_LIMIT}
@@ -686,28 +556,18 @@ class SQLStore(Store):
         sql = self._sql
         keys = list(items)
         if self._postgres:
-            cursor.execute(
-                f"INSERT INTO {sql.table} AS t (name, size, etag, modified, content_type, "
-                "metadata, version, value, blob_id) "
-                "SELECT u.k, octet_length(u.v), NULL, %s, NULL, NULL, %s, u.v, NULL "
-                "FROM unnest(%s::text[], %s::bytea[]) AS u(k, v) "
-                "ON CONFLICT (name) DO UPDATE SET size = EXCLUDED.size, etag = NULL, "
-                "modified = EXCLUDED.modified, content_type = NULL, metadata = NULL, "
-                "version = EXCLUDED.version, value = EXCLUDED.value WHERE t.blob_id IS NULL",
-                (now, version, keys, list(items.values())),
-            )
+            cursor.execute(sql.put_many, (now, version, keys, list(items.values())))
             if cursor.rowcount == len(keys):
                 return
             cursor.execute(sql.large_among, (keys,))
             replaced = cursor.fetchall()
         else:
             replaced = []
-            for part in _batches(keys):
-                marks = ", ".join(["%s"] * len(part))
-                cursor.execute(sql.large_among.replace("IN (%s)", f"IN ({marks})"), part)
+            for part in batches(keys):
+                cursor.execute(expand_in(sql.large_among, len(part)), part)
                 replaced.extend(cursor.fetchall())
         for name, blob_id in replaced:
-            key = _text(name)
+            key = text(name)
             value = items[key]
             fields = (len(value), None, now, None, None, version, value, None, key)
             cursor.execute(sql.update_row, fields)
@@ -722,24 +582,14 @@ class SQLStore(Store):
     def _delete_many(self, keys: list[str]) -> None:
         if not keys:
             return
-        table = self._sql.table
-        chunks = _quoted_chunks(table)
+        sql = self._sql.delete_many
         if self._postgres:
-            self._write(
-                f"WITH gone AS (DELETE FROM {table} WHERE name = ANY(%s) RETURNING blob_id) "
-                f"DELETE FROM {chunks} WHERE blob_id IN (SELECT blob_id FROM gone)",
-                (keys,),
-            )
+            self._write(sql, (keys,))  # one statement: atomic
             return
 
         def work(cursor: Any) -> None:
-            for part in _batches(keys):
-                marks = ", ".join(["%s"] * len(part))
-                cursor.execute(
-                    f"DELETE e, c FROM {table} AS e LEFT JOIN {chunks} AS c "
-                    f"ON c.blob_id = e.blob_id WHERE e.name IN ({marks})",
-                    part,
-                )
+            for part in batches(keys):
+                cursor.execute(expand_in(sql, len(part)), part)
 
         self._transaction(work)
 
@@ -755,19 +605,9 @@ class SQLStore(Store):
         if not self._postgres:
             return self._incr_locked(key, delta, initial)
         start = b"%d" % (initial + delta)
-        table = self._sql.table
-        new_value = "convert_to((encode(t.value, 'escape')::numeric + %s::numeric)::text, 'UTF8')"
-        sql = (
-            f"INSERT INTO {table} AS t (name, size, etag, modified, content_type, metadata, "
-            "version, value, blob_id) VALUES (%s, %s, NULL, %s, NULL, NULL, %s, %s, NULL) "
-            f"ON CONFLICT (name) DO UPDATE SET value = {new_value}, "
-            f"size = octet_length({new_value}), etag = NULL, modified = EXCLUDED.modified, "
-            "version = EXCLUDED.version "
-            "WHERE t.blob_id IS NULL AND encode(t.value, 'escape') ~ '^-?[0-9]+$' "
-            "RETURNING value"
-        )
+        sql = self._sql.incr
         while True:
-            params = (key, len(start), _now(), _next_version(), start, delta, delta)
+            params = (key, len(start), _now(), next_version(), start, delta, delta)
             lease = self._leases.get()
             try:
                 lease.cursor.execute(sql, params)
@@ -787,13 +627,9 @@ class SQLStore(Store):
         sql = self._sql
 
         def work(cursor: Any) -> int:
-            cursor.execute(
-                f"SELECT value, blob_id, content_type, metadata FROM {sql.table} "
-                "WHERE name = %s FOR UPDATE",
-                (key,),
-            )
+            cursor.execute(sql.incr, (key,))
             found = cursor.fetchone()
-            now, version = _now(), _next_version()
+            now, version = _now(), next_version()
             if found is None:
                 value = initial + delta
                 data = b"%d" % value
@@ -815,80 +651,5 @@ class SQLStore(Store):
         return self._transaction(work)
 
 
-class _Once:
-    """An iterator that tells whether anything was taken from it yet."""
-
-    __slots__ = ("_items", "started")
-
-    def __init__(self, items: Iterator[bytes]) -> None:
-        self._items = items
-        self.started = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        self.started = True
-        return self._items
-
-
 class _Again(Exception):
     """Raised inside a transaction's work: roll back and run it again."""
-
-
-def _batches(keys: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(keys), _BATCH):
-        yield keys[start : start + _BATCH]
-
-
-def _quoted_chunks(table: str) -> str:
-    """The quoted chunk table beside a quoted (or bare) table name."""
-    for quote in ('"', "`"):
-        if table.endswith(quote):
-            return f"{table[:-1]}_chunks{quote}"
-    return f"{table}_chunks"
-
-
-def _option(name: str, value: Any, kind: type[int | float]) -> Any:
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise InvalidURL(f"option {name} takes a number, not {value!r}") from None
-
-
-def _engine(
-    url: StoreURL,
-    driver: str,
-    pool_size: int,
-    max_overflow: int,
-    pool_timeout: float,
-    connect_timeout: float,
-) -> sa.Engine:
-    """The SQLAlchemy engine (and its pool) for a store URL, in autocommit mode."""
-    database = url.path.lstrip("/") or None
-    query = {"charset": "utf8mb4"} if driver.startswith("mysql") else {}
-    engine_url = sa.engine.URL.create(
-        driver,
-        username=url.username or None,
-        password=url.password,
-        host=url.host or None,
-        port=url.port,
-        database=database,
-        query=query,
-    )
-    engine = sa.create_engine(
-        engine_url,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_timeout=pool_timeout,
-        # Connections are in autocommit; the store ends each transaction it begins.
-        pool_reset_on_return=None,
-        isolation_level="AUTOCOMMIT",
-        connect_args={"connect_timeout": max(1, round(connect_timeout))},
-    )
-    if driver.startswith("mysql"):
-
-        @sa.event.listens_for(engine, "do_connect")
-        def _plain_row_counts(dialect: Any, record: Any, args: Any, params: dict[str, Any]) -> None:
-            # SQLAlchemy's MySQL dialects always ask for FOUND_ROWS; the store
-            # needs the server's own count (0 where an upsert changed nothing).
-            params["client_flag"] = params.get("client_flag", 0) & ~_CLIENT_FOUND_ROWS
-
-    return engine
