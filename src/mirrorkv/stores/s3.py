@@ -445,10 +445,12 @@ class S3Store(Store):
         check_key(key)
         options = make_options(content_type, metadata, if_match, if_none_match)
         path = os.fspath(source)
+        with open(path, "rb") as stream:
+            head = stream.read(self._threshold)
+            if len(head) < self._threshold:
+                return self._put(key, head, options)
+        del head
         size, md5 = hash_file(path)
-        if size < self._threshold:
-            with open(path, "rb") as stream:
-                return self._put(key, stream.read(), options)
         return self._put_large(key, path, size, md5, options)
 
     def _put_large(self, key: str, path: str, size: int, md5: str, options: PutOptions) -> Meta:
