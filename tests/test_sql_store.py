@@ -346,6 +346,8 @@ def test_postgres_password_redacted_and_bad_password_clear(private_postgres: Own
         assert SECRET not in repr(store)
         assert SECRET not in store.url
         assert "***" in store.url
+        engine = store._engine  # SQLAlchemy masks it as well
+        assert SECRET not in repr(engine) and SECRET not in str(engine.url)
     bad = good.replace(SECRET, "wrong-" + SECRET[::-1])
     with pytest.raises(MirrorKVError) as caught:
         mirrorkv.open(bad)

