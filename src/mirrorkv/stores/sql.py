@@ -70,8 +70,9 @@ class SQLStore(Store):
     :data:`INLINE_LIMIT` bytes, the value itself; a larger value is kept in
     chunks of 1 MiB in a second table, written chunk by chunk and read
     lazily, so neither ``put_file`` nor ``open`` holds it whole. The tables
-    are created on first use with their schema version, and a table of
-    another layout or application is refused with :class:`MirrorKVError`.
+    are created (with their schema version) by the first store opened on
+    them, and a table of another layout, schema version or application is
+    refused with :class:`MirrorKVError`.
 
     Order: keys sort by their UTF-8 bytes on both servers (PostgreSQL
     ``COLLATE "C"``, MySQL ``VARBINARY``), and listings are range scans of the
