@@ -21,6 +21,7 @@ import pytest
 
 import mirrorkv
 from mirrorkv import (
+    AccessDenied,
     InvalidKey,
     InvalidURL,
     InvalidValue,
@@ -291,7 +292,7 @@ def test_bad_credentials_give_a_clear_error_without_the_secret(tmp_path: Path) -
         )
         assert secret not in repr(store)
         for call in (lambda: store.get("k"), lambda: store.put("k", b"v"), lambda: list(store)):
-            with pytest.raises(MirrorKVError) as caught:
+            with pytest.raises(AccessDenied) as caught:
                 call()
             message = str(caught.value)
             assert "access denied" in message and "credentials" in message
@@ -461,6 +462,7 @@ def test_error_translation_of_server_codes() -> None:
         translated = translate(error(code, status))
         assert isinstance(translated, StoreUnavailable) and translated.retryable
     denied = translate(error("AccessDenied", 403))
-    assert type(denied) is MirrorKVError and "access denied" in str(denied)
+    assert isinstance(denied, AccessDenied) and "access denied" in str(denied)
+    assert not denied.retryable
     assert isinstance(translate(error("KeyTooLongError", 400)), InvalidKey)
     assert isinstance(translate(error("EntityTooLarge", 400)), InvalidValue)

@@ -21,6 +21,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from ..errors import (
+    AccessDenied,
     InvalidKey,
     InvalidValue,
     KeyNotFound,
@@ -104,7 +105,7 @@ class S3Errors(Translator):
         if isinstance(error, ClientError):
             return self._client_error(error, where)
         if isinstance(error, NoCredentialsError | PartialCredentialsError):
-            return MirrorKVError(
+            return AccessDenied(
                 f"{where}: no usable AWS credentials (boto3 looked in its usual places: "
                 "arguments, environment, shared files, instance roles)"
             )
@@ -129,7 +130,7 @@ class S3Errors(Translator):
         if code in _PRECONDITION:
             return PreconditionFailed(f"{where}: the condition was not met ({code})")
         if code in _DENIED:
-            return MirrorKVError(
+            return AccessDenied(
                 f"{where}: access denied ({code}, HTTP {status}): check the credentials "
                 "and the permissions they grant"
             )

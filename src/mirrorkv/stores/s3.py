@@ -87,7 +87,7 @@ class S3Store(Store):
     Errors: S3's NoSuchKey is :class:`KeyNotFound`, PreconditionFailed
     :class:`PreconditionFailed`, throttling, 5xx and connection errors
     :class:`StoreUnavailable` (after botocore's own retries with backoff),
-    access errors a :class:`MirrorKVError` that names no credential.
+    refused credentials :class:`AccessDenied`, which names no credential.
     """
 
     capabilities = (
