@@ -20,6 +20,7 @@ import pytest
 
 import mirrorkv
 from mirrorkv import (
+    AccessDenied,
     InvalidURL,
     InvalidValue,
     KeyNotFound,
@@ -349,9 +350,9 @@ def test_postgres_password_redacted_and_bad_password_clear(private_postgres: Own
         engine = store._engine  # SQLAlchemy masks it as well
         assert SECRET not in repr(engine) and SECRET not in str(engine.url)
     bad = good.replace(SECRET, "wrong-" + SECRET[::-1])
-    with pytest.raises(MirrorKVError) as caught:
+    with pytest.raises(AccessDenied) as caught:
         mirrorkv.open(bad)
-    assert not isinstance(caught.value, StoreUnavailable)  # retrying will not help
+    assert not caught.value.retryable
     assert "credentials" in str(caught.value)
     assert "password authentication failed" in str(caught.value)
     _secret_free(caught.value)
@@ -367,7 +368,7 @@ def test_mysql_bad_password_clear(mysql_url: str) -> None:
             _raw_execute(admin, "CREATE USER %s@%s IDENTIFIED BY %s", (user, host, SECRET))
         host_part = mysql_url.split("@", 1)[1]
         bad = f"mysql://{user}:wrong-{SECRET[::-1]}@{host_part}"
-        with pytest.raises(MirrorKVError) as caught:
+        with pytest.raises(AccessDenied) as caught:
             mirrorkv.open(bad)
         assert "credentials" in str(caught.value)
         assert "Access denied" in str(caught.value)

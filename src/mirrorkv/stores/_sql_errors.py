@@ -13,6 +13,7 @@ import pymysql  # type: ignore[import-untyped]  # no stubs shipped (types-PyMySQ
 import sqlalchemy.exc
 
 from ..errors import (
+    AccessDenied,
     InvalidValue,
     MirrorKVError,
     PreconditionFailed,
@@ -117,7 +118,7 @@ def translate(error: BaseException, where: str) -> MirrorKVError:
         state = error.sqlstate or ""
         # A refused login fails the connection attempt, where psycopg reports no SQLSTATE.
         if state in _PG_AUTH or (not state and _PG_AUTH_MESSAGES.search(str(error))):
-            return MirrorKVError(f"PostgreSQL refused the credentials for {detail}")
+            return AccessDenied(f"PostgreSQL refused the credentials for {detail}")
         if not state or state.startswith(_PG_UNAVAILABLE_CLASSES) or state in _PG_CONFLICT:
             return StoreUnavailable(f"PostgreSQL unavailable at {detail}")
         if isinstance(error, psycopg.InterfaceError):
@@ -126,14 +127,14 @@ def translate(error: BaseException, where: str) -> MirrorKVError:
     else:
         code = _mysql_code(error)
         if code in _MY_AUTH:
-            return MirrorKVError(f"MySQL refused the credentials for {detail}")
+            return AccessDenied(f"MySQL refused the credentials for {detail}")
         if code in _MY_UNAVAILABLE or code in _MY_CONFLICT:
             return StoreUnavailable(f"MySQL unavailable at {detail}")
         if isinstance(error, pymysql.err.InterfaceError | sqlalchemy.exc.InterfaceError):
             return StoreUnavailable(f"MySQL connection unusable at {detail}")
         code_class = _mysql_class(code)
     if code_class == "privilege":
-        return MirrorKVError(f"the database user lacks a privilege the store needs, {detail}")
+        return AccessDenied(f"the database user lacks a privilege the store needs, {detail}")
     if code_class == "read-only":
         return ReadOnlyError(f"the database is read-only: {detail}")
     if code_class == "too-big":

@@ -125,8 +125,8 @@ class SQLStore(Store):
         Raises :class:`InvalidURL` for a URL of another scheme,
         :class:`InvalidValue` for a bad table name or pool setting,
         :class:`StoreUnavailable` where the server cannot be reached,
-        :class:`MirrorKVError` for refused credentials or a table of another
-        layout or schema version.
+        :class:`AccessDenied` for refused credentials, :class:`MirrorKVError`
+        for a table of another layout or schema version.
         """
         parsed = parse_url(url) if isinstance(url, str) else url
         driver = DRIVERS.get(parsed.scheme)
