@@ -20,6 +20,7 @@ from .errors import InvalidValue
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
     "NO_METADATA",
+    "Details",
     "Listing",
     "Meta",
     "etag_of",
@@ -54,6 +55,33 @@ def freeze_metadata(metadata: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(metadata))
 
 
+class Details:
+    """The fields a listing did not return, fetched by one call when first read.
+
+    Object stores such as S3 list key, size, etag and time but not content
+    type, user metadata or our version. A store puts one ``Details`` in those
+    slots of each listed :class:`Meta` (and a function of it in the etag slot
+    where the listing's etag is not the MD5); the first read of any of them
+    calls ``fetch`` once (one HEAD request) and every later read reuses it.
+    So listing a million keys costs a thousand LIST requests, not a million
+    HEADs, and a caller that reads the details pays for exactly those it reads.
+    """
+
+    __slots__ = ("_fetch", "_meta")
+
+    def __init__(self, fetch: Callable[[], Meta]) -> None:
+        self._fetch = fetch
+        self._meta: Meta | None = None
+
+    def meta(self) -> Meta:
+        """The fetched record (fetched on the first call)."""
+        meta = self._meta
+        if meta is None:
+            # Two threads racing here both fetch; either result is a valid record.
+            meta = self._meta = self._fetch()
+        return meta
+
+
 class Meta(tuple[Any, ...]):
     """What a store knows about one value, without the value.
 
@@ -61,6 +89,9 @@ class Meta(tuple[Any, ...]):
     ``modified``, a timezone-aware UTC datetime; ``content_type``;
     ``metadata``, read-only user metadata (str to str); ``version``, an opaque
     string that changes on every write of the key.
+
+    A store may leave ``content_type``, ``metadata`` and ``version`` to a
+    :class:`Details`, fetched when one of them is first read.
     """
 
     __slots__ = ()
@@ -71,11 +102,14 @@ class Meta(tuple[Any, ...]):
         size: int,
         etag: EtagSource,
         modified: datetime | float,
-        content_type: str = DEFAULT_CONTENT_TYPE,
-        metadata: Mapping[str, str] = NO_METADATA,
-        version: str | int = "",
+        content_type: str | Details = DEFAULT_CONTENT_TYPE,
+        metadata: Mapping[str, str] | Details = NO_METADATA,
+        version: str | int | Details = "",
     ) -> Self:
-        """Make a record; ``etag`` may be the value or a function, ``modified`` a POSIX time."""
+        """Make a record; ``etag`` may be the value or a function, ``modified`` a POSIX time.
+
+        ``content_type``, ``metadata`` and ``version`` may be a :class:`Details`.
+        """
         return tuple.__new__(cls, (key, size, etag, modified, content_type, metadata, version))
 
     @property
@@ -109,18 +143,22 @@ class Meta(tuple[Any, ...]):
     @property
     def content_type(self) -> str:
         """The content type recorded with the value."""
-        return self[4]  # type: ignore[no-any-return]
+        raw = self[4]
+        return raw if raw.__class__ is str else raw.meta().content_type
 
     @property
     def metadata(self) -> Mapping[str, str]:
         """User metadata recorded with the value (read-only)."""
-        return self[5]  # type: ignore[no-any-return]
+        raw = self[5]
+        return raw.meta().metadata if raw.__class__ is Details else raw
 
     @property
     def version(self) -> str:
         """An opaque string that differs after every write of the key."""
         raw = self[6]
-        return raw if raw.__class__ is str else str(raw)
+        if raw.__class__ is str:
+            return raw
+        return raw.meta().version if raw.__class__ is Details else str(raw)
 
     def replace(self, **changes: Any) -> Meta:
         """A copy with some fields changed, e.g. ``meta.replace(key="other")``."""

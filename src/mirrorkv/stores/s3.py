@@ -8,15 +8,14 @@ files. See ``docs/stores/s3.md`` for the URL form, options and limits.
 from __future__ import annotations
 
 import builtins
-import collections
-import contextlib
 import io
 import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from typing import IO, Any, BinaryIO, cast
 
 import boto3  # type: ignore[import-untyped]
@@ -25,7 +24,7 @@ from botocore.config import Config  # type: ignore[import-untyped]
 
 from ..errors import InvalidKey, InvalidURL, InvalidValue, KeyNotFound, PreconditionFailed
 from ..keys import MAX_KEY_BYTES, check_key, check_prefix
-from ..meta import Listing, Meta
+from ..meta import Details, Listing, Meta
 from ..store import (
     Capability,
     PathOrFile,
@@ -79,10 +78,10 @@ class S3Store(Store):
     ``put_many``, ``delete_many`` and ``incr`` are not transactions: a batch
     that fails half-way leaves the keys written (or deleted) so far.
 
-    Listing: keys come from ListObjectsV2 (UTF-8 byte order, as every store
-    lists); ``list()`` and ``ls()`` also fetch each key's metadata with one
-    HEAD request per key (in parallel), since S3's listing has no user
-    metadata. ``keys()`` needs no HEAD.
+    Listing: ``keys()``, ``list()`` and ``ls()`` come from ListObjectsV2
+    (UTF-8 byte order, as every store lists). S3's listing has no content
+    type, user metadata or version: a listed :class:`Meta` fetches them with
+    one HEAD when one of them is first read (see :class:`~mirrorkv.meta.Details`).
 
     Errors: S3's NoSuchKey is :class:`KeyNotFound`, PreconditionFailed
     :class:`PreconditionFailed`, throttling, 5xx and connection errors
@@ -320,27 +319,29 @@ class S3Store(Store):
             self._client.delete_object(Bucket=self._bucket, Key=self._full(key))
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
-        return self._heads(self._keys(prefix, start_after))
+        for page in self._pages(prefix, start_after):
+            yield from map(self._listed, page)
 
-    def _heads(self, keys: Iterator[str]) -> Iterator[Meta]:
-        """The Meta of each key, in order: HEADs in parallel, a bounded window ahead.
+    def _listed(self, item: Mapping[str, Any]) -> Meta:
+        """A listed object's Meta; content type, metadata and version come from one HEAD
+        when first read (see :class:`~mirrorkv.meta.Details`)."""
+        key: str = item["Key"]
+        size: int = item.get("Size", 0)
+        etag = s3_etag(item.get("ETag", ""))
+        modified: datetime = item["LastModified"]
 
-        A key deleted between the listing and its HEAD is left out. The
-        window starts at one request and doubles up to ``2 * max_concurrency``,
-        so taking only the first few records costs only a few requests.
-        """
-        window: collections.deque[Future[Meta]] = collections.deque()
-        limit = 1
-        for key in keys:
-            window.append(self._executor().submit(self._head, key))
-            if len(window) < limit:
-                continue
-            with contextlib.suppress(KeyNotFound):
-                yield window.popleft().result()
-            limit = min(limit * 2, 2 * self._concurrency)
-        while window:
-            with contextlib.suppress(KeyNotFound):
-                yield window.popleft().result()
+        def fetch() -> Meta:
+            try:
+                return self._head(key)
+            except KeyNotFound:  # deleted since the listing: what the listing said
+                return Meta(key, size, etag, modified, version=f"{etag}@{modified.timestamp():.6f}")
+
+        details = Details(fetch)
+        # A value uploaded in parts has an S3 ETag that is not its MD5 (it ends in -N).
+        etag_source: str | Callable[[], str] = (
+            etag if "-" not in etag else (lambda: details.meta().etag)
+        )
+        return Meta(key, size, etag_source, modified, details, details, details)
 
     def ls(self, prefix: str = "", delimiter: str = "/") -> Listing:
         """One level below ``prefix``, from S3's own listing with a delimiter.
@@ -357,25 +358,29 @@ class S3Store(Store):
             "Delimiter": delimiter,
         }
         cut = len(self._prefix)
-        objects: builtins.list[str] = []
+        objects: builtins.list[Meta] = []
         prefixes: builtins.list[str] = []
         while True:
             with S3Errors(self._bucket, None, "list"):
                 response = self._client.list_objects_v2(**args)
-            objects.extend(item["Key"][cut:] for item in response.get("Contents", ()))
+            objects.extend(
+                self._listed({**item, "Key": item["Key"][cut:]})
+                for item in response.get("Contents", ())
+            )
             prefixes.extend(item["Prefix"][cut:] for item in response.get("CommonPrefixes", ()))
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 break
             args["ContinuationToken"] = token
-        return Listing(list(self._heads(iter(objects))), sorted(prefixes, key=_utf8))
+        return Listing(objects, sorted(prefixes, key=_utf8))
 
     def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
         for page in self._pages(prefix, start_after):
-            yield from page
+            for item in page:
+                yield item["Key"]
 
-    def _pages(self, prefix: str, start_after: str | None) -> Iterator[list[str]]:
-        """Keys (without the store's prefix) in ListObjectsV2 pages, lazily."""
+    def _pages(self, prefix: str, start_after: str | None) -> Iterator[list[dict[str, Any]]]:
+        """Listed objects (keys without the store's prefix) in ListObjectsV2 pages, lazily."""
         args: dict[str, Any] = {
             "Bucket": self._bucket,
             "Prefix": self._prefix + prefix,
@@ -387,12 +392,12 @@ class S3Store(Store):
         while True:
             with S3Errors(self._bucket, None, "list"):
                 response = self._client.list_objects_v2(**args)
-            keys = [item["Key"][cut:] for item in response.get("Contents", ())]
+            items = [{**item, "Key": item["Key"][cut:]} for item in response.get("Contents", ())]
             if start_after:
                 # StartAfter may have been shortened to S3's limit; drop what it let through.
-                keys = [key for key in keys if key > start_after]
-            if keys:
-                yield keys
+                items = [item for item in items if item["Key"] > start_after]
+            if items:
+                yield items
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 return
