@@ -167,6 +167,7 @@ def _azure(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
         persistent=True,
         multi_process=True,
         bounded_streaming=True,
+        remote=True,
     )
 
 

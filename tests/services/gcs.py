@@ -211,6 +211,7 @@ def _gcs(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
         persistent=True,
         multi_process=True,
         bounded_streaming=True,
+        remote=True,
     )
 
 

@@ -245,6 +245,7 @@ def _s3(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
         persistent=True,
         multi_process=True,
         bounded_streaming=True,
+        remote=True,
     )
 
 

@@ -43,3 +43,6 @@ class StoreFactory:
     multi_process: bool = False
     #: Values stream through ``open``/``put_file`` without being held whole in memory.
     bounded_streaming: bool = False
+    #: Every operation is a request to a server over the network: the load tests
+    #: (counters from threads, the state machine) run the same races with fewer rounds.
+    remote: bool = False

@@ -83,6 +83,9 @@ DEFAULT_SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
+#: For a ``remote`` factory, whose every step is a network request: fewer runs.
+REMOTE_SETTINGS = settings(DEFAULT_SETTINGS, max_examples=12)
+
 keys = st.sampled_from(KEYS)
 values = st.one_of(
     st.binary(max_size=24),
@@ -316,8 +319,15 @@ def run_stateful(
     factory: StoreFactory | Callable[[], StoreFactory],
     run_settings: settings | None = None,
 ) -> None:
-    """Run the state machine over ``factory`` now (inside a pytest test, say)."""
-    run_state_machine_as_test(state_machine_for(factory), settings=run_settings or DEFAULT_SETTINGS)
+    """Run the state machine over ``factory`` now (inside a pytest test, say).
+
+    Without ``run_settings``: :data:`DEFAULT_SETTINGS`, or :data:`REMOTE_SETTINGS`
+    for a :class:`StoreFactory` marked ``remote``.
+    """
+    if run_settings is None:
+        remote = isinstance(factory, StoreFactory) and factory.remote
+        run_settings = REMOTE_SETTINGS if remote else DEFAULT_SETTINGS
+    run_state_machine_as_test(state_machine_for(factory), settings=run_settings)
 
 
 def stateful_test_case(
