@@ -63,6 +63,25 @@ _PAGE = 1000
 _now = time.time
 
 
+_sessions: dict[str | None, Any] = {}
+_sessions_lock = threading.RLock()
+
+
+def _session(profile: str | None) -> Any:
+    """One boto3 Session per profile, shared by every store of this process.
+
+    A new Session loads botocore's service models again (about 70 ms); a
+    client made from a shared one takes about 6 ms. Credentials given as
+    arguments go to the client, not the session, so stores with different
+    credentials still share it.
+    """
+    with _sessions_lock:
+        session = _sessions.get(profile)
+        if session is None:
+            session = _sessions[profile] = boto3.session.Session(profile_name=profile)
+        return session
+
+
 class S3Store(Store):
     """A store in an S3 bucket, under an optional prefix.
 
@@ -156,12 +175,7 @@ class S3Store(Store):
         self._threshold = multipart_threshold
         self._chunksize = multipart_chunksize
         self._concurrency = max_concurrency
-        session = boto3.session.Session(
-            aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key,
-            aws_session_token=aws_session_token,
-            profile_name=profile,
-        )
+        session = _session(profile)
         self._region = region or session.region_name or "us-east-1"
         config = Config(
             region_name=self._region,
@@ -172,9 +186,16 @@ class S3Store(Store):
             max_pool_connections=max(10, max_concurrency),
             s3={"addressing_style": addressing_style} if addressing_style else None,
         )
-        self._client: Any = session.client(
-            "s3", endpoint_url=endpoint_url, config=config, verify=verify
-        )
+        with _sessions_lock:  # a boto3 Session is not safe for concurrent client creation
+            self._client: Any = session.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                config=config,
+                verify=verify,
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+                aws_session_token=aws_session_token,
+            )
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
