@@ -482,7 +482,10 @@ def parse_counter(key: str, data: bytes) -> int:
     """The integer a counter value holds; :class:`InvalidValue` if it holds something else."""
     digits = data[1:] if data[:1] == b"-" else data
     if digits.isdigit() and digits.isascii():
-        return int(data)
+        try:
+            return int(data)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise InvalidValue(f"{key!r} holds a counter too long to convert") from None
     raise InvalidValue(f"{key!r} does not hold a counter (ASCII decimal bytes)")
 
 

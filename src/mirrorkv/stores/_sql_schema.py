@@ -183,7 +183,7 @@ def statements(name: str, dialect: sa.Dialect) -> Statements:
             f"WITH gone AS (DELETE FROM {table} WHERE name = ANY(%s) RETURNING blob_id) "
             f"DELETE FROM {chunks} WHERE blob_id IN (SELECT blob_id FROM gone)"
         )
-        # The server does the arithmetic in numeric (no size limit), and only
+        # The server does the arithmetic in numeric, and only
         # where the old value is ASCII decimal ('escape' leaves any other byte escaped).
         new_value = "convert_to((encode(t.value, 'escape')::numeric + %s::numeric)::text, 'UTF8')"
         incr = (
@@ -192,7 +192,9 @@ def statements(name: str, dialect: sa.Dialect) -> Statements:
             f"ON CONFLICT (name) DO UPDATE SET value = {new_value}, "
             f"size = octet_length({new_value}), etag = NULL, modified = EXCLUDED.modified, "
             "version = EXCLUDED.version "
-            "WHERE t.blob_id IS NULL AND encode(t.value, 'escape') ~ '^-?[0-9]+$' "
+            # Up to 4,000 digits: what Python converts back to an int by default.
+            "WHERE t.blob_id IS NULL AND t.size < 4000 "
+            "AND encode(t.value, 'escape') ~ '^-?[0-9]+$' "
             "RETURNING value"
         )
         put_inline = (

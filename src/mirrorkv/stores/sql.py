@@ -598,7 +598,7 @@ class SQLStore(Store):
         """Add ``delta`` to the counter at ``key`` atomically; see :meth:`Store.incr`.
 
         One upsert statement on PostgreSQL (the server does the arithmetic,
-        in ``numeric``, so counters have no size limit); a transaction
+        in ``numeric``, for counters of up to 4,000 digits); a transaction
         holding the row's lock on MySQL.
         """
         check_key(key)

@@ -108,6 +108,14 @@ class WriteContract:
             with pytest.raises(InvalidValue):
                 store.incr("s")
             assert store.get("s") == value
+        # Longer than Python converts by default: incremented, or refused as
+        # InvalidValue and left as it was; never a ValueError of Python's own.
+        huge = b"9" * 5000
+        store.put("h", huge)
+        try:
+            store.incr("h")
+        except InvalidValue:
+            assert store.get("h") == huge
         bad_numbers: list[Any] = [True, False, 1.5, "1", None]
         for bad in bad_numbers:
             with pytest.raises(InvalidValue):
