@@ -97,9 +97,10 @@ def unique_name(prefix: str = "t") -> str:
 class ServerProcess:
     """A server process the test session owns: its output goes to a log file.
 
-    ``start()`` runs it, ``stop()`` ends it (SIGTERM, then SIGKILL after a
-    grace period); both may be called again, so a test can take a server
-    down and bring it back on the same port.
+    ``start()`` runs it, ``stop()`` ends it (``stop_signal``, SIGTERM unless
+    the server wants another, then SIGKILL after a grace period); both may be
+    called again, so a test can take a server down and bring it back on the
+    same port.
     """
 
     def __init__(
@@ -111,8 +112,10 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         user: str | None = None,
+        stop_signal: int = signal.SIGTERM,
     ) -> None:
         self.name = name
+        self.stop_signal = stop_signal
         self.argv = list(argv)
         self.log_path = log_path
         self.env = env
@@ -148,7 +151,7 @@ class ServerProcess:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((self.stop_signal, grace), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(process.pid, sig)
             except ProcessLookupError:

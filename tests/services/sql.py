@@ -19,6 +19,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -66,14 +67,9 @@ class OwnServer:
     url: str
     root: Path
     started_in: float
-    #: Asks the server to shut down at once (before ``process.stop()`` makes sure).
-    fast_stop: Callable[[], None] | None = None
 
     def stop(self) -> None:
         """Stop the server (it can be started again with ``restart``)."""
-        if self.fast_stop is not None:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                self.fast_stop()
         self.process.stop()
 
     def restart(self) -> None:
@@ -176,23 +172,12 @@ def own_postgres(password: str | None = None) -> Iterator[OwnServer]:
             ],
             log_path=root / "postgres.log",
             user=user,
+            # SIGTERM is PostgreSQL's "smart" shutdown, which waits for every
+            # client to leave; SIGINT is "fast", which ends their sessions.
+            stop_signal=signal.SIGINT,
         )
-        pg_ctl = _postgres_bin("pg_ctl")
-
-        def fast_stop() -> None:
-            # SIGTERM (what ServerProcess sends) is PostgreSQL's "smart" shutdown, which
-            # waits for every client to leave; "fast" ends their sessions.
-            if pg_ctl is not None and process.running:
-                subprocess.run(
-                    [pg_ctl, "stop", "-D", str(data), "-m", "fast", "-w", "-t", "20"],
-                    user=user,
-                    capture_output=True,
-                    check=False,
-                    timeout=30,
-                )
-
         process.start()
-        own = OwnServer(process, "", root, 0.0, fast_stop)
+        own = OwnServer(process, "", root, 0.0)
         try:
             wait_until(
                 lambda: port_answers("127.0.0.1", port),
