@@ -309,6 +309,19 @@ def test_sas_url_works_with_a_plain_http_client(store: AzureBlobStore) -> None:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403
     refused.value.close()
+    # A PUT URL writes (and grants no reading).
+    put_url = store.url_for("uploads/new", method="PUT", expires=60)
+    request = urllib.request.Request(
+        put_url, data=b"uploaded", method="PUT", headers={"x-ms-blob-type": "BlockBlob"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+    assert store.get("uploads/new") == b"uploaded"
+    assert store.head("uploads/new").etag == hashlib.md5(b"uploaded").hexdigest()
+    with pytest.raises(urllib.error.HTTPError) as write_only:
+        urllib.request.urlopen(put_url, timeout=10)
+    assert write_only.value.code == 403
+    write_only.value.close()
 
 
 def test_url_for_needs_an_account_key(

@@ -536,6 +536,12 @@ def test_signed_urls(endpoint: str, bucket: str, tmp_path: Path) -> None:
     # A plain HTTP client reads it (the emulator does not check the signature; GCS does).
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.read() == b"signed"
+    put_url = signer.url_for("uploads/new", method="PUT", expires=60)
+    assert "X-Goog-Signature=" in put_url and "X-Goog-Expires=60" in put_url
+    request = urllib.request.Request(put_url, data=b"uploaded", method="PUT")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    assert anonymous.get("uploads/new") == b"uploaded"
     anonymous.close()
     signer.close()
 

@@ -403,9 +403,26 @@ class Store(ABC):
         check_counter_arguments(delta, initial)  # before negating: -True is a valid int
         return self.incr(key, -delta, initial=initial)
 
-    def url_for(self, key: str) -> str:
-        """A URL at which the value can be read; :class:`NotSupported` where the store has none."""
+    def url_for(self, key: str, *, method: str = "GET", expires: float | None = None) -> str:
+        """A URL that reads (``method="GET"``) or writes (``"PUT"``) the value of ``key``.
+
+        Where the store signs URLs (S3, Azure, GCS), anyone holding one may
+        use it without credentials for ``expires`` seconds (``None``: the
+        store's default, an hour unless configured). :class:`NotSupported`
+        where the store has no URLs, or none for that method.
+        """
         check_key(key)
+        verb = method.upper() if isinstance(method, str) else None
+        if verb not in ("GET", "PUT"):
+            raise InvalidValue(f"url_for takes method GET or PUT, not {method!r}")
+        if expires is not None and (
+            isinstance(expires, bool) or not isinstance(expires, int | float) or expires <= 0
+        ):
+            raise InvalidValue(f"expires takes seconds > 0, not {expires!r}")
+        return self._url_for(key, verb, expires)
+
+    def _url_for(self, key: str, method: str, expires: float | None) -> str:
+        """A URL for a checked key, method (GET or PUT) and lifetime; none by default."""
         raise NotSupported(f"{type(self).__name__} has no URLs for its values")
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release

@@ -533,13 +533,15 @@ class AzureBlobStore(Store):
                 continue
             return value
 
-    def url_for(self, key: str) -> str:
-        """A read-only SAS URL valid for ``url_expiry`` seconds; needs an account key.
+    def _url_for(self, key: str, method: str, expires: float | None) -> str:
+        """A SAS URL (GET: read; PUT: create or write), valid ``url_expiry`` seconds by default.
 
-        Raises :class:`NotSupported` where the store authenticates otherwise
-        (SAS token, azure-identity). The key need not exist yet.
+        Needs an account key: :class:`NotSupported` where the store
+        authenticates otherwise (SAS token, azure-identity). The key need not
+        exist yet. A PUT through it needs the ``x-ms-blob-type: BlockBlob``
+        header, and stores no mirrorkv metadata (the etag is then computed
+        from the value on read).
         """
-        check_key(key)
         if not self._shared_key:
             raise NotSupported(
                 f"{self._where}: url_for signs URLs with an account key, and this store "
@@ -552,9 +554,11 @@ class AzureBlobStore(Store):
             self._container_name,
             blob.blob_name,
             account_key=self._shared_key,
-            permission=BlobSasPermissions(read=True),
+            permission=BlobSasPermissions(read=True)
+            if method == "GET"
+            else BlobSasPermissions(create=True, write=True),
             start=now - timedelta(minutes=5),
-            expiry=now + timedelta(seconds=self._url_expiry),
+            expiry=now + timedelta(seconds=expires or self._url_expiry),
         )
         return f"{blob.url}?{token}"
 

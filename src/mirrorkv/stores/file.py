@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from ..errors import KeyNotFound, StoreUnavailable
+from ..errors import KeyNotFound, NotSupported, StoreUnavailable
 from ..keys import check_key
 from ..meta import DEFAULT_CONTENT_TYPE, EtagSource, Meta
 from ..store import (
@@ -155,9 +155,15 @@ class FileStore(Store):
         with self._errors(None):
             self._lock.close()
 
-    def url_for(self, key: str) -> str:
-        """The ``file://`` URL of the file that holds (or would hold) the value of ``key``."""
-        path = self._path(check_key(key))
+    def _url_for(self, key: str, method: str, expires: float | None) -> str:
+        """The ``file://`` URL of the file that holds (or would hold) the value of ``key``.
+
+        It never expires; only GET (a URL to write through would skip the
+        temporary file, rename and metadata of a real put).
+        """
+        if method != "GET":
+            raise NotSupported("FileStore URLs read a value; write through put()")
+        path = self._path(key)
         if os.path.isdir(path):
             path += "/" + VALUE_NAME
         return Path(path).as_uri()

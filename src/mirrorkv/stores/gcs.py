@@ -523,13 +523,12 @@ class GCSStore(Store):
         for _ in self._pool_for().map(self._delete, unique):
             pass
 
-    def url_for(self, key: str) -> str:
-        """A V4 signed URL that reads the value for ``url_expires`` seconds.
+    def _url_for(self, key: str, method: str, expires: float | None) -> str:
+        """A V4 signed URL (GET: read; PUT: write), valid ``url_expires`` seconds by default.
 
         Needs credentials that can sign (a service-account key);
         :class:`NotSupported` otherwise.
         """
-        check_key(key)
         if Capability.URLS not in self.capabilities:
             raise NotSupported(
                 f"{self._where}: signed URLs need credentials that can sign (a service-account "
@@ -539,8 +538,8 @@ class GCSStore(Store):
         with self._errors(key):
             url: str = blob.generate_signed_url(
                 version="v4",
-                expiration=datetime.timedelta(seconds=self._url_expires),
-                method="GET",
+                expiration=datetime.timedelta(seconds=expires or self._url_expires),
+                method=method,
                 credentials=self._credentials,
                 api_access_endpoint=self._endpoint,
             )

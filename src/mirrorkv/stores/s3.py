@@ -657,26 +657,19 @@ class S3Store(Store):
                     continue
                 return value
 
-    def url_for(self, key: str, *, method: str = "GET", expires: float = 3600) -> str:
-        """A presigned URL for ``key``: GET reads the value, PUT (``method="PUT"``) writes it.
+    def _url_for(self, key: str, method: str, expires: float | None) -> str:
+        """A presigned URL: GET reads the value, PUT writes it (an hour by default).
 
-        Anyone holding the URL may use it until it expires (``expires``
-        seconds, at most 7 days on AWS). A value written through a PUT URL
-        has no mirrorkv version token: its version is derived from its ETag
-        and modification time.
+        At most 7 days on AWS. A value written through a PUT URL has no
+        mirrorkv version token: its version is derived from its ETag and
+        modification time.
         """
-        check_key(key)
-        verb = method.upper() if isinstance(method, str) else method
-        if verb not in ("GET", "PUT"):
-            raise InvalidValue(f"url_for takes method GET or PUT, not {method!r}")
-        if isinstance(expires, bool) or not isinstance(expires, int | float) or expires <= 0:
-            raise InvalidValue(f"expires takes seconds > 0, not {expires!r}")
         with S3Errors(self._bucket, key, "presign"):
             url: str = self._client.generate_presigned_url(
-                "get_object" if verb == "GET" else "put_object",
+                "get_object" if method == "GET" else "put_object",
                 Params={"Bucket": self._bucket, "Key": self._full(key)},
-                ExpiresIn=int(expires),
-                HttpMethod=verb,
+                ExpiresIn=int(expires or 3600),
+                HttpMethod=method,
             )
         return url
 

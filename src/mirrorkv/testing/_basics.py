@@ -289,6 +289,9 @@ class BasicContract:
 
     def test_url_for(self, store: Store) -> None:
         store.put("k", b"v")
+        for bad in ({"method": "DELETE"}, {"method": None}, {"expires": 0}, {"expires": True}):
+            with pytest.raises(InvalidValue):
+                store.url_for("k", **bad)
         if Capability.URLS in store.capabilities:
             url = store.url_for("k")
             assert isinstance(url, str) and ":" in url
