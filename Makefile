@@ -10,7 +10,7 @@ AZURITE := $(EMULATORS)/node_modules/.bin/azurite-blob
 SERVICES_STAMP := $(VENV)/.installed-services
 APT_INSTALL := [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: setup services run test lint format bench clean
+.PHONY: setup services run test lint format bench bench-network clean
 
 setup: $(STAMP)
 
@@ -65,6 +65,14 @@ format: setup
 bench: $(BENCH_STAMP)  ## side-by-side benchmarks against peer libraries
 	mkdir -p .bench-tmp
 	TMPDIR=$(CURDIR)/.bench-tmp $(PY) benchmarks/bench_core.py
+
+# The network stores against raw clients and minimalkv, each against one server:
+# Redis and PostgreSQL on their standard ports (or MIRRORKV_TEST_*_URL), S3 on a
+# moto server the script starts as a separate process.
+bench-network: $(BENCH_STAMP) services  ## RedisStore, SQLStore, S3Store side by side with their peers
+	$(PY) benchmarks/bench_redis.py --markdown
+	$(PY) benchmarks/bench_sql.py --markdown
+	$(PY) benchmarks/bench_s3.py --markdown
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
