@@ -14,11 +14,8 @@ from __future__ import annotations
 import builtins
 import hashlib
 import io
-import random
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, BinaryIO
 
@@ -46,7 +43,6 @@ from ..store import (
     DEFAULT_PUT_OPTIONS,
     Capability,
     PutOptions,
-    Store,
     check_counter_arguments,
     parse_counter,
 )
@@ -68,6 +64,7 @@ from ._azure_names import (
     encode_metadata,
     encode_name,
 )
+from ._pool import Backoff, PooledBatches, StripedLocks
 
 __all__ = ["ACCOUNT_KEY_ENV", "ACCOUNT_NAME_ENV", "CONNECTION_STRING_ENV", "AzureBlobStore"]
 
@@ -87,7 +84,7 @@ def _strip(etag: str | None) -> str:
     return (etag or "").strip('"')
 
 
-class AzureBlobStore(Store):
+class AzureBlobStore(PooledBatches):
     """A store in one container of Azure Blob Storage (or Azurite), under an optional prefix.
 
     Credentials come from the arguments or the environment, never from a
@@ -164,9 +161,8 @@ class AzureBlobStore(Store):
         self._where = f"azure://{container}/{prefix} (account {self._account})"
         self._errors = AzureErrors(self._where)
         self._container: ContainerClient = self._service.get_container_client(container)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._counter_locks = [threading.Lock() for _ in range(64)]
+        self._start_pool(max_concurrency, "mirrorkv-azure")
+        self._counter_locks = StripedLocks()
         self._closed = False
         self._shared_key = getattr(self._service.credential, "account_key", None)
         if self._shared_key:
@@ -416,47 +412,6 @@ class AzureBlobStore(Store):
             properties: BlobProperties = self._blob(key).get_blob_properties()
             return properties
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """The values of the keys that exist, fetched on a bounded pool of threads."""
-        wanted = list(dict.fromkeys(check_key(key) for key in keys))
-        if len(wanted) <= 1:
-            return super().get_many(wanted)
-        found: dict[str, bytes] = {}
-        for key, value in zip(wanted, self._executor().map(self._get_or_none, wanted), strict=True):
-            if value is not None:
-                found[key] = value
-        return found
-
-    def _get_or_none(self, key: str) -> bytes | None:
-        try:
-            return self._get(key)
-        except KeyNotFound:
-            return None
-
-    def _put_many(
-        self, keys: builtins.list[str], values: builtins.list[bytes]
-    ) -> builtins.list[Meta]:
-        """Puts on a bounded pool; a key given twice is written in the order given."""
-        if len(keys) == 1:
-            return [self._put(keys[0], values[0], DEFAULT_PUT_OPTIONS)]
-        rounds: builtins.list[builtins.list[int]] = []
-        seen: dict[str, int] = {}
-        for index, key in enumerate(keys):
-            turn = seen.get(key, -1) + 1
-            seen[key] = turn
-            if turn == len(rounds):
-                rounds.append([])
-            rounds[turn].append(index)
-        metas: builtins.list[Meta | None] = [None] * len(keys)
-        pool = self._executor()
-        for indexes in rounds:
-            written = pool.map(
-                lambda i: self._put(keys[i], values[i], DEFAULT_PUT_OPTIONS), indexes
-            )
-            for index, meta in zip(indexes, written, strict=True):
-                metas[index] = meta
-        return [meta for meta in metas if meta is not None]
-
     def _delete_many(self, keys: builtins.list[str]) -> None:
         """Deletes in batch requests of up to 256 blobs; one by one where batches are refused."""
         unique = list(dict.fromkeys(keys))
@@ -465,8 +420,7 @@ class AzureBlobStore(Store):
             names = [self._prefix + encode_name(key) for key in batch]
             if len(batch) > 1 and self._delete_batch(names):
                 continue
-            for _ in self._executor().map(self._delete, batch):
-                pass
+            self._each_on_pool(self._delete, batch)
 
     def _delete_batch(self, names: builtins.list[str]) -> bool:
         """Delete ``names`` in one batch request; False where the service takes no batches."""
@@ -495,12 +449,12 @@ class AzureBlobStore(Store):
         # Threads of this process take turns on a key: racing each other, eight
         # threads wasted seven of every eight round trips (55 s for 1,600 incrs
         # on Azurite, 10 s in turns). Other processes still race, with backoff.
-        with self._counter_locks[hash(key) % len(self._counter_locks)]:
+        with self._counter_locks.for_key(key):
             return self._incr(key, delta, initial)
 
     def _incr(self, key: str, delta: int, initial: int) -> int:
         blob = self._blob(key)
-        pause = 0.005
+        backoff = Backoff(0.005, 0.5)
         while True:
             try:
                 data, meta = self._get_with_meta(key)
@@ -528,8 +482,7 @@ class AzureBlobStore(Store):
                         **conditions,
                     )
             except PreconditionFailed:
-                time.sleep(random.uniform(0, pause))
-                pause = min(pause * 2, 0.5)
+                backoff.sleep()
                 continue
             return value
 
@@ -567,9 +520,7 @@ class AzureBlobStore(Store):
         if self._closed:
             return
         self._closed = True
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        self._close_pool()
         self._service.close()
 
     # -- helpers --------------------------------------------------------------
@@ -581,17 +532,6 @@ class AzureBlobStore(Store):
         except MirrorKVError as error:
             if error_code(error.__cause__ or error) != "ContainerAlreadyExists":
                 raise
-
-    def _executor(self) -> ThreadPoolExecutor:
-        pool = self._pool
-        if pool is None:
-            with self._pool_lock:
-                pool = self._pool
-                if pool is None:
-                    pool = self._pool = ThreadPoolExecutor(
-                        self._max_concurrency, thread_name_prefix="mirrorkv-azure"
-                    )
-        return pool
 
     @staticmethod
     def _settings(options: PutOptions, md5: bytes) -> ContentSettings:

@@ -15,11 +15,8 @@ import builtins
 import datetime
 import io
 import os
-import random
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote, urlencode
 
@@ -35,7 +32,6 @@ from ..errors import (
     InvalidURL,
     InvalidValue,
     KeyNotFound,
-    MirrorKVError,
     NotSupported,
     PreconditionFailed,
 )
@@ -45,7 +41,6 @@ from ..store import (
     CHUNK_SIZE,
     Capability,
     PutOptions,
-    Store,
     check_counter_arguments,
     check_precondition,
     parse_counter,
@@ -61,6 +56,7 @@ from ._gcs_names import (
     encode_metadata,
     name_for,
 )
+from ._pool import Backoff, PooledBatches
 
 __all__ = ["EMULATOR_ENV", "GCSStore"]
 
@@ -71,7 +67,7 @@ _LIST_FIELDS = "items(name,size,md5Hash,etag,generation,updated,contentType,meta
 _KEY_FIELDS = "items(name),nextPageToken"
 
 
-class GCSStore(Store):
+class GCSStore(PooledBatches):
     """A store in a Google Cloud Storage bucket (or in an emulator such as fake-gcs-server).
 
     Layout: one object per key, named ``prefix`` + the encoded key (see
@@ -164,7 +160,6 @@ class GCSStore(Store):
         self._project = project
         self._timeout = float(timeout)
         self._retry_deadline = float(retry_deadline)
-        self._workers = workers
         self._chunk = chunk_size
         self._page_size = min(page_size, 1000)
         self._url_expires = float(url_expires)
@@ -196,9 +191,7 @@ class GCSStore(Store):
                 client_options=options,
             )
         self._bucket = self._client.bucket(bucket)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._closed = False
+        self._start_pool(workers, "mirrorkv-gcs")
 
     @classmethod
     def from_url(cls, url: StoreURL, **options: Any) -> GCSStore:
@@ -242,11 +235,7 @@ class GCSStore(Store):
 
     def close(self) -> None:
         """Stop the worker threads and close the HTTP connections. Closing twice is harmless."""
-        self._closed = True
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        self._close_pool()
         self._client.close()
 
     # -- helpers --------------------------------------------------------------
@@ -272,14 +261,6 @@ class GCSStore(Store):
             decode_metadata(blob.metadata),
             str(blob.generation or ""),
         )
-
-    def _pool_for(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                if self._closed:
-                    raise MirrorKVError(f"{self._where}: the store is closed")
-                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mirrorkv-gcs")
-            return self._pool
 
     def _fetch_blob(self, key: str) -> Blob | None:
         """The object's resource (one request); ``None`` where absent."""
@@ -461,7 +442,7 @@ class GCSStore(Store):
         """Add ``delta`` to the counter at ``key`` atomically: a generation compare-and-swap."""
         check_key(key)
         check_counter_arguments(delta, initial)
-        attempt = 0
+        backoff = Backoff(0.002, 0.05)
         while True:
             try:
                 data, meta = self._get_with_meta(key)
@@ -474,54 +455,13 @@ class GCSStore(Store):
             try:
                 self._upload(key, b"%d" % value, options, generation)
             except PreconditionFailed:
-                # Lost the race: back off a little (jittered) so contenders spread out.
-                attempt += 1
-                time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
+                backoff.sleep()  # lost the race: contenders spread out
                 continue
             return value
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """The values of the keys that exist (absent keys left out), fetched concurrently."""
-        wanted = list(dict.fromkeys(check_key(key) for key in keys))
-        if len(wanted) <= 1:
-            return super().get_many(wanted)
-
-        def fetch(key: str) -> bytes | None:
-            try:
-                return self._get(key)
-            except KeyNotFound:
-                return None
-
-        values = self._pool_for().map(fetch, wanted)
-        return {key: value for key, value in zip(wanted, values, strict=True) if value is not None}
-
-    def _put_many(self, keys: builtins.list[str], values: builtins.list[bytes]) -> list[Meta]:
-        """Store checked items concurrently; a repeated key's writes run in order. Not atomic."""
-        if len(keys) == 1:
-            return [self._put(keys[0], values[0], PutOptions())]
-        positions: dict[str, builtins.list[int]] = {}
-        for index, key in enumerate(keys):
-            positions.setdefault(key, []).append(index)
-        metas: builtins.list[Meta | None] = [None] * len(keys)
-        options = PutOptions()
-
-        def write(key: str) -> None:
-            for index in positions[key]:
-                metas[index] = self._put(key, values[index], options)
-
-        for _ in self._pool_for().map(write, positions):
-            pass
-        return cast(builtins.list[Meta], metas)
-
     def _delete_many(self, keys: builtins.list[str]) -> None:
         """Delete concurrently on the pool (fake-gcs-server has no batch endpoint)."""
-        unique = list(dict.fromkeys(keys))
-        if len(unique) <= 1:
-            for key in unique:
-                self._delete(key)
-            return
-        for _ in self._pool_for().map(self._delete, unique):
-            pass
+        self._each_on_pool(self._delete, dict.fromkeys(keys))
 
     def _url_for(self, key: str, method: str, expires: float | None) -> str:
         """A V4 signed URL (GET: read; PUT: write), valid ``url_expires`` seconds by default.

@@ -10,11 +10,9 @@ from __future__ import annotations
 import builtins
 import io
 import os
-import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import IO, Any, BinaryIO, cast
 
@@ -29,12 +27,12 @@ from ..store import (
     Capability,
     PathOrFile,
     PutOptions,
-    Store,
     check_counter_arguments,
     make_options,
     parse_counter,
 )
 from ..urls import StoreURL
+from ._pool import Backoff, PooledBatches, StripedLocks
 from ._s3_errors import S3Errors
 from ._s3_meta import MD5, encode_metadata, meta_from_head, new_version, s3_etag
 from ._s3_transfer import (
@@ -82,7 +80,7 @@ def _session(profile: str | None) -> Any:
         return session
 
 
-class S3Store(Store):
+class S3Store(PooledBatches):
     """A store in an S3 bucket, under an optional prefix.
 
     Each key is one object, ``<prefix><key>``, holding the value as is, so
@@ -202,9 +200,8 @@ class S3Store(Store):
             max_concurrency=max_concurrency,
             use_threads=True,
         )
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._counter_locks = [threading.Lock() for _ in range(64)]
+        self._start_pool(max_concurrency, "mirrorkv-s3")
+        self._counter_locks = StripedLocks()
         self._closed = False
 
     @classmethod
@@ -562,55 +559,22 @@ class S3Store(Store):
                 target, meta.size, meta.etag, _now(), meta.content_type, meta.metadata, version
             )
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """The values of the keys that exist, fetched in parallel (``max_concurrency``)."""
-        unique = list(dict.fromkeys(check_key(key) for key in keys))
-        if len(unique) <= 1:
-            return super().get_many(unique)
-        found: dict[str, bytes] = {}
-        for key, value in zip(unique, self._executor().map(self._get_or_none, unique), strict=True):
-            if value is not None:
-                found[key] = value
-        return found
-
-    def _get_or_none(self, key: str) -> bytes | None:
-        try:
-            return self._get(key)
-        except KeyNotFound:
-            return None
-
     def _put_many(
         self, keys: builtins.list[str], values: builtins.list[bytes]
     ) -> builtins.list[Meta]:
-        if len(keys) == 1:
-            return super()._put_many(keys, values)
-        positions: dict[str, builtins.list[int]] = {}
-        for index, key in enumerate(keys):
-            positions.setdefault(key, []).append(index)
-        for key in positions:
-            self._full(key)  # every key fits under the prefix before anything is written
-        results: builtins.list[Meta | None] = [None] * len(keys)
+        """As :meth:`PooledBatches._put_many` (``max_concurrency`` threads).
 
-        def write(key: str) -> None:
-            for index in positions[key]:  # a repeated key's values in order: the last wins
-                results[index] = self._put(key, values[index], _PLAIN)
-
-        for future in [self._executor().submit(write, key) for key in positions]:
-            future.result()
-        return cast(builtins.list[Meta], results)
+        Every key is first checked to fit under the prefix, so a key too
+        long for it fails the batch before anything is written.
+        """
+        for key in dict.fromkeys(keys):
+            self._full(key)
+        return super()._put_many(keys, values)
 
     def _delete_many(self, keys: builtins.list[str]) -> None:
         unique = list(dict.fromkeys(self._full(key) for key in keys))
         batches = [unique[i : i + _DELETE_BATCH] for i in range(0, len(unique), _DELETE_BATCH)]
-        if len(batches) <= 1:
-            for batch in batches:
-                self._delete_batch(batch)
-            return
-        futures: list[Future[None]] = [
-            self._executor().submit(self._delete_batch, batch) for batch in batches
-        ]
-        for future in futures:
-            future.result()
+        self._each_on_pool(self._delete_batch, batches)
 
     def _delete_batch(self, batch: builtins.list[str]) -> None:
         with S3Errors(self._bucket, None, "delete_many"):
@@ -637,9 +601,8 @@ class S3Store(Store):
         """
         check_key(key)
         check_counter_arguments(delta, initial)
-        lock = self._counter_locks[hash(key) % len(self._counter_locks)]
-        pause = 0.002
-        with lock:
+        backoff = Backoff(0.002, 0.5)
+        with self._counter_locks.for_key(key):
             while True:
                 try:
                     data, meta = self._get_with_meta(key)
@@ -652,8 +615,7 @@ class S3Store(Store):
                 try:
                     self._put(key, b"%d" % value, condition)
                 except PreconditionFailed:
-                    time.sleep(random.uniform(0, pause))
-                    pause = min(pause * 2, 0.5)
+                    backoff.sleep()
                     continue
                 return value
 
@@ -675,29 +637,12 @@ class S3Store(Store):
 
     # -- lifecycle -----------------------------------------------------------
 
-    def _executor(self) -> ThreadPoolExecutor:
-        pool = self._pool
-        if pool is None:
-            with self._pool_lock:
-                pool = self._pool
-                if pool is None:
-                    pool = self._pool = ThreadPoolExecutor(
-                        self._concurrency, thread_name_prefix="mirrorkv-s3"
-                    )
-        return pool
-
     def close(self) -> None:
         """Stop the threads and close the client's connections. Closing twice is harmless."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        self._close_pool()
         if not self._closed:
             self._closed = True
             self._client.close()
-
-
-_PLAIN = PutOptions()
 
 
 def _utf8(key: str) -> bytes:
