@@ -2,7 +2,7 @@
 
 Key layout as an operator sees it, namespaces, native expiry, batches in one
 round trip, a server that goes away and comes back, writers in two
-processes, credentials, URLs, and a small cluster.
+processes, credentials, URLs, TLS to a real server, and a small cluster.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from services import (  # noqa: E402
     unique_name,
     wait_until,
 )
-from services.redis import start_redis  # noqa: E402
+from services.redis import make_test_ca, start_redis, start_redis_tls  # noqa: E402
 
 
 @pytest.fixture
@@ -453,6 +454,62 @@ def test_rediss_url_makes_a_tls_client() -> None:
         assert isinstance(verified, RedisStore)
         kwargs = verified.client.connection_pool.connection_kwargs
         assert (kwargs["ssl_cert_reqs"], kwargs["ssl_ca_certs"]) == ("required", "/etc/ssl/ca.pem")
+
+
+def test_tls_round_trip_and_an_untrusted_certificate(tmp_path: Path) -> None:
+    """A server that speaks only TLS: trusted through ssl_ca_certs it works, otherwise a
+    clear, non-retryable mirrorkv error that names no secret."""
+    secret = "tl5-Pa55word"
+    try:
+        process, url, ca = start_redis_tls(tmp_path, "--requirepass", secret)
+    except ServiceUnavailable as error:
+        skip_unavailable(error)
+        raise
+    try:
+        port = parse_url(url).port
+        assert port is not None
+        base = f"rediss://:{secret}@127.0.0.1:{port}/0?namespace=tls&connect_timeout=5"
+        trusted = f"{base}&ssl_ca_certs={urllib.parse.quote(str(ca.ca_cert))}"
+        with open_store(trusted) as store:
+            assert isinstance(store, RedisStore)
+            assert store.client.connection_pool.connection_class is redis.SSLConnection
+            store.put("a/1", b"one")
+            store.put_many({"a/2": b"two", "b": b"\x00\xff"})
+            assert store.get("a/1") == b"one" and store.get("b") == b"\x00\xff"
+            assert list(store.keys()) == ["a/1", "a/2", "b"]
+            assert list(store.keys(prefix="a/")) == ["a/1", "a/2"]
+            assert [(meta.key, meta.size) for meta in store.list()] == [
+                ("a/1", 3),
+                ("a/2", 3),
+                ("b", 2),
+            ]
+            store.delete("a/1")
+            assert list(store.keys()) == ["a/2", "b"]
+            assert secret not in repr(store)
+            store.clear()
+
+        # Trusting another CA (or only the system's) must fail the handshake, as ours.
+        stranger = make_test_ca(tmp_path / "stranger", name="not the server's CA")
+        untrusted = [f"{base}&ssl_ca_certs={urllib.parse.quote(str(stranger.ca_cert))}", base]
+        for url_text in untrusted:
+            with open_store(url_text) as store:
+                for attempt in (lambda: store.get("a/2"), lambda: store.put("c", b"3")):
+                    with pytest.raises(AccessDenied) as caught:
+                        attempt()
+                    error = caught.value
+                    assert not isinstance(error, StoreUnavailable) and not error.retryable
+                    message = str(error)
+                    assert "certificate" in message and "ssl_ca_certs" in message
+                    assert f"127.0.0.1:{port}" in message
+                    assert secret not in message and secret not in repr(error)
+                    assert secret not in str(error.__cause__)
+        # A client that skips TLS gets nothing either (the plain port is off).
+        plain = open_store(f"redis://127.0.0.1:{port}/0?connect_timeout=5")
+        with plain, pytest.raises(StoreUnavailable):
+            plain.get("a/2")
+    finally:
+        process.stop()
+    assert "unknown ca" in process.log_tail(40).lower()  # the server saw the refused handshakes
 
 
 def test_unreachable_server_is_unavailable() -> None:

@@ -4,7 +4,9 @@ The session's server is ``$MIRRORKV_TEST_REDIS_URL``, else what answers on
 127.0.0.1:6379 (unless ``MIRRORKV_TEST_OWN_SERVERS=1``), else a
 ``redis-server`` (or ``valkey-server``) this module starts on a free port
 with persistence off. :func:`start_redis` starts a private server for one
-test (to stop and restart it, or to give it a password).
+test (to stop and restart it, or to give it a password);
+:func:`start_redis_tls` starts one that speaks only TLS, with a certificate
+from a throwaway CA :func:`make_test_ca` writes.
 ``redis_cluster_url`` is ``$MIRRORKV_TEST_REDIS_CLUSTER_URL``, else a
 three-node cluster started with :func:`start_redis_cluster`; where that
 variable is set the conformance suite runs over the cluster too.
@@ -45,6 +47,9 @@ __all__ = [
     "redis_url",
     "start_redis",
     "start_redis_cluster",
+    "start_redis_tls",
+    "TestCA",
+    "make_test_ca",
 ]
 
 REDIS_URL_ENV = "MIRRORKV_TEST_REDIS_URL"
@@ -104,6 +109,145 @@ def start_redis(
         process=process,
     )
     return process, f"redis://127.0.0.1:{port}/0"
+
+
+class TestCA:
+    """The files of a throwaway CA and of a server certificate it signed for 127.0.0.1."""
+
+    __test__ = False  # not a test class, despite its name
+
+    def __init__(self, ca_cert: Path, server_cert: Path, server_key: Path) -> None:
+        self.ca_cert = ca_cert
+        self.server_cert = server_cert
+        self.server_key = server_key
+
+
+def make_test_ca(folder: Path, name: str = "mirrorkv test CA") -> TestCA:
+    """Write a new CA and a server certificate for ``127.0.0.1``/``localhost`` into ``folder``.
+
+    Valid for a day, EC P-256 keys, the key unencrypted (only the server reads
+    it). Raises :class:`ServiceUnavailable` where ``cryptography`` is missing.
+    """
+    try:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError as error:
+        raise ServiceUnavailable(
+            f"the cryptography package is needed to make TLS test certificates: {error}"
+        ) from None
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TestCA(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem")
+    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    files.server_key.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files.server_key.chmod(0o600)
+    return files
+
+
+def start_redis_tls(folder: Path, *extra: str) -> tuple[ServerProcess, str, TestCA]:
+    """Start a private Redis server that listens only on a TLS port, persistence off.
+
+    The certificate comes from a new :func:`make_test_ca` in ``folder``;
+    clients need no certificate of their own. ``extra`` are more server
+    arguments. Returns the process (the caller stops it), its ``rediss://``
+    URL without credentials, and the CA files. Raises
+    :class:`ServiceUnavailable` where there is no server binary, no
+    ``cryptography``, or the binary was built without TLS; any other failure
+    to start is an error (a broken certificate must not pass as a skip).
+    """
+    binary = redis_binary()
+    ca = make_test_ca(folder / "tls")
+    port = free_port()
+    argv: Sequence[str] = [
+        binary,
+        "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+        "--tls-cert-file", str(ca.server_cert), "--tls-key-file", str(ca.server_key),
+        "--tls-ca-cert-file", str(ca.ca_cert), "--tls-auth-clients", "no",
+        "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(folder),
+        *extra,
+    ]  # fmt: skip
+    process = ServerProcess("redis-tls", argv, log_path=folder / f"redis-tls-{port}.log")
+    process.start()
+    try:
+        wait_until(
+            lambda: port_answers("127.0.0.1", port),
+            timeout=20,
+            what=f"redis-server with TLS on port {port}",
+            process=process,
+        )
+    except ServiceUnavailable as error:
+        process.stop()
+        log = process.log_tail(40)
+        # A server built without TLS does not know the tls-* directives at all.
+        if "tls-" in log and ("Bad directive" in log or "not supported" in log.lower()):
+            raise ServiceUnavailable(
+                f"{binary} was built without TLS support; its log ends:\n{log}"
+            ) from None
+        raise RuntimeError(f"redis-server with TLS did not start: {error}") from None
+    return process, f"rediss://127.0.0.1:{port}/0", ca
 
 
 def start_redis_cluster(folder: Path, nodes: int = 3) -> tuple[list[ServerProcess], str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import select
+import ssl
 import threading
 import time
 import weakref
@@ -82,6 +83,12 @@ class RedisErrors(Translator):
     def translate(self, error: BaseException) -> MirrorKVError:
         """The mirrorkv error for a redis-py exception met on the server ``where``."""
         text = str(error)
+        if _untrusted_server(error):
+            # Not an outage: the same certificate fails the same way every time.
+            return AccessDenied(
+                f"Redis at {self.where} presented a TLS certificate this client does not "
+                f"trust (check the URL's ssl_ca_certs and host name): {text}"
+            )
         if isinstance(error, AuthenticationError | AuthorizationError) or (
             isinstance(error, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
         ):
@@ -102,6 +109,25 @@ class RedisErrors(Translator):
         ) or (isinstance(error, ResponseError) and text.startswith(("OOM", "LOADING", "BUSY"))):
             return StoreUnavailable(f"Redis at {self.where} is unavailable: {text}")
         return MirrorKVError(f"Redis error at {self.where}: {text}")
+
+
+def _untrusted_server(error: BaseException) -> bool:
+    """True where ``error`` comes from the server's TLS certificate failing verification."""
+    # redis-py raises its ConnectionError inside ``except OSError``, so the ssl
+    # error is the context, not the cause.
+    seen: BaseException | None = error
+    for _ in range(5):  # a short chain; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _hopeless(error: ConnectionError) -> bool:
+    """True for a connection error that sending again cannot cure."""
+    return isinstance(error, AuthenticationError) or _untrusted_server(error)
 
 
 class _Held:
@@ -172,7 +198,7 @@ class Caller:
                 raise
             except ConnectionError as error:
                 conn.disconnect()
-                if attempts <= 0 or isinstance(error, AuthenticationError):
+                if attempts <= 0 or _hopeless(error):
                     raise
                 attempts -= 1
             except BaseException:
@@ -192,7 +218,7 @@ class Caller:
                 raise
             except ConnectionError as error:
                 conn.disconnect()
-                if attempts <= 0 or isinstance(error, AuthenticationError):
+                if attempts <= 0 or _hopeless(error):
                     raise
                 attempts -= 1
             except BaseException:
