@@ -1,0 +1,329 @@
+"""`MetadataIndex`: what a mirror knows about the objects of its remote buckets.
+
+An index holds, for one or more buckets (a bucket is any non-empty ``str``
+naming a remote, e.g. ``"s3://bucket/prefix"``), one :class:`~mirrorkv.meta.Meta`
+per key, plus what answers questions about many keys at once without reading
+them: per-prefix aggregates (objects and bytes at every ``/`` level), a
+journal of dirty keys, and named checkpoints for a resumable sync.
+
+Contract shared by every backend (the conformance suite in
+:mod:`mirrorkv.testing.index_conformance` checks it):
+
+* Keys follow :mod:`mirrorkv.keys` and are listed in UTF-8 byte order.
+* Every write (``record``, ``forget``, their batches, ``replace_range``) is
+  one transaction that changes the entries and the aggregates together, so
+  ``du`` is always exact, also with several processes writing one index.
+* ``du`` of ``""`` or of any prefix ending in ``/`` reads one aggregate row;
+  any other prefix is summed over its key range.
+* ``find``'s ``glob``: ``*`` and ``?`` match within one path segment (they do
+  not match ``/``), ``**`` matches any run of characters including ``/``,
+  ``[...]`` is a character class (``[!...]`` negated); the glob must match the
+  whole key. ``regex`` is a Python regular expression searched anywhere in
+  the key (``re.search``): anchor it with ``^`` to get a key range. The
+  literal leading part of either (up to the first wildcard) narrows the scan
+  to a key range; the rest is filtered.
+* Iterators are lazy and paged: a page is read in one short query, so no
+  transaction stays open between pages; writes made while iterating may or
+  may not be seen by later pages, but no key is listed twice or out of order.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from ..errors import InvalidURL, InvalidValue
+from ..meta import Listing, Meta
+from ..urls import parse_url
+
+__all__ = [
+    "MetadataIndex",
+    "Usage",
+    "check_bucket",
+    "glob_regex",
+    "literal_prefix",
+    "open_index",
+    "parent_prefixes",
+    "regex_literal_prefix",
+    "timestamp",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """How many objects, and how many bytes, are under a prefix."""
+
+    objects: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        """The usage of both together."""
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(self.objects + other.objects, self.bytes + other.bytes)
+
+
+def check_bucket(bucket: object) -> str:
+    """Return ``bucket`` if it names a bucket (a non-empty str without NUL); else InvalidValue."""
+    if not isinstance(bucket, str) or not bucket or "\x00" in bucket:
+        raise InvalidValue(f"a bucket is a non-empty str without NUL, not {bucket!r}")
+    return bucket
+
+
+def parent_prefixes(key: str) -> builtins.list[str]:
+    """The aggregate prefixes a key counts in: ``""`` and every prefix ending in ``/``.
+
+    ``"a/b/c"`` -> ``["", "a/", "a/b/"]``; ``"a//b"`` -> ``["", "a/", "a//"]``.
+    """
+    prefixes = [""]
+    at = key.find("/")
+    while at != -1:
+        prefixes.append(key[: at + 1])
+        at = key.find("/", at + 1)
+    return prefixes
+
+
+def timestamp(moment: datetime | float) -> float:
+    """A POSIX time from a timezone-aware datetime or a number (naive datetimes are refused)."""
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None:
+            raise InvalidValue("a naive datetime is ambiguous: give a timezone-aware one")
+        return moment.timestamp()
+    if isinstance(moment, bool) or not isinstance(moment, int | float):
+        raise InvalidValue(f"a time is a datetime or a POSIX timestamp, not {moment!r}")
+    return float(moment)
+
+
+_GLOB_SPECIAL = "*?["
+
+
+def literal_prefix(glob: str) -> str:
+    """The part of a glob before its first wildcard (``*``, ``?`` or ``[``)."""
+    for at, char in enumerate(glob):
+        if char in _GLOB_SPECIAL:
+            return glob[:at]
+    return glob
+
+
+def glob_regex(glob: str) -> re.Pattern[str]:
+    """The compiled regular expression of a glob (see the module docstring), matched whole."""
+    out: list[str] = []
+    at, end = 0, len(glob)
+    while at < end:
+        char = glob[at]
+        if char == "*":
+            if glob.startswith("**", at):
+                out.append(".*")
+                at += 2
+                continue
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            close = glob.find("]", at + 2 if glob.startswith("[!", at) else at + 1)
+            if close == -1:
+                out.append(re.escape(char))
+            else:
+                body = glob[at + 1 : close]
+                negate = body.startswith("!")
+                if negate:
+                    body = body[1:]
+                body = body.replace("\\", "\\\\").replace("^", "\\^")
+                # A negated class must not match "/" either: * and ? never cross a segment.
+                out.append(f"[^/{body}]" if negate else f"[{body}]")
+                at = close
+        else:
+            out.append(re.escape(char))
+        at += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+_REGEX_META = set(".^$*+?{}[]|()\\")
+_QUANTIFIERS = set("*+?{")
+
+
+def regex_literal_prefix(regex: str) -> str:
+    """The literal text every match of an ``^``-anchored regex starts with ('' if none is sure).
+
+    Conservative: alternation anywhere, or a pattern not starting with ``^``,
+    gives ``""``; a literal character followed by a quantifier is left out.
+    """
+    if not regex.startswith("^") or "|" in regex:
+        return ""
+    literal: list[str] = []
+    at, end = 1, len(regex)
+    while at < end:
+        char = regex[at]
+        if char == "\\" and at + 1 < end and not regex[at + 1].isalnum():
+            char, step = regex[at + 1], 2
+        elif char in _REGEX_META:
+            break
+        else:
+            step = 1
+        if at + step < end and regex[at + step] in _QUANTIFIERS:
+            break
+        literal.append(char)
+        at += step
+    return "".join(literal)
+
+
+class MetadataIndex(ABC):
+    """The metadata of the objects of several remote buckets, queried locally.
+
+    Thread-safe: one instance may be used by many threads. Every method that
+    takes a ``bucket`` raises :class:`InvalidValue` for one that is not a
+    non-empty str, and :class:`InvalidKey` for keys (or prefixes) that break
+    :mod:`mirrorkv.keys`. Use as a context manager or call :meth:`close`.
+    """
+
+    @abstractmethod
+    def record(self, bucket: str, meta: Meta) -> None:
+        """Insert or replace the entry of ``meta.key`` and update the aggregates, atomically."""
+
+    @abstractmethod
+    def record_many(self, bucket: str, metas: Iterable[Meta]) -> None:
+        """Record many entries; atomic per chunk (a backend documents its chunk size).
+
+        A key given twice keeps its last record.
+        """
+
+    @abstractmethod
+    def forget(self, bucket: str, key: str) -> None:
+        """Remove the entry of ``key`` (nothing if absent) and update the aggregates, atomically."""
+
+    @abstractmethod
+    def forget_many(self, bucket: str, keys: Iterable[str]) -> None:
+        """Remove the entries of ``keys`` (absent ones are ignored); atomic per chunk."""
+
+    @abstractmethod
+    def get(self, bucket: str, key: str) -> Meta | None:
+        """The entry of ``key``, or ``None``."""
+
+    @abstractmethod
+    def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
+        """The entries whose keys start with ``prefix`` and sort after ``start_after``, in order."""
+
+    def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+        """The keys :meth:`list` would list, in the same order."""
+        return (meta.key for meta in self.list(bucket, prefix, start_after))
+
+    @abstractmethod
+    def ls(self, bucket: str, prefix: str = "", delimiter: str = "/") -> Listing:
+        """The entries directly under ``prefix`` and the common prefixes one level down.
+
+        A common prefix is ``prefix`` + text up to and including the next
+        ``delimiter``; each appears once, in key order, as S3 lists them.
+        """
+
+    @abstractmethod
+    def du(self, bucket: str, prefix: str = "") -> Usage:
+        """The objects and bytes under ``prefix`` (one row read for ``""`` or a ``/`` prefix)."""
+
+    @abstractmethod
+    def du_children(self, bucket: str, prefix: str = "") -> dict[str, Usage]:
+        """``du`` one level down, for ``""`` or a prefix ending in ``/``.
+
+        Keys are the child prefixes (``prefix`` + one segment + ``/``), in key
+        order, plus ``""`` for the objects directly under ``prefix`` when
+        there are any. The values add up to ``du(bucket, prefix)``.
+        """
+
+    @abstractmethod
+    def find(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        glob: str | None = None,
+        regex: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        modified_after: datetime | float | None = None,
+        modified_before: datetime | float | None = None,
+        content_type: str | None = None,
+    ) -> Iterator[Meta]:
+        """The entries under ``prefix`` that pass every filter given, in key order.
+
+        Sizes are inclusive bounds; times are exclusive bounds (a datetime or a
+        POSIX time); ``content_type`` must be equal. See the module docstring
+        for ``glob`` and ``regex``.
+        """
+
+    @abstractmethod
+    def mark_dirty(self, bucket: str, keys: Iterable[str]) -> None:
+        """Journal ``keys`` as dirty: their remote write succeeded but recording it failed."""
+
+    @abstractmethod
+    def dirty(self, bucket: str) -> builtins.list[str]:
+        """The journaled dirty keys of ``bucket``, in key order."""
+
+    @abstractmethod
+    def clear_dirty(self, bucket: str, keys: Iterable[str]) -> None:
+        """Remove ``keys`` from the dirty journal (absent ones are ignored)."""
+
+    @abstractmethod
+    def set_checkpoint(self, bucket: str, name: str, value: str | None) -> None:
+        """Set (or with ``None`` delete) the checkpoint ``name`` of ``bucket``."""
+
+    @abstractmethod
+    def checkpoint(self, bucket: str, name: str) -> str | None:
+        """The value of checkpoint ``name`` of ``bucket``, or ``None``."""
+
+    @abstractmethod
+    def buckets(self) -> builtins.list[str]:
+        """The buckets holding any entry, dirty key or checkpoint, sorted."""
+
+    @abstractmethod
+    def replace_range(
+        self,
+        bucket: str,
+        prefix: str,
+        metas: Iterable[Meta],
+        *,
+        start_after: str | None = None,
+        until: str | None = None,
+    ) -> tuple[int, int, int]:
+        """Make the entries in one key range exactly ``metas``, atomically; return the changes.
+
+        The range is the keys starting with ``prefix`` that sort after
+        ``start_after`` (if given) and not after ``until`` (if given, inclusive):
+        what one page of a remote listing covers. Every given record must lie in
+        it (else :class:`InvalidValue`). Returns ``(added, changed, removed)``,
+        where *changed* counts keys whose stored record differed.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; closing twice is harmless, later use raises MirrorKVError."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_index(url: str, **options: Any) -> MetadataIndex:
+    """Open the index a URL names: ``sqlite:///abs/path.db`` (or ``sqlite:rel/path.db``).
+
+    Options come from the URL's query and from ``options`` (which win).
+    Unknown schemes raise :class:`InvalidURL`.
+    """
+    parsed = parse_url(url)
+    merged: dict[str, Any] = {**parsed.query, **options}
+    if parsed.scheme == "sqlite":
+        from .sqlite_index import SQLiteIndex
+
+        return SQLiteIndex.from_url(parsed, **merged)
+    raise InvalidURL(f"no metadata index for {parsed.scheme}: URLs (known: sqlite)")

@@ -1,0 +1,581 @@
+"""`SQLiteIndex`: the default metadata index, one SQLite file in WAL mode.
+
+See :mod:`._sqlite_index_schema` for the tables. Every write is one
+``BEGIN IMMEDIATE`` transaction that reads the old entry, writes the new one
+and adds the difference to the aggregate row of ``""`` and of every ``/``
+prefix of the key, so ``du`` stays exact with any number of threads and
+processes writing. Connections are the store's (one per thread, dropped
+untouched in a forked child).
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import InvalidURL, InvalidValue
+from ..keys import check_key, check_prefix, prefix_upper_bound
+from ..meta import Listing, Meta
+from ..stores._sqlite_io import ErrorTranslator, transaction
+from ..urls import StoreURL, parse_bool, reject_unknown
+from ._sqlite_index_schema import COLUMNS, IndexConnections, meta_row, row_meta
+from .index import (
+    MetadataIndex,
+    Usage,
+    check_bucket,
+    glob_regex,
+    literal_prefix,
+    parent_prefixes,
+    regex_literal_prefix,
+    timestamp,
+)
+
+__all__ = ["CHUNK", "SQLiteIndex"]
+
+#: ``record_many``, ``forget_many`` and ``mark_dirty`` commit every this many keys.
+CHUNK = 50_000
+#: Iterators read pages growing from the first size to the last.
+_FIRST_PAGE = 64
+_LAST_PAGE = 4096
+
+_UPSERT = f"INSERT OR REPLACE INTO entries (bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_OLD_SIZE = "SELECT size FROM entries WHERE bucket = ? AND key = ?"
+_DELETE = "DELETE FROM entries WHERE bucket = ? AND key = ?"
+_ADD = (
+    "INSERT INTO aggregates (bucket, prefix, objects, bytes) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (bucket, prefix) DO UPDATE"
+    " SET objects = objects + excluded.objects, bytes = bytes + excluded.bytes"
+)
+_DROP_EMPTY = "DELETE FROM aggregates WHERE bucket = ? AND prefix = ? AND objects <= 0"
+_USAGE = "SELECT objects, bytes FROM aggregates WHERE bucket = ? AND prefix = ?"
+_CHILD = "SELECT prefix, objects, bytes FROM aggregates WHERE bucket = ?"
+
+
+def _range(prefix: str, start_after: str | None) -> tuple[str, bool, str | None]:
+    """``(low, inclusive, high)``: keys ``>= low`` (``> low``) and ``< high`` (None: unbounded)."""
+    if start_after is not None and start_after >= prefix:
+        return start_after, False, prefix_upper_bound(prefix)
+    return prefix, True, prefix_upper_bound(prefix)
+
+
+class SQLiteIndex(MetadataIndex):
+    """A metadata index in one SQLite file (``WITHOUT ROWID`` tables, WAL mode).
+
+    ``record`` is one transaction of a few b-tree writes (the entry and one
+    aggregate row per ``/`` level); ``du`` of ``""`` or of a prefix ending in
+    ``/`` reads one aggregate row; ``du`` of any other prefix sums the sizes
+    of its key range. ``record_many``/``forget_many`` commit every
+    :data:`CHUNK` keys. Writers wait up to ``timeout`` seconds for another
+    writer's lock, then raise :class:`StoreUnavailable`. Durability is the
+    store's: ``fsync=False`` survives a killed process, ``fsync=True`` also
+    power loss.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: bool = False, timeout: float = 30.0
+    ) -> None:
+        """Open (creating where absent) the index in the SQLite file ``path``.
+
+        Raises :class:`MirrorKVError` for a file that is not a mirrorkv index.
+        """
+        raw = os.fspath(path)
+        if not isinstance(raw, str) or raw in ("", ":memory:") or raw.startswith("file:"):
+            raise InvalidValue(f"SQLiteIndex takes the path of a file, not {raw!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise InvalidValue(f"timeout must be a number of seconds >= 0, not {timeout!r}")
+        self._path = os.path.abspath(raw)
+        directory = os.path.dirname(self._path)
+        os.makedirs(directory, exist_ok=True)
+        self._fsync = bool(fsync)
+        self._timeout = float(timeout)
+        self._errors = ErrorTranslator(self._path)
+        self._connections = IndexConnections(
+            self._path, fsync=self._fsync, timeout=self._timeout, errors=self._errors
+        )
+        self._conn()  # create or check the schema now, not at the first call
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> SQLiteIndex:
+        """``sqlite:///abs/path.db`` or ``sqlite:rel/path.db``; options ``fsync``, ``timeout``."""
+        reject_unknown(url, options, ("fsync", "timeout"))
+        fsync = parse_bool("fsync", options.get("fsync", False))
+        raw_timeout = options.get("timeout", 30.0)
+        try:
+            timeout = float(raw_timeout)
+        except (TypeError, ValueError):
+            raise InvalidURL(f"option timeout takes seconds, not {raw_timeout!r}") from None
+        if timeout < 0:
+            raise InvalidURL(f"option timeout takes seconds >= 0, not {raw_timeout!r}")
+        return cls(url.local_path(), fsync=fsync, timeout=timeout)
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the index file."""
+        return self._path
+
+    @property
+    def url(self) -> str:
+        """A URL that reopens this index with the same options."""
+        options = []
+        if self._fsync:
+            options.append("fsync=true")
+        if self._timeout != 30.0:
+            options.append(f"timeout={self._timeout:g}")
+        query = f"?{'&'.join(options)}" if options else ""
+        return f"sqlite://{quote(self._path)}{query}"
+
+    def __repr__(self) -> str:
+        return f"SQLiteIndex({self._path!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        try:
+            conn: sqlite3.Connection = self._connections.local.conn
+        except AttributeError:
+            conn = self._connections.connect()
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise :class:`MirrorKVError`."""
+        self._connections.close()
+
+    # -- writes ---------------------------------------------------------------
+
+    def record(self, bucket: str, meta: Meta) -> None:
+        """See :meth:`MetadataIndex.record`."""
+        check_bucket(bucket)
+        key = check_key(meta.key)
+        row = meta_row(meta)
+        with self._errors:
+            conn = self._conn()
+            with transaction(conn):
+                old = conn.execute(_OLD_SIZE, (bucket, key)).fetchone()
+                conn.execute(_UPSERT, (bucket, key, *row))
+                if old is None:
+                    objects, size = 1, row[0]
+                else:
+                    objects, size = 0, row[0] - old[0]
+                if objects or size:
+                    conn.executemany(
+                        _ADD, [(bucket, p, objects, size) for p in parent_prefixes(key)]
+                    )
+
+    def record_many(self, bucket: str, metas: Iterable[Meta]) -> None:
+        """See :meth:`MetadataIndex.record_many`; commits every :data:`CHUNK` records."""
+        check_bucket(bucket)
+        iterator = iter(metas)
+        while chunk := list(itertools.islice(iterator, CHUNK)):
+            rows: dict[str, tuple[Any, ...]] = {}
+            for meta in chunk:
+                rows[check_key(meta.key)] = meta_row(meta)
+            with self._errors:
+                conn = self._conn()
+                with transaction(conn):
+                    deltas: dict[str, list[int]] = {}
+                    for key, row in rows.items():
+                        old = conn.execute(_OLD_SIZE, (bucket, key)).fetchone()
+                        objects, size = (1, row[0]) if old is None else (0, row[0] - old[0])
+                        if objects or size:
+                            for prefix in parent_prefixes(key):
+                                delta = deltas.setdefault(prefix, [0, 0])
+                                delta[0] += objects
+                                delta[1] += size
+                    conn.executemany(_UPSERT, [(bucket, k, *r) for k, r in rows.items()])
+                    self._apply(conn, bucket, deltas)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, bucket: str, deltas: dict[str, list[int]]) -> None:
+        conn.executemany(_ADD, [(bucket, p, d[0], d[1]) for p, d in deltas.items() if any(d)])
+        conn.executemany(_DROP_EMPTY, [(bucket, p) for p, d in deltas.items() if d[0] < 0])
+
+    def forget(self, bucket: str, key: str) -> None:
+        """See :meth:`MetadataIndex.forget`."""
+        self.forget_many(bucket, (key,))
+
+    def forget_many(self, bucket: str, keys: Iterable[str]) -> None:
+        """See :meth:`MetadataIndex.forget_many`; commits every :data:`CHUNK` keys."""
+        check_bucket(bucket)
+        iterator = iter(keys)
+        while chunk := list(itertools.islice(iterator, CHUNK)):
+            for key in chunk:
+                check_key(key)
+            with self._errors:
+                conn = self._conn()
+                with transaction(conn):
+                    self._forget(conn, bucket, dict.fromkeys(chunk))
+
+    def _forget(self, conn: sqlite3.Connection, bucket: str, keys: Iterable[str]) -> int:
+        deltas: dict[str, list[int]] = {}
+        removed = 0
+        for key in keys:
+            old = conn.execute(_OLD_SIZE, (bucket, key)).fetchone()
+            if old is None:
+                continue
+            removed += 1
+            conn.execute(_DELETE, (bucket, key))
+            for prefix in parent_prefixes(key):
+                delta = deltas.setdefault(prefix, [0, 0])
+                delta[0] -= 1
+                delta[1] -= old[0]
+        self._apply(conn, bucket, deltas)
+        return removed
+
+    def replace_range(
+        self,
+        bucket: str,
+        prefix: str,
+        metas: Iterable[Meta],
+        *,
+        start_after: str | None = None,
+        until: str | None = None,
+    ) -> tuple[int, int, int]:
+        """See :meth:`MetadataIndex.replace_range`."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        if until is not None:
+            check_key(until)
+        low, inclusive, high = _range(prefix, start_after)
+        rows: dict[str, tuple[Any, ...]] = {}
+        for meta in metas:
+            key = check_key(meta.key)
+            inside = (key >= low if inclusive else key > low) and key.startswith(prefix)
+            if not inside or (until is not None and key > until):
+                raise InvalidValue(f"{key!r} is outside the range being replaced")
+            rows[key] = meta_row(meta)
+        where, args = self._where(bucket, low, inclusive, high)
+        if until is not None:
+            where += " AND key <= ?"
+            args.append(until)
+        added = changed = 0
+        with self._errors:
+            conn = self._conn()
+            with transaction(conn):
+                stored = {
+                    row[0]: row[1:]
+                    for row in conn.execute(f"SELECT {COLUMNS} FROM entries WHERE {where}", args)
+                }
+                self._forget(conn, bucket, [k for k in stored if k not in rows])
+                deltas: dict[str, list[int]] = {}
+                writes = []
+                for key, row in rows.items():
+                    old = stored.get(key)
+                    if old == row:
+                        continue
+                    writes.append((bucket, key, *row))
+                    if old is None:
+                        added += 1
+                        objects, size = 1, row[0]
+                    else:
+                        changed += 1
+                        objects, size = 0, row[0] - old[0]
+                    if objects or size:
+                        for p in parent_prefixes(key):
+                            delta = deltas.setdefault(p, [0, 0])
+                            delta[0] += objects
+                            delta[1] += size
+                conn.executemany(_UPSERT, writes)
+                self._apply(conn, bucket, deltas)
+        return added, changed, len([k for k in stored if k not in rows])
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, bucket: str, key: str) -> Meta | None:
+        """See :meth:`MetadataIndex.get`."""
+        check_bucket(bucket)
+        check_key(key)
+        with self._errors:
+            row = (
+                self._conn()
+                .execute(
+                    f"SELECT {COLUMNS} FROM entries WHERE bucket = ? AND key = ?", (bucket, key)
+                )
+                .fetchone()
+            )
+        return None if row is None else row_meta(row)
+
+    @staticmethod
+    def _where(bucket: str, low: str, inclusive: bool, high: str | None) -> tuple[str, list[Any]]:
+        where = "bucket = ? AND key >= ?" if inclusive else "bucket = ? AND key > ?"
+        args: list[Any] = [bucket, low]
+        if high is not None:
+            where += " AND key < ?"
+            args.append(high)
+        return where, args
+
+    def _pages(
+        self,
+        bucket: str,
+        low: str,
+        inclusive: bool,
+        high: str | None,
+        filters: str = "",
+        filter_args: tuple[Any, ...] = (),
+    ) -> Iterator[Meta]:
+        """Entries in ``[low, high)`` passing ``filters`` (SQL), one short query per page."""
+        page = _FIRST_PAGE
+        while True:
+            where, args = self._where(bucket, low, inclusive, high)
+            sql = f"SELECT {COLUMNS} FROM entries WHERE {where}{filters} ORDER BY key LIMIT ?"
+            with self._errors:
+                rows = self._conn().execute(sql, (*args, *filter_args, page)).fetchall()
+            for row in rows:
+                yield row_meta(row)
+            if len(rows) < page:
+                return
+            low, inclusive = rows[-1][0], False
+            page = min(page * 4, _LAST_PAGE)
+
+    def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
+        """See :meth:`MetadataIndex.list`."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        return self._pages(bucket, *_range(prefix, start_after))
+
+    def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+        """See :meth:`MetadataIndex.keys`."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        return self._key_pages(bucket, *_range(prefix, start_after))
+
+    def _key_pages(self, bucket: str, low: str, inclusive: bool, high: str | None) -> Iterator[str]:
+        page = _FIRST_PAGE
+        while True:
+            where, args = self._where(bucket, low, inclusive, high)
+            sql = f"SELECT key FROM entries WHERE {where} ORDER BY key LIMIT ?"
+            with self._errors:
+                keys = [row[0] for row in self._conn().execute(sql, (*args, page))]
+            yield from keys
+            if len(keys) < page:
+                return
+            low, inclusive = keys[-1], False
+            page = min(page * 4, _LAST_PAGE)
+
+    def ls(self, bucket: str, prefix: str = "", delimiter: str = "/") -> Listing:
+        """See :meth:`MetadataIndex.ls`; skips over each common prefix with one seek."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if not isinstance(delimiter, str) or not delimiter:
+            raise InvalidValue(f"delimiter must be a non-empty str, not {delimiter!r}")
+        listing = Listing()
+        low, inclusive, high = prefix, True, prefix_upper_bound(prefix)
+        start = len(prefix)
+        while True:
+            restart = False
+            for meta in self._pages(bucket, low, inclusive, high):
+                at = meta.key.find(delimiter, start)
+                if at == -1:
+                    listing.objects.append(meta)
+                    continue
+                common = meta.key[: at + len(delimiter)]
+                listing.prefixes.append(common)
+                bound = prefix_upper_bound(common)
+                if bound is None:
+                    return listing
+                low, inclusive, restart = bound, True, True
+                break
+            if not restart:
+                return listing
+
+    def du(self, bucket: str, prefix: str = "") -> Usage:
+        """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes, else a range sum."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        with self._errors:
+            conn = self._conn()
+            if prefix == "" or prefix.endswith("/"):
+                row = conn.execute(_USAGE, (bucket, prefix)).fetchone()
+            else:
+                where, args = self._where(bucket, prefix, True, prefix_upper_bound(prefix))
+                row = conn.execute(
+                    f"SELECT count(*), total(size) FROM entries WHERE {where}", args
+                ).fetchone()
+        return Usage() if row is None else Usage(int(row[0]), int(row[1]))
+
+    def du_children(self, bucket: str, prefix: str = "") -> dict[str, Usage]:
+        """See :meth:`MetadataIndex.du_children`: one seek per child prefix."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            raise InvalidValue(f"du_children takes '' or a prefix ending in '/', not {prefix!r}")
+        children: dict[str, Usage] = {}
+        total = self.du(bucket, prefix)
+        if not total.objects:
+            return children
+        start = len(prefix)
+        low: str | None = prefix
+        high = prefix_upper_bound(prefix)
+        inner = Usage()
+        bounds = " AND prefix < ?" if high is not None else ""
+        first = f"{_CHILD} AND prefix > ?{bounds} ORDER BY prefix LIMIT 1"
+        later = f"{_CHILD} AND prefix >= ?{bounds} ORDER BY prefix LIMIT 1"
+        sql = first
+        with self._errors:
+            conn = self._conn()
+            while low is not None:
+                args = (bucket, low) if high is None else (bucket, low, high)
+                row = conn.execute(sql, args).fetchone()
+                if row is None:
+                    break
+                child = row[0][: row[0].index("/", start) + 1]
+                if child == row[0]:
+                    usage = Usage(row[1], row[2])
+                else:  # a deeper row first would mean a missing child row; read it anyway
+                    found = conn.execute(_USAGE, (bucket, child)).fetchone()
+                    usage = Usage(found[0], found[1]) if found else Usage()
+                children[child] = usage
+                inner = inner + usage
+                low, sql = prefix_upper_bound(child), later
+        direct = Usage(total.objects - inner.objects, total.bytes - inner.bytes)
+        result: dict[str, Usage] = {"": direct} if direct.objects else {}
+        result.update(children)
+        return result
+
+    def find(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        glob: str | None = None,
+        regex: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        modified_after: datetime | float | None = None,
+        modified_before: datetime | float | None = None,
+        content_type: str | None = None,
+    ) -> Iterator[Meta]:
+        """See :meth:`MetadataIndex.find`: size, time and type filter in SQL, patterns here."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        filters: list[str] = []
+        args: list[Any] = []
+        for name, bound, op in (("min_size", min_size, ">="), ("max_size", max_size, "<=")):
+            if bound is not None:
+                if isinstance(bound, bool) or not isinstance(bound, int):
+                    raise InvalidValue(f"{name} must be an int, not {bound!r}")
+                filters.append(f"size {op} ?")
+                args.append(bound)
+        if modified_after is not None:
+            filters.append("modified > ?")
+            args.append(timestamp(modified_after))
+        if modified_before is not None:
+            filters.append("modified < ?")
+            args.append(timestamp(modified_before))
+        if content_type is not None:
+            if content_type == "application/octet-stream":
+                filters.append("content_type IS NULL")
+            else:
+                filters.append("content_type = ?")
+                args.append(content_type)
+        range_prefix: str | None = prefix
+        patterns: list[Callable[[str], object]] = []
+        if glob is not None:
+            patterns.append(glob_regex(glob).fullmatch)
+            range_prefix = _narrow(range_prefix, literal_prefix(glob))
+        if regex is not None:
+            try:
+                patterns.append(re.compile(regex).search)
+            except re.error as error:
+                raise InvalidValue(f"bad regex {regex!r}: {error}") from None
+            range_prefix = _narrow(range_prefix, regex_literal_prefix(regex))
+        if range_prefix is None:
+            return iter(())
+        sql = "".join(f" AND {f}" for f in filters)
+        metas = self._pages(
+            bucket, range_prefix, True, prefix_upper_bound(range_prefix), sql, tuple(args)
+        )
+        if not patterns:
+            return metas
+        return (m for m in metas if all(p(m.key) for p in patterns))
+
+    # -- journal and checkpoints ---------------------------------------------
+
+    def mark_dirty(self, bucket: str, keys: Iterable[str]) -> None:
+        """See :meth:`MetadataIndex.mark_dirty`."""
+        check_bucket(bucket)
+        rows = [(bucket, check_key(key)) for key in keys]
+        with self._errors:
+            conn = self._conn()
+            with transaction(conn):
+                conn.executemany("INSERT OR IGNORE INTO dirty VALUES (?, ?)", rows)
+
+    def dirty(self, bucket: str) -> builtins.list[str]:
+        """See :meth:`MetadataIndex.dirty`."""
+        check_bucket(bucket)
+        with self._errors:
+            rows = self._conn().execute(
+                "SELECT key FROM dirty WHERE bucket = ? ORDER BY key", (bucket,)
+            )
+            return [row[0] for row in rows]
+
+    def clear_dirty(self, bucket: str, keys: Iterable[str]) -> None:
+        """See :meth:`MetadataIndex.clear_dirty`."""
+        check_bucket(bucket)
+        rows = [(bucket, check_key(key)) for key in keys]
+        with self._errors:
+            conn = self._conn()
+            with transaction(conn):
+                conn.executemany("DELETE FROM dirty WHERE bucket = ? AND key = ?", rows)
+
+    def set_checkpoint(self, bucket: str, name: str, value: str | None) -> None:
+        """See :meth:`MetadataIndex.set_checkpoint`."""
+        check_bucket(bucket)
+        if not isinstance(name, str) or not name:
+            raise InvalidValue(f"a checkpoint name is a non-empty str, not {name!r}")
+        if value is not None and not isinstance(value, str):
+            raise InvalidValue(f"a checkpoint value is a str or None, not {value!r}")
+        with self._errors:
+            conn = self._conn()
+            if value is None:
+                conn.execute(
+                    "DELETE FROM checkpoints WHERE bucket = ? AND name = ?", (bucket, name)
+                )
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)", (bucket, name, value)
+                )
+
+    def checkpoint(self, bucket: str, name: str) -> str | None:
+        """See :meth:`MetadataIndex.checkpoint`."""
+        check_bucket(bucket)
+        with self._errors:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT value FROM checkpoints WHERE bucket = ? AND name = ?", (bucket, name)
+                )
+                .fetchone()
+            )
+        return None if row is None else str(row[0])
+
+    def buckets(self) -> builtins.list[str]:
+        """See :meth:`MetadataIndex.buckets`."""
+        with self._errors:
+            rows = self._conn().execute(
+                "SELECT bucket FROM aggregates WHERE prefix = ''"
+                " UNION SELECT bucket FROM dirty UNION SELECT bucket FROM checkpoints"
+                " ORDER BY 1"
+            )
+            return [row[0] for row in rows]
+
+
+def _narrow(prefix: str | None, literal: str) -> str | None:
+    """The longer of two prefixes when one extends the other; ``None`` when they conflict."""
+    if prefix is None:
+        return None
+    if literal.startswith(prefix):
+        return literal
+    if prefix.startswith(literal):
+        return prefix
+    return None
