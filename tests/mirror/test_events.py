@@ -177,6 +177,24 @@ def test_every_removal_is_removed(name: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "version_id", "expected"),
+    [
+        ("ObjectRemoved:Delete", None, False),  # unversioned bucket: gone
+        ("ObjectRemoved:Delete", "null", False),  # versioning suspended: the null version
+        ("ObjectRemoved:Delete", "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd", True),
+        ("LifecycleExpiration:Delete", "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd", True),
+        ("ObjectRemoved:DeleteMarkerCreated", "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd", False),
+        ("ObjectCreated:Put", "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd", False),
+    ],
+)
+def test_a_removal_of_one_version_needs_a_check(
+    name: str, version_id: str | None, expected: bool
+) -> None:
+    [parsed] = parse_events(notification(record(name, version_id=version_id)))
+    assert parsed.needs_check is expected
+
+
+@pytest.mark.parametrize(
     "name",
     ["ObjectRestore:Post", "ObjectRestore:Completed", "ObjectRestore:Delete",
      "Replication:OperationFailedReplication", "LifecycleTransition", "IntelligentTiering",

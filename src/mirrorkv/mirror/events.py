@@ -93,6 +93,23 @@ class ObjectEvent:
     sequencer: str | None = None
 
     @property
+    def needs_check(self) -> bool:
+        """True where this event alone cannot tell whether the key still holds an object.
+
+        That is a removal naming one version (``ObjectRemoved:Delete`` or
+        ``LifecycleExpiration:Delete`` with a ``version_id``): in a versioned
+        bucket it deletes that version for good, and an older version (or a
+        delete marker) becomes current. A mirror should head the key rather
+        than drop it. A removal that creates a delete marker is certain.
+        """
+        return (
+            self.kind == "removed"
+            and self.version_id is not None
+            and self.version_id != "null"
+            and not self.name.endswith("DeleteMarkerCreated")
+        )
+
+    @property
     def position(self) -> Position:
         """Where this event stands in its key's history (what a mirror stores to compare)."""
         return Position(sequencer=self.sequencer, time=self.time, kind=self.kind, etag=self.etag)
