@@ -1,0 +1,112 @@
+"""SQLiteIndex: the index conformance suite, and what is particular to SQLite."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mirrorkv.errors import InvalidURL, InvalidValue, MirrorKVError
+from mirrorkv.meta import Meta
+from mirrorkv.mirror import SQLiteIndex, Usage, open_index
+from mirrorkv.mirror.index import glob_regex, literal_prefix, regex_literal_prefix
+from mirrorkv.stores.sqlite import SQLiteStore
+from mirrorkv.testing.index_conformance import IndexConformance, IndexFactory
+
+
+class TestSQLiteIndex(IndexConformance):
+    @pytest.fixture
+    def index_factory(self, tmp_path: Path) -> IndexFactory:
+        path = tmp_path / "index.db"
+        return IndexFactory(
+            "sqlite", lambda: SQLiteIndex(path), url=f"sqlite://{path}", multi_process=True
+        )
+
+
+def test_open_index_urls(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "i.db"
+    with open_index(f"sqlite://{path}?timeout=5") as index:
+        assert isinstance(index, SQLiteIndex)
+        assert index.path == str(path)
+        assert index.url == f"sqlite://{path}?timeout=5"
+        index.record("b", Meta("k", 1, "e", 0.0))
+    with open_index(f"sqlite://{path}") as again:
+        assert again.du("b") == Usage(1, 1)
+    with pytest.raises(InvalidURL):
+        open_index(f"sqlite://{path}?colour=red")
+    with pytest.raises(InvalidURL):
+        open_index("redis://localhost/0")
+    with pytest.raises(InvalidValue):
+        SQLiteIndex(":memory:")
+
+
+def test_refuses_other_databases(tmp_path: Path) -> None:
+    store_path = tmp_path / "store.db"
+    SQLiteStore(store_path).close()
+    with pytest.raises(MirrorKVError, match="not a mirrorkv metadata index"):
+        SQLiteIndex(store_path)
+    index_path = tmp_path / "index.db"
+    SQLiteIndex(index_path).close()
+    with pytest.raises(MirrorKVError):
+        SQLiteStore(index_path).put("k", b"v")
+
+
+def test_schema_is_without_rowid_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    SQLiteIndex(path).close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'"))
+    conn.close()
+    assert set(sql) == {"entries", "aggregates", "dirty", "checkpoints"}
+    assert all("WITHOUT ROWID" in text for text in sql.values())
+
+
+def test_deferred_fields_are_read_once_when_recorded(tmp_path: Path) -> None:
+    from mirrorkv.meta import Details
+
+    calls = []
+
+    def fetch() -> Meta:
+        calls.append(1)
+        return Meta("k", 3, "e", 1.0, "text/plain", {"a": "b"}, "v9")
+
+    details = Details(fetch)
+    listed = Meta("k", 3, "e", 1.0, details, details, details)
+    with SQLiteIndex(tmp_path / "i.db") as index:
+        index.record("b", listed)
+        assert calls == [1]
+        assert index.get("b", "k") == Meta("k", 3, "e", 1.0, "text/plain", {"a": "b"}, "v9")
+
+
+def test_forked_child_uses_its_own_connection(tmp_path: Path) -> None:
+    index = SQLiteIndex(tmp_path / "i.db")
+    index.record("b", Meta("a/k", 1, "e", 0.0))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            index.record("b", Meta("a/child", 2, "e", 0.0))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert index.du("b", "a/") == Usage(2, 3)
+    index.close()
+
+
+def test_pattern_helpers() -> None:
+    assert literal_prefix("logs/2024/*.gz") == "logs/2024/"
+    assert literal_prefix("plain") == "plain"
+    assert regex_literal_prefix(r"^logs/2024\.x") == "logs/2024.x"
+    assert regex_literal_prefix(r"^logs/ab*") == "logs/a"
+    assert regex_literal_prefix(r"^a|b") == ""
+    assert regex_literal_prefix(r"logs") == ""
+    assert glob_regex("a/*/c").fullmatch("a/b/c")
+    assert not glob_regex("a/*/c").fullmatch("a/b/x/c")
+    assert glob_regex("a/**/c").fullmatch("a/b/x/c")
+    assert glob_regex("a[.]b").fullmatch("a.b")
+    assert glob_regex("a[").fullmatch("a[")
