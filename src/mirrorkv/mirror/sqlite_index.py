@@ -371,22 +371,35 @@ class SQLiteIndex(MetadataIndex):
         listing = Listing()
         low, inclusive, high = prefix, True, prefix_upper_bound(prefix)
         start = len(prefix)
+        # After a seek past a common prefix, read one row: the next is often another
+        # prefix. Pages grow while rows are objects directly at this level.
+        page = 1
         while True:
-            restart = False
-            for meta in self._pages(bucket, low, inclusive, high):
-                at = meta.key.find(delimiter, start)
+            where, args = self._where(bucket, low, inclusive, high)
+            sql = f"SELECT {COLUMNS} FROM entries WHERE {where} ORDER BY key LIMIT ?"
+            with self._errors:
+                rows = self._conn().execute(sql, (*args, page)).fetchall()
+            seeked = False
+            for row in rows:
+                key = row[0]
+                at = key.find(delimiter, start)
                 if at == -1:
-                    listing.objects.append(meta)
+                    listing.objects.append(row_meta(row))
+                    low, inclusive = key, False
                     continue
-                common = meta.key[: at + len(delimiter)]
+                common = key[: at + len(delimiter)]
                 listing.prefixes.append(common)
                 bound = prefix_upper_bound(common)
                 if bound is None:
                     return listing
-                low, inclusive, restart = bound, True, True
+                low, inclusive, seeked = bound, True, True
                 break
-            if not restart:
+            if seeked:
+                page = 1
+            elif len(rows) < page:
                 return listing
+            else:
+                page = min(page * 4, _LAST_PAGE)
 
     def du(self, bucket: str, prefix: str = "") -> Usage:
         """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes, else a range sum."""
