@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mirrorkv.errors import InvalidURL, InvalidValue, MirrorKVError
+from mirrorkv.errors import InvalidURL, InvalidValue, MirrorKVError, StoreUnavailable
 from mirrorkv.meta import Meta
 from mirrorkv.mirror import SQLiteIndex, Usage, open_index
 from mirrorkv.mirror.index import glob_regex, literal_prefix, regex_literal_prefix
@@ -110,3 +110,20 @@ def test_pattern_helpers() -> None:
     assert glob_regex("a/**/c").fullmatch("a/b/x/c")
     assert glob_regex("a[.]b").fullmatch("a.b")
     assert glob_regex("a[").fullmatch("a[")
+
+
+def test_busy_writer_times_out_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "i.db"
+    with SQLiteIndex(path, timeout=0.1) as index:
+        index.record("b", Meta("a/k", 1, "e", 0.0))
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable):
+                index.record("b", Meta("a/other", 5, "e", 0.0))
+            assert index.du("b", "a/") == Usage(1, 1)  # readers are not blocked
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        index.record("b", Meta("a/other", 5, "e", 0.0))
+        assert index.du("b", "a/") == Usage(2, 6)

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import MirrorKVError
+from ..errors import InvalidValue, MirrorKVError
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta
 from ..stores._sqlite_connections import CACHE_KIB, Connections
 from ..stores._sqlite_io import transaction
@@ -96,11 +96,14 @@ def meta_row(meta: Meta) -> tuple[int, str, float, str | None, str | None, str]:
     """
     if not isinstance(meta, Meta):
         raise TypeError(f"an index records Meta, not {type(meta).__name__}")
+    size = meta.size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidValue(f"a size is an int >= 0, not {size!r}")
     raw_modified = meta[3]
     modified = raw_modified if raw_modified.__class__ is float else timestamp(meta.modified)
     content_type = meta.content_type
     return (
-        int(meta.size),
+        size,
         meta.etag,
         modified,
         None if content_type == DEFAULT_CONTENT_TYPE else content_type,

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from ..errors import InvalidURL, InvalidValue
 from ..keys import check_key, check_prefix, prefix_upper_bound
-from ..meta import Listing, Meta
+from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
 from ..stores._sqlite_io import ErrorTranslator, transaction
 from ..urls import StoreURL, parse_bool, reject_unknown
 from ._sqlite_index_schema import COLUMNS, IndexConnections, meta_row, row_meta
@@ -423,9 +423,6 @@ class SQLiteIndex(MetadataIndex):
         if prefix and not prefix.endswith("/"):
             raise InvalidValue(f"du_children takes '' or a prefix ending in '/', not {prefix!r}")
         children: dict[str, Usage] = {}
-        total = self.du(bucket, prefix)
-        if not total.objects:
-            return children
         start = len(prefix)
         low: str | None = prefix
         high = prefix_upper_bound(prefix)
@@ -436,20 +433,22 @@ class SQLiteIndex(MetadataIndex):
         sql = first
         with self._errors:
             conn = self._conn()
-            while low is not None:
-                args = (bucket, low) if high is None else (bucket, low, high)
-                row = conn.execute(sql, args).fetchone()
-                if row is None:
-                    break
-                child = row[0][: row[0].index("/", start) + 1]
-                if child == row[0]:
-                    usage = Usage(row[1], row[2])
-                else:  # a deeper row first would mean a missing child row; read it anyway
-                    found = conn.execute(_USAGE, (bucket, child)).fetchone()
-                    usage = Usage(found[0], found[1]) if found else Usage()
-                children[child] = usage
-                inner = inner + usage
-                low, sql = prefix_upper_bound(child), later
+            # One read transaction: the total and the children come from one snapshot.
+            with transaction(conn, "DEFERRED"):
+                total = _usage(conn.execute(_USAGE, (bucket, prefix)).fetchone())
+                while low is not None and total.objects:
+                    args = (bucket, low) if high is None else (bucket, low, high)
+                    row = conn.execute(sql, args).fetchone()
+                    if row is None:
+                        break
+                    child = row[0][: row[0].index("/", start) + 1]
+                    if child == row[0]:
+                        usage = Usage(row[1], row[2])
+                    else:  # a deeper row first would mean a missing child row; read it anyway
+                        usage = _usage(conn.execute(_USAGE, (bucket, child)).fetchone())
+                    children[child] = usage
+                    inner = inner + usage
+                    low, sql = prefix_upper_bound(child), later
         direct = Usage(total.objects - inner.objects, total.bytes - inner.bytes)
         result: dict[str, Usage] = {"": direct} if direct.objects else {}
         result.update(children)
@@ -486,7 +485,7 @@ class SQLiteIndex(MetadataIndex):
             filters.append("modified < ?")
             args.append(timestamp(modified_before))
         if content_type is not None:
-            if content_type == "application/octet-stream":
+            if content_type == DEFAULT_CONTENT_TYPE:
                 filters.append("content_type IS NULL")
             else:
                 filters.append("content_type = ?")
@@ -581,6 +580,10 @@ class SQLiteIndex(MetadataIndex):
                 " ORDER BY 1"
             )
             return [row[0] for row in rows]
+
+
+def _usage(row: tuple[int, int] | None) -> Usage:
+    return Usage() if row is None else Usage(row[0], row[1])
 
 
 def _narrow(prefix: str | None, literal: str) -> str | None:

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ..errors import InvalidKey, InvalidValue, MirrorKVError
-from ..meta import Meta
+from ..meta import Details, Meta
 from ..mirror.index import MetadataIndex, Usage, open_index, parent_prefixes
 from .keysets import ORDER_KEYS, utf8_sorted
 
@@ -151,6 +151,26 @@ class IndexConformance:
             with pytest.raises((InvalidKey, InvalidValue)):
                 index.get(BUCKET, key)  # type: ignore[arg-type]
         assert index.du(BUCKET) == Usage(0, 0)
+
+    def test_failed_batch_records_nothing(self, index: MetadataIndex) -> None:
+        index.record(BUCKET, meta("a/keep", 3))
+
+        def broken() -> Meta:
+            raise OSError("the HEAD request failed")
+
+        deferred = Details(broken)
+        bad_batches: list[list[Meta]] = [
+            [meta("a/1", 1), meta("a\x00", 1)],
+            [meta("a/2", 1), meta("a/3", -1)],
+            [meta("a/4", 1), Meta("a/5", 1, "e", 0.0, deferred, deferred, deferred)],
+        ]
+        for batch in bad_batches:
+            with pytest.raises((InvalidKey, InvalidValue, OSError)):
+                index.record_many(BUCKET, batch)
+            with pytest.raises((InvalidKey, InvalidValue, OSError)):
+                index.replace_range(BUCKET, "a/", batch)
+        assert list(index.keys(BUCKET)) == ["a/keep"]
+        assert index.du(BUCKET, "a/") == Usage(1, 3)
 
     def test_closed_index_refuses(self, index_factory: IndexFactory) -> None:
         index = index_factory.open()
