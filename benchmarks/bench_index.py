@@ -102,7 +102,7 @@ def main() -> None:
             )
             rows.append(
                 (
-                    "du('tenantNN/day0') range sum",
+                    "du('tenantNN/day0') (100 small days)",
                     per_call(lambda i: index.du(BUCKET, f"tenant{i % 100:02}/day0"), 50),
                 )
             )

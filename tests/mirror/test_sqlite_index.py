@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from mirrorkv.errors import InvalidURL, InvalidValue, MirrorKVError, StoreUnavailable
 from mirrorkv.meta import Meta
-from mirrorkv.mirror import SQLiteIndex, Usage, open_index
+from mirrorkv.mirror import SQLiteIndex, Usage, open_index, sqlite_index
 from mirrorkv.mirror.index import glob_regex, literal_prefix, regex_literal_prefix
 from mirrorkv.stores.sqlite import SQLiteStore
 from mirrorkv.testing.index_conformance import IndexConformance, IndexFactory
@@ -127,3 +128,22 @@ def test_busy_writer_times_out_and_changes_nothing(tmp_path: Path) -> None:
             blocker.close()
         index.record("b", Meta("a/other", 5, "e", 0.0))
         assert index.du("b", "a/") == Usage(2, 6)
+
+
+@pytest.mark.parametrize("seek_worth", [0, 10**9], ids=["seek-around-directories", "range-scan"])
+def test_du_of_partial_prefixes_both_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seek_worth: int
+) -> None:
+    monkeypatch.setattr(sqlite_index, "_SEEK_WORTH", seek_worth)
+    rng = random.Random(7)
+    parts = ["a", "ab", "a-b", "b", "é", "\U0001f600", ""]
+    model: dict[str, int] = {}
+    for _ in range(400):
+        key = "/".join(rng.choice(parts) for _ in range(rng.randrange(1, 5))) or "x"
+        model[key] = rng.randrange(1000)
+    with SQLiteIndex(tmp_path / "i.db") as index:
+        index.record_many("b", [Meta(k, s, "e", 0.0) for k, s in model.items()])
+        prefixes = {key[:cut] for key in model for cut in range(1, len(key) + 1)}
+        for prefix in [*sorted(prefixes), "z", "a/z", "\U0010ffff"]:
+            sizes = [s for k, s in model.items() if k.startswith(prefix)]
+            assert index.du("b", prefix) == Usage(len(sizes), sum(sizes)), prefix

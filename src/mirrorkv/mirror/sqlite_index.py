@@ -44,6 +44,10 @@ CHUNK = 50_000
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
+#: ``du`` of a prefix not ending in "/" seeks around the directories it covers when
+#: they hold this many keys each on average, else scans the range: measured, a seek
+#: costs about as much as summing 60-80 keys.
+_SEEK_WORTH = 100
 
 _UPSERT = f"INSERT OR REPLACE INTO entries (bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _OLD_SIZE = "SELECT size FROM entries WHERE bucket = ? AND key = ?"
@@ -402,19 +406,59 @@ class SQLiteIndex(MetadataIndex):
                 page = min(page * 4, _LAST_PAGE)
 
     def du(self, bucket: str, prefix: str = "") -> Usage:
-        """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes, else a range sum."""
+        """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes.
+
+        Any other prefix, say ``logs/2024-0`` under the directory ``logs/``,
+        adds the aggregate rows of the directories it covers
+        (``logs/2024-01/``, ...) to the range sums of the objects directly in
+        ``logs/`` between them, in one read snapshot: its cost grows with
+        the number of such directories and direct objects, not with the
+        number of keys inside the directories. When those directories are
+        small (under 100 keys each on average) it sums the key range instead.
+        """
         check_bucket(bucket)
         check_prefix(prefix)
         with self._errors:
             conn = self._conn()
             if prefix == "" or prefix.endswith("/"):
-                row = conn.execute(_USAGE, (bucket, prefix)).fetchone()
-            else:
-                where, args = self._where(bucket, prefix, True, prefix_upper_bound(prefix))
-                row = conn.execute(
-                    f"SELECT count(*), total(size) FROM entries WHERE {where}", args
-                ).fetchone()
-        return Usage() if row is None else Usage(int(row[0]), int(row[1]))
+                return _usage(conn.execute(_USAGE, (bucket, prefix)).fetchone())
+            with transaction(conn, "DEFERRED"):
+                return self._du_range(conn, bucket, prefix)
+
+    def _du_range(self, conn: sqlite3.Connection, bucket: str, prefix: str) -> Usage:
+        """``du`` of a prefix not ending in ``/``: child directories' rows plus the gaps."""
+        depth = prefix.rfind("/") + 1  # the length of the directory the prefix is in
+        high = prefix_upper_bound(prefix)
+        bound = "" if high is None else " AND prefix < ?"
+        args: tuple[Any, ...] = (bucket, prefix, depth + 1, depth)
+        if high is not None:
+            args = (bucket, prefix, high, depth + 1, depth)
+        children = conn.execute(
+            f"SELECT prefix, objects, bytes FROM aggregates WHERE bucket = ? AND prefix >= ?"
+            f"{bound} AND instr(substr(prefix, ?), '/') = length(prefix) - ? ORDER BY prefix",
+            args,
+        ).fetchall()
+        if sum(row[1] for row in children) < _SEEK_WORTH * len(children):
+            # Small directories: one scan of the range beats a seek around each.
+            return self._range_sum(conn, bucket, prefix, high)
+        total = Usage()
+        low: str | None = prefix
+        for child, objects, size in children:
+            total = total + Usage(objects, size) + self._range_sum(conn, bucket, low, child)
+            low = prefix_upper_bound(child)
+        if low is not None:
+            total = total + self._range_sum(conn, bucket, low, high)
+        return total
+
+    def _range_sum(
+        self, conn: sqlite3.Connection, bucket: str, low: str | None, high: str | None
+    ) -> Usage:
+        if low is None:
+            return Usage()
+        where, args = self._where(bucket, low, True, high)
+        row = conn.execute(f"SELECT count(*), total(size) FROM entries WHERE {where}", args)
+        count, size = row.fetchone()
+        return Usage(int(count), int(size))
 
     def du_children(self, bucket: str, prefix: str = "") -> dict[str, Usage]:
         """See :meth:`MetadataIndex.du_children`: one seek per child prefix."""

@@ -244,6 +244,37 @@ class IndexConformance:
         assert index.du(BUCKET, "z/") == Usage(0, 0)
         assert Usage(1, 2) + Usage(3, 4) == Usage(4, 6)
 
+    def test_du_of_partial_prefixes(self, index: MetadataIndex) -> None:
+        keys = [
+            f"logs/{name}"
+            for name in (
+                "2024",
+                "2024-01/a",
+                "2024-01/b/c",
+                "2024-02",
+                "2024-02/x",
+                "2024-1",
+                "2025/a",
+            )
+        ]
+        keys += ["logs/2024-01/b", "logs/2024-0", "logs/2024-0/", "logs/2024-0z", "logs2/x", "l"]
+        model = {key: len(key) for key in keys}
+        index.record_many(BUCKET, [meta(k, s) for k, s in model.items()])
+        for prefix in (
+            "l",
+            "logs",
+            "logs/2",
+            "logs/2024",
+            "logs/2024-",
+            "logs/2024-0",
+            "logs/2024-01",
+            "logs/2024-01/b",
+            "logs/2024-01/b/",
+            "logs/2024-0/",
+            "x",
+        ):
+            assert index.du(BUCKET, prefix) == model_du(model, prefix), prefix
+
     def test_du_children(self, index: MetadataIndex) -> None:
         index.record_many(
             BUCKET,
@@ -288,7 +319,7 @@ class IndexConformance:
                 index.record(bucket, meta(key, size))
                 model[key] = size
         prefixes = {p for key in model for p in parent_prefixes(key)} | {"", "a/", "a/b/", "b/"}
-        for prefix in prefixes | {"a", "a/b", "é"}:
+        for prefix in prefixes | {"a", "a/b", "a/c", "a//", "b", "b/é", "é", "z", "a/b/c"}:
             assert index.du(bucket, prefix) == model_du(model, prefix), prefix
         for prefix in prefixes:
             children = index.du_children(bucket, prefix)
