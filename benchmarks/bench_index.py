@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mirrorkv.meta import Meta
-from mirrorkv.mirror import SQLiteIndex
+from mirrorkv.mirror import SQLiteIndex, sqlite_index
 
 BUCKET = "s3://bench"
 
@@ -39,6 +39,16 @@ def per_call(function: Callable[[int], object], calls: int) -> float:
         function(i)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def forced_scan(function: Callable[[int], object], calls: int) -> float:
+    """:func:`per_call` with ``du`` made to sum key ranges (what it does for small directories)."""
+    saved = sqlite_index._SEEK_WORTH
+    sqlite_index._SEEK_WORTH = 10**12
+    try:
+        return per_call(function, calls)
+    finally:
+        sqlite_index._SEEK_WORTH = saved
 
 
 def key_of(i: int) -> str:
@@ -104,6 +114,18 @@ def main() -> None:
                 (
                     "du('tenantNN/day0') (100 small days)",
                     per_call(lambda i: index.du(BUCKET, f"tenant{i % 100:02}/day0"), 50),
+                )
+            )
+            rows.append(
+                (
+                    "du('tenant0') (10 tenants, 1,000 days)",
+                    per_call(lambda i: index.du(BUCKET, f"tenant{i % 10}"), 50),
+                )
+            )
+            rows.append(
+                (
+                    "du('tenant0') forced to a range scan",
+                    forced_scan(lambda i: index.du(BUCKET, f"tenant{i % 10}"), 5),
                 )
             )
             rows.append(
