@@ -486,7 +486,7 @@ class IndexConformance:
         context = multiprocessing.get_context("spawn")
         barrier = context.Barrier(3)
         workers = [
-            context.Process(target=record_and_forget, args=(index_factory.url, i, 300, barrier))
+            context.Process(target=record_and_forget, args=(index_factory.url, i, 1500, barrier))
             for i in range(3)
         ]
         for worker in workers:
