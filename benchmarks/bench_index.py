@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mirrorkv.meta import Meta
-from mirrorkv.mirror import SQLiteIndex, sqlite_index
+from mirrorkv.mirror import SQLiteIndex, _sqlite_index_usage
 
 BUCKET = "s3://bench"
 
@@ -43,12 +43,12 @@ def per_call(function: Callable[[int], object], calls: int) -> float:
 
 def forced_scan(function: Callable[[int], object], calls: int) -> float:
     """:func:`per_call` with ``du`` made to sum key ranges (what it does for small directories)."""
-    saved = sqlite_index._SEEK_WORTH
-    sqlite_index._SEEK_WORTH = 10**12
+    saved = _sqlite_index_usage.SEEK_WORTH
+    _sqlite_index_usage.SEEK_WORTH = 10**12
     try:
         return per_call(function, calls)
     finally:
-        sqlite_index._SEEK_WORTH = saved
+        _sqlite_index_usage.SEEK_WORTH = saved
 
 
 def key_of(i: int) -> str:

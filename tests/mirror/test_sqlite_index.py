@@ -11,7 +11,7 @@ import pytest
 
 from mirrorkv.errors import InvalidURL, InvalidValue, MirrorKVError, StoreUnavailable
 from mirrorkv.meta import Meta
-from mirrorkv.mirror import SQLiteIndex, Usage, open_index, sqlite_index
+from mirrorkv.mirror import SQLiteIndex, Usage, _sqlite_index_usage, open_index
 from mirrorkv.mirror.index import glob_regex, literal_prefix, regex_literal_prefix
 from mirrorkv.stores.sqlite import SQLiteStore
 from mirrorkv.testing.index_conformance import IndexConformance, IndexFactory
@@ -134,7 +134,7 @@ def test_busy_writer_times_out_and_changes_nothing(tmp_path: Path) -> None:
 def test_du_of_partial_prefixes_both_ways(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seek_worth: int
 ) -> None:
-    monkeypatch.setattr(sqlite_index, "_SEEK_WORTH", seek_worth)
+    monkeypatch.setattr(_sqlite_index_usage, "SEEK_WORTH", seek_worth)
     rng = random.Random(7)
     parts = ["a", "ab", "a-b", "b", "é", "\U0001f600", ""]
     model: dict[str, int] = {}

@@ -26,6 +26,7 @@ from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
 from ..stores._sqlite_io import ErrorTranslator, transaction
 from ..urls import StoreURL, parse_bool, reject_unknown
 from ._sqlite_index_schema import COLUMNS, IndexConnections, meta_row, row_meta
+from ._sqlite_index_usage import children_usage, key_range, partial_usage, prefix_usage
 from .index import (
     MetadataIndex,
     Usage,
@@ -44,11 +45,6 @@ CHUNK = 50_000
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
-#: ``du`` of a prefix not ending in "/" seeks around the directories it covers when
-#: they hold this many keys each on average, else scans the range: measured, a seek
-#: costs about as much as summing 60-80 keys.
-_SEEK_WORTH = 100
-
 _UPSERT = f"INSERT OR REPLACE INTO entries (bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _OLD_SIZE = "SELECT size FROM entries WHERE bucket = ? AND key = ?"
 _DELETE = "DELETE FROM entries WHERE bucket = ? AND key = ?"
@@ -58,8 +54,6 @@ _ADD = (
     " SET objects = objects + excluded.objects, bytes = bytes + excluded.bytes"
 )
 _DROP_EMPTY = "DELETE FROM aggregates WHERE bucket = ? AND prefix = ? AND objects <= 0"
-_USAGE = "SELECT objects, bytes FROM aggregates WHERE bucket = ? AND prefix = ?"
-_CHILD = "SELECT prefix, objects, bytes FROM aggregates WHERE bucket = ?"
 
 
 def _range(prefix: str, start_after: str | None) -> tuple[str, bool, str | None]:
@@ -254,7 +248,7 @@ class SQLiteIndex(MetadataIndex):
             if not inside or (until is not None and key > until):
                 raise InvalidValue(f"{key!r} is outside the range being replaced")
             rows[key] = meta_row(meta)
-        where, args = self._where(bucket, low, inclusive, high)
+        where, args = key_range(bucket, low, inclusive, high)
         if until is not None:
             where += " AND key <= ?"
             args.append(until)
@@ -305,15 +299,6 @@ class SQLiteIndex(MetadataIndex):
             )
         return None if row is None else row_meta(row)
 
-    @staticmethod
-    def _where(bucket: str, low: str, inclusive: bool, high: str | None) -> tuple[str, list[Any]]:
-        where = "bucket = ? AND key >= ?" if inclusive else "bucket = ? AND key > ?"
-        args: list[Any] = [bucket, low]
-        if high is not None:
-            where += " AND key < ?"
-            args.append(high)
-        return where, args
-
     def _pages(
         self,
         bucket: str,
@@ -326,7 +311,7 @@ class SQLiteIndex(MetadataIndex):
         """Entries in ``[low, high)`` passing ``filters`` (SQL), one short query per page."""
         page = _FIRST_PAGE
         while True:
-            where, args = self._where(bucket, low, inclusive, high)
+            where, args = key_range(bucket, low, inclusive, high)
             sql = f"SELECT {COLUMNS} FROM entries WHERE {where}{filters} ORDER BY key LIMIT ?"
             with self._errors:
                 rows = self._conn().execute(sql, (*args, *filter_args, page)).fetchall()
@@ -356,7 +341,7 @@ class SQLiteIndex(MetadataIndex):
     def _key_pages(self, bucket: str, low: str, inclusive: bool, high: str | None) -> Iterator[str]:
         page = _FIRST_PAGE
         while True:
-            where, args = self._where(bucket, low, inclusive, high)
+            where, args = key_range(bucket, low, inclusive, high)
             sql = f"SELECT key FROM entries WHERE {where} ORDER BY key LIMIT ?"
             with self._errors:
                 keys = [row[0] for row in self._conn().execute(sql, (*args, page))]
@@ -379,7 +364,7 @@ class SQLiteIndex(MetadataIndex):
         # prefix. Pages grow while rows are objects directly at this level.
         page = 1
         while True:
-            where, args = self._where(bucket, low, inclusive, high)
+            where, args = key_range(bucket, low, inclusive, high)
             sql = f"SELECT {COLUMNS} FROM entries WHERE {where} ORDER BY key LIMIT ?"
             with self._errors:
                 rows = self._conn().execute(sql, (*args, page)).fetchall()
@@ -421,44 +406,9 @@ class SQLiteIndex(MetadataIndex):
         with self._errors:
             conn = self._conn()
             if prefix == "" or prefix.endswith("/"):
-                return _usage(conn.execute(_USAGE, (bucket, prefix)).fetchone())
+                return prefix_usage(conn, bucket, prefix)
             with transaction(conn, "DEFERRED"):
-                return self._du_range(conn, bucket, prefix)
-
-    def _du_range(self, conn: sqlite3.Connection, bucket: str, prefix: str) -> Usage:
-        """``du`` of a prefix not ending in ``/``: child directories' rows plus the gaps."""
-        depth = prefix.rfind("/") + 1  # the length of the directory the prefix is in
-        high = prefix_upper_bound(prefix)
-        bound = "" if high is None else " AND prefix < ?"
-        args: tuple[Any, ...] = (bucket, prefix, depth + 1, depth)
-        if high is not None:
-            args = (bucket, prefix, high, depth + 1, depth)
-        children = conn.execute(
-            f"SELECT prefix, objects, bytes FROM aggregates WHERE bucket = ? AND prefix >= ?"
-            f"{bound} AND instr(substr(prefix, ?), '/') = length(prefix) - ? ORDER BY prefix",
-            args,
-        ).fetchall()
-        if sum(row[1] for row in children) < _SEEK_WORTH * len(children):
-            # Small directories: one scan of the range beats a seek around each.
-            return self._range_sum(conn, bucket, prefix, high)
-        total = Usage()
-        low: str | None = prefix
-        for child, objects, size in children:
-            total = total + Usage(objects, size) + self._range_sum(conn, bucket, low, child)
-            low = prefix_upper_bound(child)
-        if low is not None:
-            total = total + self._range_sum(conn, bucket, low, high)
-        return total
-
-    def _range_sum(
-        self, conn: sqlite3.Connection, bucket: str, low: str | None, high: str | None
-    ) -> Usage:
-        if low is None:
-            return Usage()
-        where, args = self._where(bucket, low, True, high)
-        row = conn.execute(f"SELECT count(*), total(size) FROM entries WHERE {where}", args)
-        count, size = row.fetchone()
-        return Usage(int(count), int(size))
+                return partial_usage(conn, bucket, prefix)
 
     def du_children(self, bucket: str, prefix: str = "") -> dict[str, Usage]:
         """See :meth:`MetadataIndex.du_children`: one seek per child prefix."""
@@ -466,37 +416,11 @@ class SQLiteIndex(MetadataIndex):
         check_prefix(prefix)
         if prefix and not prefix.endswith("/"):
             raise InvalidValue(f"du_children takes '' or a prefix ending in '/', not {prefix!r}")
-        children: dict[str, Usage] = {}
-        start = len(prefix)
-        low: str | None = prefix
-        high = prefix_upper_bound(prefix)
-        inner = Usage()
-        bounds = " AND prefix < ?" if high is not None else ""
-        first = f"{_CHILD} AND prefix > ?{bounds} ORDER BY prefix LIMIT 1"
-        later = f"{_CHILD} AND prefix >= ?{bounds} ORDER BY prefix LIMIT 1"
-        sql = first
         with self._errors:
             conn = self._conn()
             # One read transaction: the total and the children come from one snapshot.
             with transaction(conn, "DEFERRED"):
-                total = _usage(conn.execute(_USAGE, (bucket, prefix)).fetchone())
-                while low is not None and total.objects:
-                    args = (bucket, low) if high is None else (bucket, low, high)
-                    row = conn.execute(sql, args).fetchone()
-                    if row is None:
-                        break
-                    child = row[0][: row[0].index("/", start) + 1]
-                    if child == row[0]:
-                        usage = Usage(row[1], row[2])
-                    else:  # a deeper row first would mean a missing child row; read it anyway
-                        usage = _usage(conn.execute(_USAGE, (bucket, child)).fetchone())
-                    children[child] = usage
-                    inner = inner + usage
-                    low, sql = prefix_upper_bound(child), later
-        direct = Usage(total.objects - inner.objects, total.bytes - inner.bytes)
-        result: dict[str, Usage] = {"": direct} if direct.objects else {}
-        result.update(children)
-        return result
+                return children_usage(conn, bucket, prefix)
 
     def find(
         self,
@@ -624,10 +548,6 @@ class SQLiteIndex(MetadataIndex):
                 " ORDER BY 1"
             )
             return [row[0] for row in rows]
-
-
-def _usage(row: tuple[int, int] | None) -> Usage:
-    return Usage() if row is None else Usage(row[0], row[1])
 
 
 def _narrow(prefix: str | None, literal: str) -> str | None:

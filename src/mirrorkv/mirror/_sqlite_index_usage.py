@@ -1,0 +1,116 @@
+"""The SQLite index's usage queries: ``du`` at any prefix and ``du_children``.
+
+Each function takes the calling thread's connection and runs inside the
+caller's read transaction, so what it adds up comes from one snapshot.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from ..keys import prefix_upper_bound
+from .index import Usage
+
+__all__ = [
+    "SEEK_WORTH",
+    "children_usage",
+    "partial_usage",
+    "prefix_usage",
+    "range_sum",
+    "key_range",
+]
+
+#: ``du`` of a prefix not ending in "/" seeks around the directories it covers when
+#: they hold this many keys each on average, else scans the key range: measured, a
+#: seek costs about as much as summing 60-80 keys.
+SEEK_WORTH = 100
+
+_USAGE = "SELECT objects, bytes FROM aggregates WHERE bucket = ? AND prefix = ?"
+_CHILD = "SELECT prefix, objects, bytes FROM aggregates WHERE bucket = ?"
+
+
+def key_range(bucket: str, low: str, inclusive: bool, high: str | None) -> tuple[str, list[Any]]:
+    """The SQL condition and arguments of ``bucket``'s keys from ``low`` up to below ``high``."""
+    condition = "bucket = ? AND key >= ?" if inclusive else "bucket = ? AND key > ?"
+    args: list[Any] = [bucket, low]
+    if high is not None:
+        condition += " AND key < ?"
+        args.append(high)
+    return condition, args
+
+
+def _usage(row: tuple[int, int] | None) -> Usage:
+    return Usage() if row is None else Usage(row[0], row[1])
+
+
+def prefix_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> Usage:
+    """The aggregate row of ``""`` or of a prefix ending in ``/`` (zero when absent)."""
+    return _usage(conn.execute(_USAGE, (bucket, prefix)).fetchone())
+
+
+def range_sum(conn: sqlite3.Connection, bucket: str, low: str | None, high: str | None) -> Usage:
+    """The entries from ``low`` (inclusive; ``None``: none at all) below ``high``, summed."""
+    if low is None:
+        return Usage()
+    condition, args = key_range(bucket, low, True, high)
+    row = conn.execute(f"SELECT count(*), total(size) FROM entries WHERE {condition}", args)
+    count, size = row.fetchone()
+    return Usage(int(count), int(size))
+
+
+def partial_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> Usage:
+    """``du`` of a prefix not ending in ``/``: its subdirectories' rows plus the gaps between.
+
+    The subdirectories are those of the directory the prefix is in whose
+    names start with the rest of the prefix; the gaps hold the objects
+    directly in that directory. Small subdirectories (under
+    :data:`SEEK_WORTH` keys on average): one range sum instead.
+    """
+    depth = prefix.rfind("/") + 1  # the length of the directory the prefix is in
+    high = prefix_upper_bound(prefix)
+    bound = "" if high is None else " AND prefix < ?"
+    args: tuple[Any, ...] = (bucket, prefix, depth + 1, depth)
+    if high is not None:
+        args = (bucket, prefix, high, depth + 1, depth)
+    children = conn.execute(
+        f"{_CHILD} AND prefix >= ?{bound}"
+        " AND instr(substr(prefix, ?), '/') = length(prefix) - ? ORDER BY prefix",
+        args,
+    ).fetchall()
+    if sum(row[1] for row in children) < SEEK_WORTH * len(children):
+        return range_sum(conn, bucket, prefix, high)
+    total = Usage()
+    low: str | None = prefix
+    for child, objects, size in children:
+        total = total + Usage(objects, size) + range_sum(conn, bucket, low, child)
+        low = prefix_upper_bound(child)
+    return total + range_sum(conn, bucket, low, high)
+
+
+def children_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> dict[str, Usage]:
+    """``du_children`` of ``""`` or a prefix ending in ``/``: one seek per child directory."""
+    total = prefix_usage(conn, bucket, prefix)
+    children: dict[str, Usage] = {}
+    start = len(prefix)
+    low: str | None = prefix
+    high = prefix_upper_bound(prefix)
+    inner = Usage()
+    bounds = " AND prefix < ?" if high is not None else ""
+    sql = f"{_CHILD} AND prefix > ?{bounds} ORDER BY prefix LIMIT 1"
+    later = f"{_CHILD} AND prefix >= ?{bounds} ORDER BY prefix LIMIT 1"
+    while low is not None and total.objects:
+        args = (bucket, low) if high is None else (bucket, low, high)
+        row = conn.execute(sql, args).fetchone()
+        if row is None:
+            break
+        child = row[0][: row[0].index("/", start) + 1]
+        # A deeper row first would mean a missing child row: read the child's anyway.
+        usage = Usage(row[1], row[2]) if child == row[0] else prefix_usage(conn, bucket, child)
+        children[child] = usage
+        inner = inner + usage
+        low, sql = prefix_upper_bound(child), later
+    direct = Usage(total.objects - inner.objects, total.bytes - inner.bytes)
+    result: dict[str, Usage] = {"": direct} if direct.objects else {}
+    result.update(children)
+    return result
