@@ -294,7 +294,8 @@ class MetadataIndex(ABC):
         The range is the keys starting with ``prefix`` that sort after
         ``start_after`` (if given) and not after ``until`` (if given, inclusive):
         what one page of a remote listing covers. Every given record must lie in
-        it (else :class:`InvalidValue`). Returns ``(added, changed, removed)``,
+        it (else :class:`InvalidValue`); the range is read whole, so keep it to a page.
+        Returns ``(added, changed, removed)``,
         where *changed* counts keys whose stored record differed.
         """
 

@@ -40,7 +40,7 @@ from .index import (
 
 __all__ = ["CHUNK", "SQLiteIndex"]
 
-#: ``record_many``, ``forget_many`` and ``mark_dirty`` commit every this many keys.
+#: ``record_many`` and ``forget_many`` commit every this many keys.
 CHUNK = 50_000
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
