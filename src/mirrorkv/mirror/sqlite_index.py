@@ -18,13 +18,13 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
-from ..errors import InvalidURL, InvalidValue
+from ..errors import InvalidValue
 from ..keys import check_key, check_prefix, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
+from ..stores._sqlite_connections import file_options, file_url
 from ..stores._sqlite_io import ErrorTranslator, transaction
-from ..urls import StoreURL, parse_bool, reject_unknown
+from ..urls import StoreURL
 from ._sqlite_index_schema import COLUMNS, IndexConnections, meta_row, row_meta
 from ._sqlite_index_usage import children_usage, key_range, partial_usage, prefix_usage
 from .index import (
@@ -102,16 +102,8 @@ class SQLiteIndex(MetadataIndex):
     @classmethod
     def from_url(cls, url: StoreURL, **options: Any) -> SQLiteIndex:
         """``sqlite:///abs/path.db`` or ``sqlite:rel/path.db``; options ``fsync``, ``timeout``."""
-        reject_unknown(url, options, ("fsync", "timeout"))
-        fsync = parse_bool("fsync", options.get("fsync", False))
-        raw_timeout = options.get("timeout", 30.0)
-        try:
-            timeout = float(raw_timeout)
-        except (TypeError, ValueError):
-            raise InvalidURL(f"option timeout takes seconds, not {raw_timeout!r}") from None
-        if timeout < 0:
-            raise InvalidURL(f"option timeout takes seconds >= 0, not {raw_timeout!r}")
-        return cls(url.local_path(), fsync=fsync, timeout=timeout)
+        path, fsync, timeout = file_options(url, options)
+        return cls(path, fsync=fsync, timeout=timeout)
 
     @property
     def path(self) -> str:
@@ -121,13 +113,7 @@ class SQLiteIndex(MetadataIndex):
     @property
     def url(self) -> str:
         """A URL that reopens this index with the same options."""
-        options = []
-        if self._fsync:
-            options.append("fsync=true")
-        if self._timeout != 30.0:
-            options.append(f"timeout={self._timeout:g}")
-        query = f"?{'&'.join(options)}" if options else ""
-        return f"sqlite://{quote(self._path)}{query}"
+        return file_url(self._path, self._fsync, self._timeout)
 
     def __repr__(self) -> str:
         return f"SQLiteIndex({self._path!r})"

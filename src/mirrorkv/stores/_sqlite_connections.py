@@ -17,12 +17,43 @@ import sqlite3
 import threading
 import weakref
 from typing import Any
+from urllib.parse import quote
 
-from ..errors import MirrorKVError
+from ..errors import InvalidURL, MirrorKVError
+from ..urls import StoreURL, parse_bool, reject_unknown
 from ._sqlite_io import ErrorTranslator
 from ._sqlite_schema import CONNECTION_PRAGMAS, prepare
 
-__all__ = ["Connections"]
+__all__ = ["Connections", "file_options", "file_url"]
+
+#: Seconds a writer waits for the file's lock before giving up.
+DEFAULT_TIMEOUT = 30.0
+
+
+def file_options(url: StoreURL, options: dict[str, Any]) -> tuple[str, bool, float]:
+    """The path, ``fsync`` and ``timeout`` of a ``sqlite:`` URL and its options, checked."""
+    reject_unknown(url, options, ("fsync", "timeout"))
+    fsync = parse_bool("fsync", options.get("fsync", False))
+    raw_timeout = options.get("timeout", DEFAULT_TIMEOUT)
+    try:
+        timeout = float(raw_timeout)
+    except (TypeError, ValueError):
+        raise InvalidURL(f"option timeout takes seconds, not {raw_timeout!r}") from None
+    if timeout < 0:
+        raise InvalidURL(f"option timeout takes seconds >= 0, not {raw_timeout!r}")
+    return url.local_path(), fsync, timeout
+
+
+def file_url(path: str, fsync: bool, timeout: float) -> str:
+    """The ``sqlite:`` URL that :func:`file_options` reads back as these settings."""
+    options = []
+    if fsync:
+        options.append("fsync=true")
+    if timeout != DEFAULT_TIMEOUT:
+        options.append(f"timeout={timeout:g}")
+    query = f"?{'&'.join(options)}" if options else ""
+    return f"sqlite://{quote(path)}{query}"
+
 
 #: How many idle stream connections a store keeps for the next stream.
 _IDLE_READERS = 4

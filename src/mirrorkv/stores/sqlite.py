@@ -22,9 +22,8 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, cast
-from urllib.parse import quote
 
-from ..errors import InvalidURL, InvalidValue, KeyNotFound, MirrorKVError
+from ..errors import InvalidValue, KeyNotFound, MirrorKVError
 from ..keys import check_key, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Meta
 from ..store import (
@@ -37,8 +36,8 @@ from ..store import (
     check_precondition,
     parse_counter,
 )
-from ..urls import StoreURL, parse_bool, reject_unknown
-from ._sqlite_connections import Connections
+from ..urls import StoreURL
+from ._sqlite_connections import Connections, file_options, file_url
 from ._sqlite_io import (
     BlobReader,
     ErrorTranslator,
@@ -210,16 +209,8 @@ class SQLiteStore(Store):
     @classmethod
     def from_url(cls, url: StoreURL, **options: Any) -> SQLiteStore:
         """``sqlite:///abs/path.db`` or ``sqlite:rel/path.db``; options ``fsync``, ``timeout``."""
-        reject_unknown(url, options, ("fsync", "timeout"))
-        fsync = parse_bool("fsync", options.get("fsync", False))
-        raw_timeout = options.get("timeout", 30.0)
-        try:
-            timeout = float(raw_timeout)
-        except (TypeError, ValueError):
-            raise InvalidURL(f"option timeout takes seconds, not {raw_timeout!r}") from None
-        if timeout < 0:
-            raise InvalidURL(f"option timeout takes seconds >= 0, not {raw_timeout!r}")
-        return cls(url.local_path(), fsync=fsync, timeout=timeout)
+        path, fsync, timeout = file_options(url, options)
+        return cls(path, fsync=fsync, timeout=timeout)
 
     @property
     def path(self) -> str:
@@ -229,13 +220,7 @@ class SQLiteStore(Store):
     @property
     def url(self) -> str:
         """A URL that reopens this file with the same options, e.g. ``sqlite:///srv/app.db``."""
-        options = []
-        if self._fsync:
-            options.append("fsync=true")
-        if self._timeout != 30.0:
-            options.append(f"timeout={self._timeout:g}")
-        query = f"?{'&'.join(options)}" if options else ""
-        return f"sqlite://{quote(self._path)}{query}"
+        return file_url(self._path, self._fsync, self._timeout)
 
     def __repr__(self) -> str:
         flags = ", fsync=True" if self._fsync else ""
