@@ -188,31 +188,24 @@ class Caller:
 
     def call(self, *args: Any, retry: bool = False) -> Any:
         """Send one command and return its reply; ``retry``: it is safe to send twice."""
-        attempts = max(self._retries, 1 if retry else 0)
-        while True:
-            conn = self._connection()
-            try:
-                conn.send_packed_command(conn.pack_command(*args), check_health=False)
-                return conn.read_response()
-            except ResponseError:
-                raise
-            except ConnectionError as error:
-                conn.disconnect()
-                if attempts <= 0 or _hopeless(error):
-                    raise
-                attempts -= 1
-            except BaseException:
-                conn.disconnect()
-                raise
+        return self._round_trip(lambda conn: conn.pack_command(*args), retry)
 
     def call_bytes(self, args: list[bytes], *, retry: bool = False) -> Any:
         """:meth:`call` for a long command whose arguments are all bytes (packed faster)."""
-        attempts = max(self._retries, 1 if retry else 0)
         packed = [pack(args)]  # send_packed_command takes a list of buffers
+        return self._round_trip(lambda conn: packed, retry)
+
+    def _round_trip(self, packed: Callable[[Any], Any], retry: bool) -> Any:
+        """Send what ``packed(conn)`` returns and read the reply, on this thread's connection.
+
+        A connection error drops the connection; the command is sent again
+        on a new one only where ``retry`` (or the ``retries`` option) allows.
+        """
+        attempts = max(self._retries, 1 if retry else 0)
         while True:
             conn = self._connection()
             try:
-                conn.send_packed_command(packed, check_health=False)
+                conn.send_packed_command(packed(conn), check_health=False)
                 return conn.read_response()
             except ResponseError:
                 raise
