@@ -383,6 +383,7 @@ class Store(ABC):
         """
         check_key(key)
         check_counter_arguments(delta, initial)
+        lost = 0
         while True:
             try:
                 data, meta = self._get_with_meta(key)
@@ -395,8 +396,17 @@ class Store(ABC):
             try:
                 self._put(key, b"%d" % value, condition)
             except PreconditionFailed:
+                lost += 1
+                self._lost_race(lost)
                 continue
             return value
+
+    def _lost_race(self, times: int) -> None:  # noqa: B027 - most stores retry at once
+        """Called when :meth:`incr`'s conditional write lost a race for the ``times``-th time.
+
+        Nothing by default (try again at once); a store whose writes are
+        slow round trips backs off here so that contenders spread out.
+        """
 
     def decr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
         """Subtract ``delta`` from the counter at ``key``; see :meth:`incr`."""
