@@ -38,7 +38,7 @@ def test_open_index_urls(tmp_path: Path) -> None:
     with pytest.raises(InvalidURL):
         open_index(f"sqlite://{path}?colour=red")
     with pytest.raises(InvalidURL):
-        open_index("redis://localhost/0")
+        open_index("ftp://localhost/0")
     with pytest.raises(InvalidValue):
         SQLiteIndex(":memory:")
 

@@ -30,6 +30,7 @@ Contract shared by every backend (the conformance suite in
 from __future__ import annotations
 
 import builtins
+import importlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -315,16 +316,32 @@ class MetadataIndex(ABC):
         self.close()
 
 
-def open_index(url: str, **options: Any) -> MetadataIndex:
-    """Open the index a URL names: ``sqlite:///abs/path.db`` (or ``sqlite:rel/path.db``).
+#: Index backends by URL scheme: ``(module under mirrorkv.mirror, class name)``.
+INDEX_SCHEMES: dict[str, tuple[str, str]] = {
+    "sqlite": ("sqlite_index", "SQLiteIndex"),
+    "redis": ("redis_index", "RedisIndex"),
+    "rediss": ("redis_index", "RedisIndex"),
+    "postgresql": ("postgres_index", "PostgresIndex"),
+    "postgres": ("postgres_index", "PostgresIndex"),
+}
 
-    Options come from the URL's query and from ``options`` (which win).
-    Unknown schemes raise :class:`InvalidURL`.
+
+def open_index(url: str, **options: Any) -> MetadataIndex:
+    """Open the index a URL names.
+
+    ``sqlite:///abs/path.db`` (or ``sqlite:rel/path.db``), ``redis://host:port/db``
+    (``rediss://`` with TLS) or ``postgresql://user@host/database``. Options come
+    from the URL's query and from ``options`` (which win). Unknown schemes raise
+    :class:`InvalidURL`; a backend whose driver is missing names its extra.
     """
     parsed = parse_url(url)
     merged: dict[str, Any] = {**parsed.query, **options}
-    if parsed.scheme == "sqlite":
-        from .sqlite_index import SQLiteIndex
-
-        return SQLiteIndex.from_url(parsed, **merged)
-    raise InvalidURL(f"no metadata index for {parsed.scheme}: URLs (known: sqlite)")
+    try:
+        module_name, class_name = INDEX_SCHEMES[parsed.scheme]
+    except KeyError:
+        known = ", ".join(sorted(INDEX_SCHEMES))
+        raise InvalidURL(f"no metadata index for {parsed.scheme}: URLs (known: {known})") from None
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    backend: Any = getattr(module, class_name)
+    index: MetadataIndex = backend.from_url(parsed, **merged)
+    return index
