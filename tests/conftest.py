@@ -60,11 +60,36 @@ def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     )
 
 
+def _mirror_memory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    from mirrorkv.mirror import Mirror, SQLiteIndex
+
+    remote = MemoryStore()
+    index = tmp_path / "index.db"
+    return StoreFactory(
+        "mirror-memory", lambda: Mirror(remote, SQLiteIndex(index), bucket="memory")
+    )
+
+
+def _mirror_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    from mirrorkv.mirror import Mirror, SQLiteIndex
+    from mirrorkv.stores.sqlite import SQLiteStore
+
+    path, index = tmp_path / "store.db", tmp_path / "index.db"
+    return StoreFactory(
+        "mirror-sqlite",
+        lambda: Mirror(SQLiteStore(path), SQLiteIndex(index)),
+        persistent=True,
+        bounded_streaming=True,
+    )
+
+
 #: Every store the conformance suite runs over; a new backend or layer adds one line.
 STORE_FACTORIES: dict[str, FactoryBuilder] = {
     "memory": _memory,
     "file": _file,
     "sqlite": _sqlite,
+    "mirror-memory": _mirror_memory,
+    "mirror-sqlite": _mirror_sqlite,
     **azure.FACTORIES,
     **gcs.FACTORIES,
     **redis.FACTORIES,

@@ -9,6 +9,21 @@ default backend. See ``docs/mirror-index.md``.
 from __future__ import annotations
 
 from .index import MetadataIndex, Usage, open_index
+from .ingest import EventReport, apply_events
+from .layer import Mirror
 from .sqlite_index import SQLiteIndex
+from .stats import MirrorStats, RequestPrices
+from .sync import SyncReport
 
-__all__ = ["MetadataIndex", "SQLiteIndex", "Usage", "open_index"]
+__all__ = [
+    "EventReport",
+    "MetadataIndex",
+    "Mirror",
+    "MirrorStats",
+    "RequestPrices",
+    "SQLiteIndex",
+    "SyncReport",
+    "Usage",
+    "apply_events",
+    "open_index",
+]

@@ -1,0 +1,765 @@
+"""`Mirror`: a remote store whose metadata is answered from a local index.
+
+Values stay in the remote. Every write made through the mirror goes to the
+remote first and is then recorded in the index; every question about what
+exists (``head``, ``in``, ``list``, ``keys``, ``ls``, ``du``, ``find``) is
+answered from the index without a remote request unless the caller passes
+``force=True``. :meth:`Mirror.sync` repairs what changed behind the mirror's
+back; :meth:`Mirror.apply_events` follows S3 event notifications.
+
+If the remote write fails the index is untouched (a write whose outcome is
+unknown, such as a timeout, journals its key as dirty). If recording fails
+after the remote write succeeded, the key is journaled as dirty in the index
+(or, if the index cannot even take that, kept in memory and logged) and the
+next :meth:`Mirror.sync` or :meth:`Mirror.repair` fixes it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import io
+import logging
+import re
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import IO, Any, BinaryIO, Literal, overload
+
+from ..errors import InvalidValue, KeyNotFound, MirrorKVError, StoreUnavailable
+from ..keys import check_key, check_prefix
+from ..meta import Details, Listing, Meta
+from ..store import PutOptions, Store
+from .index import MetadataIndex, Usage, open_index
+from .ingest import EventReport, apply_events
+from .stats import PAGE, MirrorStats, RequestCounter, RequestPrices, list_requests
+from .sync import LISTED, Progress, SyncReport, listed_record, sync_keys, sync_listing, timed
+
+__all__ = ["DEFAULT_CACHE_BYTES", "Mirror", "mirror_bucket"]
+
+log = logging.getLogger("mirrorkv.mirror")
+
+#: The default bound of the value cache, in bytes.
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+
+_new_meta = tuple.__new__
+
+
+def mirror_bucket(remote: Store) -> tuple[str, str]:
+    """``(bucket, key prefix)`` under which the index holds ``remote``'s objects.
+
+    An S3 store is held as S3 names it (its bucket, its keys with the store's
+    prefix), so a mirror and a wrapped boto3 client share entries; any other
+    store under its URL with an empty key prefix.
+    """
+    if _is_s3(remote):
+        return remote.bucket, remote.prefix  # type: ignore[attr-defined]
+    url = getattr(remote, "url", None)
+    if not isinstance(url, str) or url == "memory://":
+        raise InvalidValue(
+            f"cannot tell which bucket {type(remote).__name__} is: pass Mirror(..., bucket=)"
+        )
+    return url, ""
+
+
+class Mirror(Store):
+    """A store that answers what exists from a local index and reads values remotely.
+
+    ``index`` is a :class:`MetadataIndex` or a URL for :func:`open_index`
+    (the mirror closes an index it opened). ``bucket`` names the remote in the
+    index (default: :func:`mirror_bucket`). ``cache`` is an optional store
+    for values, kept within ``cache_bytes`` (least recently used first out);
+    a cached value is served only while its etag matches the index.
+    ``prices`` values the requests the index spares (see :meth:`stats`).
+    """
+
+    def __init__(
+        self,
+        remote: Store,
+        index: MetadataIndex | str = "sqlite:mirrorkv-index.db",
+        *,
+        bucket: str | None = None,
+        cache: Store | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        prices: RequestPrices | None = None,
+    ) -> None:
+        if not isinstance(remote, Store):
+            raise InvalidValue(f"Mirror wraps a Store, not {type(remote).__name__}")
+        if bucket is None:
+            bucket, key_prefix = mirror_bucket(remote)
+        else:
+            key_prefix = ""
+        self._remote = remote
+        self._owns_index = isinstance(index, str)
+        self._index = open_index(index) if isinstance(index, str) else index
+        self._bucket = bucket
+        self._key_prefix = key_prefix
+        self._counter = RequestCounter(prices)
+        self._unjournaled: set[str] = set()
+        self._lock = threading.Lock()
+        self.capabilities = remote.capabilities
+        self.max_value_size = remote.max_value_size
+        self._cache = None if cache is None else _ValueCache(cache, cache_bytes)
+
+    @property
+    def remote(self) -> Store:
+        """The store values are read from and written to."""
+        return self._remote
+
+    @property
+    def index(self) -> MetadataIndex:
+        """The metadata index."""
+        return self._index
+
+    @property
+    def bucket(self) -> str:
+        """The name of the remote in the index."""
+        return self._bucket
+
+    def __repr__(self) -> str:
+        return f"Mirror({self._remote!r}, index={self._index!r}, bucket={self._bucket!r})"
+
+    # -- key space ------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        return self._key_prefix + key
+
+    def _relative(self, meta: Meta) -> Meta:
+        """An index record as the mirror gives it: its own key, details fetched on demand."""
+        if self._key_prefix:
+            meta = _new_meta(Meta, (meta[0][len(self._key_prefix) :], *meta[1:]))
+        if meta[6] == LISTED:
+            details = Details(functools.partial(self._fetch_details, meta[0]))
+            meta = _new_meta(Meta, (*meta[:4], details, details, details))
+        return meta
+
+    def _relative_all(self, metas: Iterator[Meta]) -> Iterator[Meta]:
+        if not self._key_prefix:
+            for meta in metas:
+                yield self._relative(meta) if meta[6] == LISTED else meta
+            return
+        for meta in metas:
+            yield self._relative(meta)
+
+    def _fetch_details(self, key: str) -> Meta:
+        """The remote's full record of ``key``, recorded in the index (one HEAD)."""
+        meta = self._remote_head(key)
+        self._record([meta])
+        return meta
+
+    # -- recording -------------------------------------------------------------
+
+    def _record(self, metas: builtins.list[Meta]) -> None:
+        """Record metas the remote confirmed; journal their keys dirty if that fails."""
+        if not metas:
+            return
+        records = [_new_meta(Meta, (self._full(m[0]), *m[1:])) for m in metas]
+        self._journaled(
+            [m.key for m in records],
+            lambda: (
+                self._index.record(self._bucket, records[0])
+                if len(records) == 1
+                else self._index.record_many(self._bucket, records)
+            ),
+        )
+
+    def _forget(self, keys: builtins.list[str]) -> None:
+        """Forget keys the remote deleted; journal them dirty if that fails."""
+        full = [self._full(key) for key in keys]
+        self._journaled(
+            full,
+            lambda: (
+                self._index.forget(self._bucket, full[0])
+                if len(full) == 1
+                else self._index.forget_many(self._bucket, full)
+            ),
+        )
+
+    def _journaled(self, full_keys: builtins.list[str], change: Callable[[], None]) -> None:
+        try:
+            change()
+        except Exception as error:
+            self._mark_dirty(full_keys, error)
+
+    def _mark_dirty(self, full_keys: builtins.list[str], error: BaseException) -> None:
+        try:
+            self._index.mark_dirty(self._bucket, full_keys)
+        except Exception:
+            with self._lock:
+                self._unjournaled.update(full_keys)
+            log.error(
+                "mirror of %s: %d key(s) written remotely could not be recorded nor journaled"
+                " (%s); repair() or sync() will fix them while this process runs",
+                self._bucket,
+                len(full_keys),
+                error,
+            )
+        else:
+            log.warning(
+                "mirror of %s: %d key(s) journaled dirty after a failed index write (%s)",
+                self._bucket,
+                len(full_keys),
+                error,
+            )
+
+    def _remote_write(self, kind: str, keys: builtins.list[str], write: Callable[[], Any]) -> Any:
+        """Run a remote write; journal ``keys`` dirty when its outcome is unknown."""
+        self._counter.remote(kind, len(keys) if kind == "PUT" else 1)
+        try:
+            return write()
+        except StoreUnavailable as error:
+            self._mark_dirty([self._full(key) for key in keys], error)
+            raise
+
+    # -- remote reads ------------------------------------------------------------
+
+    def _remote_head(self, key: str) -> Meta:
+        self._counter.remote("HEAD")
+        try:
+            return self._remote.head(key)
+        except KeyNotFound:
+            self._forget([key])
+            raise
+
+    # -- primitives: writes go remote first, then to the index ---------------------
+
+    def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
+        meta: Meta = self._remote_write("PUT", [key], lambda: self._remote._put(key, data, options))
+        self._record([meta])
+        if self._cache is not None:
+            self._cache.store(key, meta.etag, data)
+        return meta
+
+    def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
+        meta: Meta = self._remote_write(
+            "PUT", [key], lambda: self._remote._put_stream(key, stream, options)
+        )
+        self._record([meta])
+        if self._cache is not None:
+            self._cache.drop(key)
+        return meta
+
+    def _put_many(
+        self, keys: builtins.list[str], values: builtins.list[bytes]
+    ) -> builtins.list[Meta]:
+        metas: builtins.list[Meta] = self._remote_write(
+            "PUT", keys, lambda: self._remote._put_many(keys, values)
+        )
+        self._record(metas)
+        if self._cache is not None:
+            for key in keys:
+                self._cache.drop(key)
+        return metas
+
+    def _delete(self, key: str) -> None:
+        self._remote_write("DELETE", [key], lambda: self._remote._delete(key))
+        self._forget([key])
+        if self._cache is not None:
+            self._cache.drop(key)
+
+    def _delete_many(self, keys: builtins.list[str]) -> None:
+        for start in range(0, len(keys), PAGE):
+            chunk = keys[start : start + PAGE]
+            self._remote_write("DELETE", chunk, functools.partial(self._remote._delete_many, chunk))
+            self._forget(chunk)
+        if self._cache is not None:
+            for key in keys:
+                self._cache.drop(key)
+
+    def copy(self, source: str, target: str) -> Meta:
+        """Copy on the remote (server-side where it can), then record the target."""
+        check_key(source)
+        check_key(target)
+        meta: Meta = self._remote_write("COPY", [target], lambda: self._remote.copy(source, target))
+        self._record([meta])
+        if self._cache is not None:
+            self._cache.drop(target)
+        return meta
+
+    def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
+        """The remote's (atomic) counter, then one HEAD to record its new state."""
+        value: int = self._remote_write(
+            "PUT", [key], lambda: self._remote.incr(key, delta, initial=initial)
+        )
+        try:
+            self._fetch_details(key)
+        except KeyNotFound:  # deleted by someone else since
+            pass
+        except MirrorKVError as error:
+            self._mark_dirty([self._full(key)], error)
+        return value
+
+    def _url_for(self, key: str, method: str, expires: float | None) -> str:
+        return self._remote._url_for(key, method, expires)
+
+    # -- primitives: reads -----------------------------------------------------------
+
+    def _get(self, key: str) -> bytes:
+        cache = self._cache
+        if cache is not None:
+            entry = self._index.get(self._bucket, self._full(key))
+            if entry is not None and (data := cache.load(key, entry.etag)) is not None:
+                return data
+            return self._get_and_record(key)
+        self._counter.remote("GET")
+        try:
+            return self._remote._get(key)
+        except KeyNotFound:
+            self._forget([key])
+            raise
+
+    def _get_and_record(self, key: str) -> bytes:
+        """Read the value and its metadata remotely; record both (index and cache)."""
+        self._counter.remote("GET")
+        try:
+            data, meta = self._remote._get_with_meta(key)
+        except KeyNotFound:
+            self._forget([key])
+            raise
+        self._record([meta])
+        if self._cache is not None:
+            self._cache.store(key, meta.etag, data)
+        return data
+
+    def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
+        self._counter.remote("GET")
+        data, meta = self._remote._get_with_meta(key)
+        self._record([meta])
+        return data, meta
+
+    def _open(self, key: str) -> BinaryIO:
+        cache = self._cache
+        if cache is not None:
+            entry = self._index.get(self._bucket, self._full(key))
+            if entry is not None and (data := cache.load(key, entry.etag)) is not None:
+                return io.BytesIO(data)
+        self._counter.remote("GET")
+        return self._remote._open(key)
+
+    def _head(self, key: str) -> Meta:
+        meta = self._index.get(self._bucket, self._full(key))
+        self._counter.local("head", "HEAD")
+        if meta is None:
+            raise KeyNotFound(key)
+        return self._relative(meta)
+
+    def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
+        metas = self._index.list(
+            self._bucket,
+            self._full(prefix),
+            None if start_after is None else self._full(start_after),
+        )
+        return self._counted("list", self._relative_all(metas))
+
+    def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
+        keys = self._index.keys(
+            self._bucket,
+            self._full(prefix),
+            None if start_after is None else self._full(start_after),
+        )
+        if self._key_prefix:
+            cut = len(self._key_prefix)
+            keys = (key[cut:] for key in keys)
+        return self._counted("keys", keys)
+
+    def _counted(self, method: str, items: Iterator[Any]) -> Iterator[Any]:
+        """``items``, counting the LIST requests a remote listing of them would take."""
+        seen = 0
+        try:
+            for item in items:
+                seen += 1
+                yield item
+        finally:
+            self._counter.local(method, "LIST", list_requests(seen))
+
+    # -- the public API, with force= ---------------------------------------------------
+
+    def get(self, key: str, *, force: bool = False) -> bytes:
+        """The value of ``key`` from the remote (or the cache, while its etag is current).
+
+        ``force=True`` reads the remote and records what it returned.
+        """
+        check_key(key)
+        return self._get_and_record(key) if force else self._get(key)
+
+    def head(self, key: str, *, force: bool = False) -> Meta:
+        """The metadata of ``key`` from the index; ``force=True`` asks the remote (and records)."""
+        check_key(key)
+        return self._fetch_details(key) if force else self._head(key)
+
+    def exists(self, key: str, *, force: bool = False) -> bool:
+        """Whether ``key`` exists, by the index (``key in mirror``) or the remote (``force``)."""
+        try:
+            self.head(key, force=force)
+        except KeyNotFound:
+            return False
+        return True
+
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, force: bool = False
+    ) -> Iterator[Meta]:
+        """The index's records under ``prefix``; ``force=True`` lists the remote (and records).
+
+        A forced listing refreshes the index page by page as it is consumed.
+        """
+        if not force:
+            return super().list(prefix, start_after=start_after)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        return self._forced_listing(prefix, start_after)
+
+    def _forced_listing(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
+        yield from self._listing(prefix, SyncReport(), start_after=start_after, resume=False)
+
+    def _listing(
+        self,
+        prefix: str,
+        report: SyncReport,
+        *,
+        delete_missing: bool = True,
+        progress: Progress | None = None,
+        start_after: str | None = None,
+        resume: bool,
+    ) -> Iterator[Meta]:
+        """The remote listing of ``prefix``, recorded in the index page by page."""
+        return sync_listing(
+            self._remote,
+            self._index,
+            self._bucket,
+            self._key_prefix,
+            prefix,
+            delete_missing=delete_missing,
+            report=report,
+            counter=self._counter,
+            progress=progress,
+            start_after=start_after,
+            resume=resume,
+        )
+
+    def keys(
+        self, prefix: str = "", *, start_after: str | None = None, force: bool = False
+    ) -> Iterator[str]:
+        """The keys :meth:`list` would list."""
+        if force:
+            return (meta.key for meta in self.list(prefix, start_after=start_after, force=True))
+        return super().keys(prefix, start_after=start_after)
+
+    def ls(self, prefix: str = "", delimiter: str = "/", *, force: bool = False) -> Listing:
+        """One level below ``prefix``, from the index; ``force=True`` asks the remote.
+
+        A forced ``ls`` records the objects it saw, and forgets index entries
+        at that level (and below common prefixes) that the remote no longer has.
+        """
+        check_prefix(prefix)
+        if not isinstance(delimiter, str) or not delimiter:
+            raise InvalidValue("delimiter must be a non-empty str")
+        if force:
+            return self._forced_ls(prefix, delimiter)
+        listing = self._index.ls(self._bucket, self._full(prefix), delimiter)
+        self._counter.local(
+            "ls", "LIST", list_requests(len(listing.objects) + len(listing.prefixes))
+        )
+        cut = len(self._key_prefix)
+        return Listing(
+            builtins.list(self._relative_all(iter(listing.objects))),
+            [common[cut:] for common in listing.prefixes] if cut else listing.prefixes,
+        )
+
+    def _forced_ls(self, prefix: str, delimiter: str) -> Listing:
+        remote = self._remote.ls(prefix, delimiter)
+        self._counter.remote("LIST", list_requests(len(remote.objects) + len(remote.prefixes)))
+        known = self._index.ls(self._bucket, self._full(prefix), delimiter)
+        present = {meta.key for meta in remote.objects}
+        gone = [
+            m.key[len(self._key_prefix) :]
+            for m in known.objects
+            if m.key[len(self._key_prefix) :] not in present
+        ]
+        full_prefixes = {self._full(common) for common in remote.prefixes}
+        for common in known.prefixes:
+            if common not in full_prefixes:
+                cut = len(self._key_prefix)
+                gone.extend(key[cut:] for key in self._index.keys(self._bucket, common))
+        self._journaled(
+            [self._full(m.key) for m in remote.objects],
+            lambda: self._index.record_many(
+                self._bucket, [listed_record(m, self._key_prefix) for m in remote.objects]
+            ),
+        )
+        if gone:
+            self._forget(gone)
+        return remote
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` exists, by the index."""
+        return self.exists(check_key(key))
+
+    @overload
+    def du(self, prefix: str = "", *, depth: Literal[0] = 0, force: bool = False) -> Usage: ...
+
+    @overload
+    def du(
+        self, prefix: str = "", *, depth: Literal[1], force: bool = False
+    ) -> dict[str, Usage]: ...
+
+    def du(
+        self, prefix: str = "", *, depth: int = 0, force: bool = False
+    ) -> Usage | dict[str, Usage]:
+        """Objects and bytes under ``prefix``, from the index's aggregates.
+
+        ``depth=1`` breaks the total down by child prefix (``prefix`` must be
+        ``""`` or end with ``/``; the key ``""`` holds the objects directly
+        under ``prefix``). ``force=True`` syncs the prefix from the remote first.
+        """
+        check_prefix(prefix)
+        if depth not in (0, 1):
+            raise InvalidValue(f"du takes depth 0 or 1, not {depth!r}")
+        if force:
+            self.sync(prefix)
+        full = self._full(prefix)
+        usage = self._index.du(self._bucket, full)
+        self._counter.local("du", "LIST", list_requests(usage.objects))
+        if depth == 0:
+            return usage
+        cut = len(self._key_prefix)
+        children = self._index.du_children(self._bucket, full)
+        return {(child[cut:] if child else child): value for child, value in children.items()}
+
+    def find(
+        self,
+        glob: str | None = None,
+        regex: str | None = None,
+        *,
+        prefix: str = "",
+        min_size: int | None = None,
+        max_size: int | None = None,
+        modified_after: datetime | float | None = None,
+        modified_before: datetime | float | None = None,
+        content_type: str | None = None,
+        force: bool = False,
+    ) -> Iterator[Meta]:
+        """The records under ``prefix`` matching every filter given, in key order.
+
+        See :meth:`MetadataIndex.find` for the filters. Records a listing
+        made (content type unknown) do not match a ``content_type`` filter
+        until their details are fetched. ``force=True`` syncs ``prefix`` first.
+        """
+        check_prefix(prefix)
+        if force:
+            self.sync(prefix)
+        kp = self._key_prefix
+        if kp and regex is not None:
+            # The index searches whole stored keys: match the mirror's own keys here.
+            pattern = re.compile(regex)
+            found = self.find(
+                glob,
+                prefix=prefix,
+                min_size=min_size,
+                max_size=max_size,
+                modified_after=modified_after,
+                modified_before=modified_before,
+                content_type=content_type,
+            )
+            return (meta for meta in found if pattern.search(meta.key))
+        metas = self._index.find(
+            self._bucket,
+            prefix=kp + prefix,
+            glob=None if glob is None else _escape_glob(kp) + glob,
+            regex=regex,
+            min_size=min_size,
+            max_size=max_size,
+            modified_after=modified_after,
+            modified_before=modified_before,
+            content_type=content_type,
+        )
+        scanned = self._index.du(self._bucket, kp + prefix).objects
+        self._counter.local("find", "LIST", list_requests(scanned))
+        return self._relative_all(metas)
+
+    # -- keeping the index true --------------------------------------------------------
+
+    def sync(
+        self,
+        prefix: str = "",
+        keys: Iterable[str] | None = None,
+        *,
+        delete_missing: bool = True,
+        progress: Progress | None = None,
+    ) -> SyncReport:
+        """Bring the index up to date with the remote; return what changed.
+
+        Without ``keys``: list ``prefix`` remotely, one LIST per 1,000 keys,
+        and make the index's entries under it exactly the listing
+        (``delete_missing=False`` keeps entries the remote no longer lists).
+        An interrupted sync of the same prefix resumes after the last page it
+        finished. With ``keys``: one HEAD per key, for callers who know which
+        keys are stale. ``progress`` is called with the report after each page.
+        Dirty keys journaled before a listing sync are repaired by it.
+        """
+        check_prefix(prefix)
+        started = time.perf_counter()
+        report = SyncReport()
+        if keys is not None:
+            checked = (check_key(key) for key in keys)
+            sync_keys(
+                self._remote,
+                self._index,
+                self._bucket,
+                self._key_prefix,
+                checked,
+                report=report,
+                counter=self._counter,
+                progress=progress,
+            )
+            return timed(report, started)
+        full = self._full(prefix)
+        dirty = [key for key in self._index.dirty(self._bucket) if key.startswith(full)]
+        with self._lock:
+            unjournaled = {key for key in self._unjournaled if key.startswith(full)}
+        for _ in self._listing(
+            prefix, report, delete_missing=delete_missing, progress=progress, resume=True
+        ):
+            pass
+        self._index.clear_dirty(self._bucket, dirty)
+        with self._lock:
+            self._unjournaled -= unjournaled
+        return timed(report, started)
+
+    def dirty(self) -> builtins.list[str]:
+        """The keys written remotely whose index entries may be wrong until repaired."""
+        cut = len(self._key_prefix)
+        with self._lock:
+            pending = set(self._unjournaled)
+        journaled = set(self._index.dirty(self._bucket))
+        return sorted(key[cut:] for key in journaled | pending if key.startswith(self._key_prefix))
+
+    def repair(self) -> SyncReport:
+        """Sync the dirty keys (one HEAD each) and clear them from the journal."""
+        keys = self.dirty()
+        report = self.sync(keys=keys)
+        with self._lock:
+            self._unjournaled -= {self._full(key) for key in keys}
+        return report
+
+    def apply_events(self, payload: object) -> EventReport:
+        """Apply S3 event notifications about this mirror's bucket (others are skipped).
+
+        ``payload`` is anything :func:`~mirrorkv.mirror.events.parse_events`
+        takes (an S3 notification, an SQS message or its body, SNS, EventBridge).
+        A removal that needs checking (a versioned delete) costs one HEAD.
+        """
+        return apply_events(
+            self._index,
+            payload,
+            buckets={self._event_bucket(): self._bucket},
+            key_prefix=self._key_prefix,
+            head=self._fetch_for_event,
+        )
+
+    def _event_bucket(self) -> str:
+        return self._remote.bucket if _is_s3(self._remote) else self._bucket  # type: ignore[attr-defined]
+
+    def _fetch_for_event(self, full_key: str) -> Meta | None:
+        self._counter.remote("HEAD")
+        try:
+            return self._remote.head(full_key[len(self._key_prefix) :])
+        except KeyNotFound:
+            return None
+
+    def stats(self) -> MirrorStats:
+        """Remote requests by kind, local answers, and what those answers saved."""
+        return self._counter.snapshot()
+
+    def close(self) -> None:
+        """Close the remote, the cache and an index the mirror opened itself."""
+        self._remote.close()
+        if self._cache is not None:
+            self._cache.close()
+        if self._owns_index:
+            self._index.close()
+
+
+def _is_s3(store: Store) -> bool:
+    """Whether ``store`` is an S3Store (without importing boto3 when it cannot be)."""
+    module = sys.modules.get("mirrorkv.stores.s3")
+    return module is not None and isinstance(store, module.S3Store)
+
+
+def _escape_glob(text: str) -> str:
+    """``text`` as a glob matching itself (wildcard characters in brackets)."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in text)
+
+
+class _ValueCache:
+    """Values in a store, with their etags, bounded by bytes (LRU), for one process."""
+
+    def __init__(self, store: Store, max_bytes: int) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise InvalidValue(f"cache_bytes is an int > 0, not {max_bytes!r}")
+        self._store = store
+        self._max = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._bytes = 0
+        for meta in store.list():
+            etag = meta.metadata.get("mirror-etag")
+            if etag is None:
+                store.delete(meta.key)
+            else:
+                self._remember(meta.key, etag, meta.size)
+
+    def _remember(self, key: str, etag: str, size: int) -> builtins.list[str]:
+        """Note ``key``; return the keys evicted to stay within bounds (caller deletes)."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._entries[key] = (etag, size)
+        self._bytes += size
+        evicted: builtins.list[str] = []
+        while self._bytes > self._max and self._entries:
+            victim, (_, victim_size) = self._entries.popitem(last=False)
+            self._bytes -= victim_size
+            evicted.append(victim)
+        return evicted
+
+    def load(self, key: str, etag: str) -> bytes | None:
+        """The cached value of ``key`` if its etag is ``etag``; else None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != etag:
+                return None
+            self._entries.move_to_end(key)
+        try:
+            return self._store.get(key)
+        except KeyNotFound:
+            self.drop(key)
+            return None
+
+    def store(self, key: str, etag: str, data: bytes) -> None:
+        """Cache ``data`` as the value of ``key`` with ``etag`` (unless larger than the bound)."""
+        if len(data) > self._max:
+            self.drop(key)
+            return
+        self._store.put(key, data, metadata={"mirror-etag": etag})
+        with self._lock:
+            evicted = self._remember(key, etag, len(data))
+        for victim in evicted:
+            if victim != key:
+                self._store.delete(victim)
+
+    def drop(self, key: str) -> None:
+        """Forget the cached value of ``key``."""
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is None:
+                return
+            self._bytes -= old[1]
+        self._store.delete(key)
+
+    def close(self) -> None:
+        """Close the cache store."""
+        self._store.close()
