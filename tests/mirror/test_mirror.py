@@ -277,9 +277,8 @@ def test_bucket_naming(tmp_path: Path) -> None:
 
 def test_listed_records_fetch_their_details_once(tmp_path: Path, s3_endpoint: str) -> None:
     from mirrorkv.stores.s3 import S3Store
-    from services.s3 import admin_client, dummy_credentials
-
     from services import unique_name
+    from services.s3 import admin_client, dummy_credentials
 
     bucket = unique_name("mirror")
     client = admin_client(s3_endpoint)
