@@ -12,6 +12,7 @@ import os
 import tempfile
 
 import mirrorkv
+from mirrorkv.mirror import Mirror
 
 
 def step(title: str) -> None:
@@ -69,11 +70,31 @@ def main() -> None:
                     read += len(chunk)
             print(f"  stored {big.size:,} bytes, streamed back {read:,}")
 
-        step("copy keeps metadata; delete_many cleans up")
+        step("copy keeps metadata")
         copied = store.copy("quickstart/photos/2026/cat.jpg", "quickstart/backup/cat.jpg")
         print(f"  copy -> {copied.key} ({copied.content_type}, owner={copied.metadata['owner']})")
-        store.delete_many(list(store.keys("quickstart/")))
-        print(f"  left under quickstart/: {len(list(store.keys('quickstart/')))} keys")
+
+        step("the mirror: what is stored, answered from a local index")
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            Mirror(store, index=f"sqlite://{tmp}/index.db", bucket="quickstart") as mirror,
+        ):
+            report = mirror.sync("quickstart/")
+            print(f"  sync: {report.added} keys recorded, {report.requests} listing request(s)")
+            print(f"  du quickstart/photos/ -> {mirror.du('quickstart/photos/')}")
+            for child, usage in mirror.du("quickstart/photos/", depth=1).items():
+                print(
+                    f"    {child or '(files)':<28} {usage.objects} objects {usage.bytes:>4} bytes"
+                )
+            jpegs = mirror.find("quickstart/photos/*/*.jpg", min_size=3)
+            print(f"  find */*.jpg of 3+ bytes -> {[m.key.rsplit('/', 1)[1] for m in jpegs]}")
+            stats = mirror.stats()
+            print(
+                f"  {stats.local_answers} answers from the index, {stats.remote_requests} requests"
+            )
+            mirror.delete_many(list(mirror.keys("quickstart/")))  # the remote, then the index
+            left = len(list(mirror.remote.keys("quickstart/")))
+            print(f"  deleted through the mirror; left under quickstart/: {left} keys")
 
 
 if __name__ == "__main__":
