@@ -1,0 +1,140 @@
+"""The PostgreSQL index's statements: one :class:`Queries` per table option.
+
+Placeholders are psycopg's ``%s``. Key bounds are plain text parameters
+compared with ``COLLATE "C"`` columns, so every comparison and ``ORDER BY`` is
+UTF-8 byte order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._postgres_index_schema import Names
+
+__all__ = ["COLUMNS", "Queries", "key_range", "queries"]
+
+#: The columns of an entry, in ``row_meta``'s order.
+COLUMNS = "key, size, etag, modified, content_type, metadata, version"
+
+
+def key_range(low: str, inclusive: bool, high: str | None) -> tuple[str, list[Any]]:
+    """The condition (after ``bucket = %s``) and arguments of keys from ``low`` below ``high``."""
+    condition = " AND key >= %s" if inclusive else " AND key > %s"
+    args: list[Any] = [low]
+    if high is not None:
+        condition += " AND key < %s"
+        args.append(high)
+    return condition, args
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Every statement of one index."""
+
+    names: Names
+    #: ``(bucket, key, size, etag, modified, content_type, metadata, version, prefixes)``.
+    record_one: str
+    #: ``(bucket, keys, sizes, etags, modifieds, content_types, metadatas, versions)``.
+    record: str
+    #: ``(bucket, keys)``: the number of entries removed.
+    forget: str
+    #: ``(bucket, key)``: the entry's :data:`COLUMNS`.
+    get: str
+    #: ``(bucket, prefix)``: ``(objects, bytes)``.
+    usage: str
+    #: ``(bucket, low, high)``: ``(count, sum)`` of the sizes in ``[low, high)``.
+    range_sum: str
+    range_sum_open: str
+    #: ``du_children``, named parameters ``bucket``, ``prefix``, ``depth`` (its length)
+    #: and ``high`` (its upper bound; the ``_open`` form has none); rows
+    #: ``(child, objects, bytes)``, the first with child NULL for the prefix's own total.
+    children: str
+    children_open: str
+    #: The buckets of the usage table (a skip scan), of the journal and of the checkpoints.
+    buckets: str
+    mark_dirty: str
+    clear_dirty: str
+    dirty: str
+    set_checkpoint: str
+    delete_checkpoint: str
+    checkpoint: str
+
+    def page(self, condition: str, columns: str = COLUMNS) -> str:
+        """A page of entries of one bucket: ``bucket = %s`` + ``condition``, in key order."""
+        return (
+            f"SELECT {columns} FROM {self.names.entries} WHERE bucket = %s{condition} "
+            "ORDER BY key LIMIT %s"
+        )
+
+    def locked_range(self, condition: str) -> str:
+        """Every entry of one bucket in a range, in key order, locked for update."""
+        return (
+            f"SELECT {COLUMNS} FROM {self.names.entries} WHERE bucket = %s{condition} "
+            "ORDER BY key FOR UPDATE"
+        )
+
+
+def _children(n: Names, bounded: bool) -> str:
+    # A loose index scan: from each child "p/seg/" seek to the first row past its
+    # subtree (the child with its final "/" replaced by "0", the next byte), so the
+    # cost grows with the number of children, not with the directories below them.
+    high = " AND u.prefix < %(high)s" if bounded else ""
+    child = "left(r.prefix, %(depth)s::int + strpos(substr(r.prefix, %(depth)s::int + 1), '/'))"
+    return f"""WITH RECURSIVE walk(child) AS (
+            SELECT {child} FROM (
+                SELECT u.prefix FROM {n.usage} AS u
+                WHERE u.bucket = %(bucket)s AND u.prefix > %(prefix)s{high}
+                ORDER BY u.prefix LIMIT 1) AS r
+            UNION ALL
+            SELECT {child} FROM walk, LATERAL (
+                SELECT u.prefix FROM {n.usage} AS u
+                WHERE u.bucket = %(bucket)s AND u.prefix >= left(walk.child, -1) || '0'{high}
+                ORDER BY u.prefix LIMIT 1) AS r)
+        SELECT NULL, objects, bytes FROM {n.usage}
+        WHERE bucket = %(bucket)s AND prefix = %(prefix)s
+        UNION ALL
+        SELECT w.child, u.objects, u.bytes FROM walk AS w
+        JOIN {n.usage} AS u ON u.bucket = %(bucket)s AND u.prefix = w.child"""
+
+
+def queries(n: Names) -> Queries:
+    """The statements of the index whose names are ``n``."""
+    entries, usage = n.entries, n.usage
+    range_sum = f"SELECT count(*), coalesce(sum(size), 0) FROM {entries} WHERE bucket = %s"
+    buckets = f"""WITH RECURSIVE b(bucket) AS (
+            (SELECT bucket FROM {usage} ORDER BY bucket LIMIT 1)
+            UNION ALL
+            SELECT (SELECT u.bucket FROM {usage} AS u WHERE u.bucket > b.bucket
+                    ORDER BY u.bucket LIMIT 1) FROM b WHERE b.bucket IS NOT NULL)
+        SELECT bucket FROM b WHERE bucket IS NOT NULL
+        UNION SELECT bucket FROM {n.dirty} UNION SELECT bucket FROM {n.checkpoints}
+        ORDER BY 1"""
+    return Queries(
+        names=n,
+        record_one=f"SELECT {n.record_one}(%s, %s, %s, %s, %s, %s, %s, %s, %s::text[])",
+        record=(
+            f"SELECT {n.record}(%s, %s::text[], %s::bigint[], %s::text[], "
+            "%s::double precision[], %s::text[], %s::text[], %s::text[])"
+        ),
+        forget=f"SELECT {n.forget}(%s, %s::text[])",
+        get=f"SELECT {COLUMNS} FROM {entries} WHERE bucket = %s AND key = %s",
+        usage=f"SELECT objects, bytes FROM {usage} WHERE bucket = %s AND prefix = %s",
+        range_sum=f"{range_sum} AND key >= %s AND key < %s",
+        range_sum_open=f"{range_sum} AND key >= %s",
+        children=_children(n, True),
+        children_open=_children(n, False),
+        buckets=buckets,
+        mark_dirty=(
+            f"INSERT INTO {n.dirty} (bucket, key) SELECT %s, k FROM unnest(%s::text[]) AS k "
+            "ON CONFLICT DO NOTHING"
+        ),
+        clear_dirty=f"DELETE FROM {n.dirty} WHERE bucket = %s AND key = ANY(%s::text[])",
+        dirty=f"SELECT key FROM {n.dirty} WHERE bucket = %s ORDER BY key",
+        set_checkpoint=(
+            f"INSERT INTO {n.checkpoints} (bucket, name, value) VALUES (%s, %s, %s) "
+            "ON CONFLICT (bucket, name) DO UPDATE SET value = excluded.value"
+        ),
+        delete_checkpoint=f"DELETE FROM {n.checkpoints} WHERE bucket = %s AND name = %s",
+        checkpoint=f"SELECT value FROM {n.checkpoints} WHERE bucket = %s AND name = %s",
+    )

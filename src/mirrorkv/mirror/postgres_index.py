@@ -1,0 +1,587 @@
+"""`PostgresIndex`: the metadata index in a PostgreSQL database, shared by many processes.
+
+For teams that already run PostgreSQL: one database (and one table prefix)
+holds the index of several buckets for every process and machine that opens
+it. See :mod:`._postgres_index_schema` for the tables and the server-side
+functions that make every write one round trip, and docs/mirror-index.md.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, TypeVar
+
+from ..errors import InvalidURL, InvalidValue, MirrorKVError
+from ..keys import check_key, check_prefix, prefix_upper_bound
+from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
+from ..stores._sql_errors import ErrorTranslator, is_disconnect, is_retryable_conflict
+from ..stores._sql_io import Lease, Leases
+from ..stores._sql_schema import check_table_name
+from ..stores._sql_setup import create_engine, parse_option
+from ..urls import StoreURL, parse_url, reject_unknown
+from ._postgres_index_queries import COLUMNS, Queries, key_range, queries
+from ._postgres_index_schema import drop_sql, names, prepare
+from ._sqlite_index_schema import meta_row, row_meta
+from .index import (
+    MetadataIndex,
+    Usage,
+    check_bucket,
+    glob_regex,
+    literal_prefix,
+    parent_prefixes,
+    regex_literal_prefix,
+    timestamp,
+)
+
+__all__ = ["CHUNK", "DEFAULT_TABLE", "PostgresIndex"]
+
+#: The table option's default: the tables are ``mirrorkv_index_entries`` and so on.
+DEFAULT_TABLE = "mirrorkv_index"
+#: ``record_many`` and ``forget_many`` commit every this many keys.
+CHUNK = 10_000
+#: Iterators read pages growing from the first size to the last.
+_FIRST_PAGE = 64
+_LAST_PAGE = 4096
+#: How often a write that met a deadlock or a serialization failure runs again.
+_ATTEMPTS = 20
+_OPTIONS = ("table", "pool_size", "max_overflow", "pool_timeout", "connect_timeout")
+_SCHEMES = ("postgresql", "postgres")
+_T = TypeVar("_T")
+
+_Row = tuple[int, str, float, str | None, str | None, str]
+
+
+def _row(meta: Meta) -> tuple[str, _Row]:
+    """``(key, stored fields)`` of a record; PostgreSQL text holds no NUL, so refuse one."""
+    key = check_key(meta.key)
+    row = meta_row(meta)
+    for text in row[1:]:
+        if isinstance(text, str) and "\x00" in text:
+            raise InvalidValue(f"a record of {key!r} holds a NUL character, which text cannot")
+    return key, row
+
+
+def _range(prefix: str, start_after: str | None) -> tuple[str, bool, str | None]:
+    """``(low, inclusive, high)``: keys ``>= low`` (``> low``) and ``< high`` (None: unbounded)."""
+    if start_after is not None and start_after >= prefix:
+        return start_after, False, prefix_upper_bound(prefix)
+    return prefix, True, prefix_upper_bound(prefix)
+
+
+def _narrow(prefix: str | None, literal: str) -> str | None:
+    """The longer of two prefixes where one extends the other; ``None`` where they conflict."""
+    if prefix is None:
+        return None
+    if literal.startswith(prefix):
+        return literal
+    if prefix.startswith(literal):
+        return prefix
+    return None
+
+
+def _columns(rows: dict[str, _Row]) -> list[list[Any]]:
+    """The arrays the batch function takes: keys, then one list per stored field."""
+    keys = sorted(rows)
+    return [keys, *([rows[key][i] for key in keys] for i in range(6))]
+
+
+class PostgresIndex(MetadataIndex):
+    """A metadata index in tables of a PostgreSQL database, for many processes at once.
+
+    Writes: ``record`` and ``forget`` are one call of a server-side function
+    each (one round trip, one transaction) that locks the entry row, reads
+    its old size and adds the difference to the aggregate row of ``""`` and
+    of every ``/`` prefix of the key. ``record_many``/``forget_many`` are one
+    such call per :data:`CHUNK` keys (array parameters); ``replace_range`` is
+    one transaction. Entry rows are locked in key order and aggregate rows
+    in prefix order, so concurrent writers wait rather than deadlock; a write
+    that still meets a deadlock or serialization failure runs again (up to
+    20 times). ``du`` is exact with any number of writers.
+
+    Reads: ``du`` of ``""`` or a ``/`` prefix reads one row; of any other
+    prefix, sums the key range. Iterators read pages of 64 growing to 4,096
+    in short queries (keyset pagination), holding no transaction between
+    pages. ``find`` filters sizes, times and the content type in SQL and
+    the patterns in Python, over the key range of their literal prefix.
+
+    Connections: a SQLAlchemy pool (psycopg 3) shared by the index's threads,
+    each thread keeping the connection it took (the SQL store's plumbing).
+    :class:`StoreUnavailable` where the server cannot be reached (a read
+    retries once on a fresh connection after a disconnect),
+    :class:`AccessDenied` for refused credentials. The password is never in
+    ``repr``, :attr:`url` or an error message.
+    """
+
+    def __init__(
+        self,
+        url: str | StoreURL,
+        *,
+        table: str = DEFAULT_TABLE,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        """Open (creating where absent) the index with table prefix ``table`` at ``url``.
+
+        Raises :class:`InvalidURL` for a URL that is not ``postgresql://`` or
+        ``postgres://``, :class:`InvalidValue` for a bad table name or pool
+        setting, :class:`StoreUnavailable` / :class:`AccessDenied` as the
+        server answers, :class:`MirrorKVError` for tables of that name that
+        are not a mirrorkv index of this schema version.
+        """
+        parsed = parse_url(url) if isinstance(url, str) else url
+        if parsed.scheme not in _SCHEMES:
+            raise InvalidURL(f"PostgresIndex opens postgresql:// URLs, not {parsed.redacted()}")
+        self._table = check_table_name(table)
+        for name, number in (("pool_size", pool_size), ("max_overflow", max_overflow)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise InvalidValue(f"{name} must be a whole number >= 0, not {number!r}")
+        if pool_size < 1:
+            raise InvalidValue("pool_size must be at least 1")
+        for name, seconds in (("pool_timeout", pool_timeout), ("connect_timeout", connect_timeout)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+                raise InvalidValue(f"{name} must be a number of seconds > 0, not {seconds!r}")
+        self._url = parsed
+        self._where = f"{parsed.redacted()} (index {self._table})"
+        self._errors = ErrorTranslator(self._where)
+        self._names = names(self._table)
+        self._sql: Queries = queries(self._names)
+        engine = create_engine(
+            parsed,
+            "postgresql+psycopg",
+            pool_size,
+            max_overflow,
+            float(pool_timeout),
+            float(connect_timeout),
+        )
+        self._leases = Leases(engine, self._errors)
+        try:
+            self._transaction(lambda cursor: prepare(cursor, self._names, self._where))
+        except BaseException:
+            self._leases.close()
+            raise
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> PostgresIndex:
+        """``postgresql://user@host:port/db`` (or ``postgres://``).
+
+        Options: ``table`` (the table prefix, default ``mirrorkv_index``),
+        ``pool_size`` (5), ``max_overflow`` (10), ``pool_timeout`` and
+        ``connect_timeout`` (seconds, 30 and 10). Anything else is an
+        :class:`InvalidURL`.
+        """
+        reject_unknown(url, options, _OPTIONS)
+        kwargs: dict[str, Any] = {}
+        if "table" in options:
+            kwargs["table"] = str(options["table"])
+        for name in ("pool_size", "max_overflow"):
+            if name in options:
+                kwargs[name] = parse_option(name, options[name], int)
+        for name in ("pool_timeout", "connect_timeout"):
+            if name in options:
+                kwargs[name] = parse_option(name, options[name], float)
+        return cls(url, **kwargs)
+
+    @property
+    def table(self) -> str:
+        """The table prefix (the option ``table``)."""
+        return self._table
+
+    @property
+    def url(self) -> str:
+        """The index's URL with the password redacted (``***``) and its table option."""
+        return f"{self._url.redacted()}?table={self._table}"
+
+    def __repr__(self) -> str:
+        return f"PostgresIndex({self._url.redacted()!r}, table={self._table!r})"
+
+    def close(self) -> None:
+        """Give back every connection and close the pool; later calls raise MirrorKVError."""
+        self._leases.close()
+
+    def drop_tables(self) -> None:
+        """Drop the index's tables and functions (everything in them), then close it."""
+
+        def drop(cursor: Any) -> None:
+            for statement in drop_sql(self._names):
+                cursor.execute(statement)
+
+        self._transaction(drop)
+        self.close()
+
+    # -- running statements -------------------------------------------------
+
+    def _lease(self) -> Lease:
+        if self._leases.closed:
+            raise MirrorKVError(f"{self!r} is closed")
+        return self._leases.get()
+
+    def _read(self, sql: str, params: Any, many: bool = True) -> Any:
+        """All rows (``many``) or the first row of a read; once more after a disconnect."""
+        for attempt in (0, 1):
+            lease = self._lease()
+            try:
+                cursor = lease.cursor
+                cursor.execute(sql, params)
+                return cursor.fetchall() if many else cursor.fetchone()
+            except self._errors.catches as error:
+                self._leases.failed(lease, error)
+                if attempt or not is_disconnect(error):
+                    raise self._errors.translate(error) from error
+        raise AssertionError("unreachable")
+
+    def _write(self, sql: str, params: Any) -> Any:
+        """One statement in its own transaction (autocommit); its first row, if any.
+
+        Runs again after a deadlock or serialization failure.
+        """
+        for attempt in range(_ATTEMPTS):
+            lease = self._lease()
+            try:
+                cursor = lease.cursor
+                cursor.execute(sql, params)
+                return cursor.fetchone() if cursor.description else None
+            except self._errors.catches as error:
+                self._leases.failed(lease, error)
+                if not is_retryable_conflict(error) or attempt == _ATTEMPTS - 1:
+                    raise self._errors.translate(error) from error
+            time.sleep(0.002 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _transaction(self, work: Callable[[Any], _T]) -> _T:
+        """``work(cursor)`` in one transaction; again after a deadlock or serialization failure."""
+        for attempt in range(_ATTEMPTS):
+            lease = self._lease()
+            cursor = lease.cursor
+            try:
+                cursor.execute("BEGIN")
+                result = work(cursor)
+                cursor.execute("COMMIT")
+                return result
+            except self._errors.catches as error:
+                self._rollback(lease, error)
+                if not is_retryable_conflict(error) or attempt == _ATTEMPTS - 1:
+                    raise self._errors.translate(error) from error
+            except BaseException:
+                self._rollback(lease, None)
+                raise
+            time.sleep(0.002 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _rollback(self, lease: Lease, error: BaseException | None) -> None:
+        if error is not None and is_disconnect(error):
+            self._leases.failed(lease, error)
+            return
+        try:
+            lease.cursor.execute("ROLLBACK")
+        except self._errors.catches as failure:
+            self._leases.failed(lease, failure)
+
+    # -- writes ---------------------------------------------------------------
+
+    def record(self, bucket: str, meta: Meta) -> None:
+        """See :meth:`MetadataIndex.record`: one call of the server-side function."""
+        check_bucket(bucket)
+        key, row = _row(meta)
+        self._write(self._sql.record_one, (bucket, key, *row, parent_prefixes(key)))
+
+    def record_many(self, bucket: str, metas: Iterable[Meta]) -> None:
+        """See :meth:`MetadataIndex.record_many`; one transaction every :data:`CHUNK` records."""
+        check_bucket(bucket)
+        iterator = iter(metas)
+        while chunk := list(itertools.islice(iterator, CHUNK)):
+            rows = dict(_row(meta) for meta in chunk)
+            self._write(self._sql.record, (bucket, *_columns(rows)))
+
+    def forget(self, bucket: str, key: str) -> None:
+        """See :meth:`MetadataIndex.forget`."""
+        check_bucket(bucket)
+        self._write(self._sql.forget, (bucket, [check_key(key)]))
+
+    def forget_many(self, bucket: str, keys: Iterable[str]) -> None:
+        """See :meth:`MetadataIndex.forget_many`; one transaction every :data:`CHUNK` keys."""
+        check_bucket(bucket)
+        iterator = iter(keys)
+        while chunk := list(itertools.islice(iterator, CHUNK)):
+            for key in chunk:
+                check_key(key)
+            self._write(self._sql.forget, (bucket, sorted(set(chunk))))
+
+    def replace_range(
+        self,
+        bucket: str,
+        prefix: str,
+        metas: Iterable[Meta],
+        *,
+        start_after: str | None = None,
+        until: str | None = None,
+    ) -> tuple[int, int, int]:
+        """See :meth:`MetadataIndex.replace_range`: one transaction, the range locked first."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        if until is not None:
+            check_key(until)
+        low, inclusive, high = _range(prefix, start_after)
+        rows: dict[str, _Row] = {}
+        for meta in metas:
+            key, row = _row(meta)
+            inside = (key >= low if inclusive else key > low) and key.startswith(prefix)
+            if not inside or (until is not None and key > until):
+                raise InvalidValue(f"{key!r} is outside the range being replaced")
+            rows[key] = row
+        condition, args = key_range(low, inclusive, high)
+        if until is not None:
+            condition += " AND key <= %s"
+            args.append(until)
+        sql = self._sql
+
+        def work(cursor: Any) -> tuple[int, int, int]:
+            cursor.execute(sql.locked_range(condition), (bucket, *args))
+            stored = {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
+            gone = [key for key in stored if key not in rows]
+            writes = {key: row for key, row in rows.items() if stored.get(key) != row}
+            if gone:
+                cursor.execute(sql.forget, (bucket, gone))
+            if writes:
+                cursor.execute(sql.record, (bucket, *_columns(writes)))
+            added = sum(1 for key in writes if key not in stored)
+            return added, len(writes) - added, len(gone)
+
+        return self._transaction(work)
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, bucket: str, key: str) -> Meta | None:
+        """See :meth:`MetadataIndex.get`."""
+        check_bucket(bucket)
+        check_key(key)
+        row = self._read(self._sql.get, (bucket, key), many=False)
+        return None if row is None else row_meta(row)
+
+    def _pages(
+        self,
+        bucket: str,
+        low: str,
+        inclusive: bool,
+        high: str | None,
+        filters: str = "",
+        filter_args: tuple[Any, ...] = (),
+        columns: str = COLUMNS,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Rows in ``[low, high)`` passing ``filters`` (SQL), one short query per page."""
+        page = _FIRST_PAGE
+        while True:
+            condition, args = key_range(low, inclusive, high)
+            sql = self._sql.page(condition + filters, columns)
+            rows = self._read(sql, (bucket, *args, *filter_args, page))
+            yield from rows
+            if len(rows) < page:
+                return
+            low, inclusive = rows[-1][0], False
+            page = min(page * 4, _LAST_PAGE)
+
+    def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
+        """See :meth:`MetadataIndex.list`."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        return map(row_meta, self._pages(bucket, *_range(prefix, start_after)))
+
+    def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+        """See :meth:`MetadataIndex.keys`: reads the keys only."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        rows = self._pages(bucket, *_range(prefix, start_after), columns="key")
+        return (row[0] for row in rows)
+
+    def ls(self, bucket: str, prefix: str = "", delimiter: str = "/") -> Listing:
+        """See :meth:`MetadataIndex.ls`; skips over each common prefix with one seek."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if not isinstance(delimiter, str) or not delimiter:
+            raise InvalidValue(f"delimiter must be a non-empty str, not {delimiter!r}")
+        listing = Listing()
+        low, inclusive, high = prefix, True, prefix_upper_bound(prefix)
+        start = len(prefix)
+        # After a seek past a common prefix, read one row: the next is often another
+        # prefix. Pages grow while rows are objects directly at this level.
+        page = 1
+        while True:
+            condition, args = key_range(low, inclusive, high)
+            rows = self._read(self._sql.page(condition), (bucket, *args, page))
+            seeked = False
+            for row in rows:
+                key = row[0]
+                at = key.find(delimiter, start)
+                if at == -1:
+                    listing.objects.append(row_meta(row))
+                    low, inclusive = key, False
+                    continue
+                common = key[: at + len(delimiter)]
+                listing.prefixes.append(common)
+                bound = prefix_upper_bound(common)
+                if bound is None:
+                    return listing
+                low, inclusive, seeked = bound, True, True
+                break
+            if seeked:
+                page = 1
+            elif len(rows) < page:
+                return listing
+            else:
+                page = min(page * 4, _LAST_PAGE)
+
+    def du(self, bucket: str, prefix: str = "") -> Usage:
+        """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes.
+
+        Any other prefix sums the sizes of its key range (one query).
+        """
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if prefix == "" or prefix.endswith("/"):
+            row = self._read(self._sql.usage, (bucket, prefix), many=False)
+            return Usage() if row is None else Usage(int(row[0]), int(row[1]))
+        high = prefix_upper_bound(prefix)
+        if high is None:
+            row = self._read(self._sql.range_sum_open, (bucket, prefix), many=False)
+        else:
+            row = self._read(self._sql.range_sum, (bucket, prefix, high), many=False)
+        return Usage(int(row[0]), int(row[1]))
+
+    def du_children(self, bucket: str, prefix: str = "") -> dict[str, Usage]:
+        """See :meth:`MetadataIndex.du_children`: one query, one seek per child."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            raise InvalidValue(f"du_children takes '' or a prefix ending in '/', not {prefix!r}")
+        high = prefix_upper_bound(prefix)
+        params = {"bucket": bucket, "prefix": prefix, "depth": len(prefix), "high": high}
+        sql = self._sql.children_open if high is None else self._sql.children
+        total = Usage()
+        children: dict[str, Usage] = {}
+        for child, objects, size in self._read(sql, params):
+            if child is None:
+                total = Usage(int(objects), int(size))
+            else:
+                children[child] = Usage(int(objects), int(size))
+        inner = Usage()
+        for usage in children.values():
+            inner = inner + usage
+        direct = Usage(total.objects - inner.objects, total.bytes - inner.bytes)
+        result: dict[str, Usage] = {"": direct} if direct.objects else {}
+        result.update(children)
+        return result
+
+    def find(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        glob: str | None = None,
+        regex: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        modified_after: datetime | float | None = None,
+        modified_before: datetime | float | None = None,
+        content_type: str | None = None,
+    ) -> Iterator[Meta]:
+        """See :meth:`MetadataIndex.find`: size, time and type filter in SQL, patterns here."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        filters: list[str] = []
+        args: list[Any] = []
+        for name, bound, op in (("min_size", min_size, ">="), ("max_size", max_size, "<=")):
+            if bound is not None:
+                if isinstance(bound, bool) or not isinstance(bound, int):
+                    raise InvalidValue(f"{name} must be an int, not {bound!r}")
+                filters.append(f"size {op} %s")
+                args.append(bound)
+        if modified_after is not None:
+            filters.append("modified > %s")
+            args.append(timestamp(modified_after))
+        if modified_before is not None:
+            filters.append("modified < %s")
+            args.append(timestamp(modified_before))
+        if content_type is not None:
+            if content_type == DEFAULT_CONTENT_TYPE:
+                filters.append("content_type IS NULL")
+            else:
+                filters.append("content_type = %s")
+                args.append(content_type)
+        range_prefix: str | None = prefix
+        patterns: list[Callable[[str], object]] = []
+        if glob is not None:
+            patterns.append(glob_regex(glob).fullmatch)
+            range_prefix = _narrow(range_prefix, literal_prefix(glob))
+        if regex is not None:
+            try:
+                patterns.append(re.compile(regex).search)
+            except re.error as error:
+                raise InvalidValue(f"bad regex {regex!r}: {error}") from None
+            range_prefix = _narrow(range_prefix, regex_literal_prefix(regex))
+        if range_prefix is None:
+            return iter(())
+        sql = "".join(f" AND {f}" for f in filters)
+        rows = self._pages(
+            bucket, range_prefix, True, prefix_upper_bound(range_prefix), sql, tuple(args)
+        )
+        metas = map(row_meta, rows)
+        if not patterns:
+            return metas
+        return (m for m in metas if all(p(m.key) for p in patterns))
+
+    # -- journal and checkpoints ---------------------------------------------
+
+    def mark_dirty(self, bucket: str, keys: Iterable[str]) -> None:
+        """See :meth:`MetadataIndex.mark_dirty`."""
+        check_bucket(bucket)
+        batch = sorted({check_key(key) for key in keys})
+        if batch:
+            self._write(self._sql.mark_dirty, (bucket, batch))
+
+    def dirty(self, bucket: str) -> builtins.list[str]:
+        """See :meth:`MetadataIndex.dirty`."""
+        check_bucket(bucket)
+        return [row[0] for row in self._read(self._sql.dirty, (bucket,))]
+
+    def clear_dirty(self, bucket: str, keys: Iterable[str]) -> None:
+        """See :meth:`MetadataIndex.clear_dirty`."""
+        check_bucket(bucket)
+        batch = sorted({check_key(key) for key in keys})
+        if batch:
+            self._write(self._sql.clear_dirty, (bucket, batch))
+
+    def set_checkpoint(self, bucket: str, name: str, value: str | None) -> None:
+        """See :meth:`MetadataIndex.set_checkpoint`."""
+        check_bucket(bucket)
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise InvalidValue(f"a checkpoint name is a non-empty str without NUL, not {name!r}")
+        if value is None:
+            self._write(self._sql.delete_checkpoint, (bucket, name))
+            return
+        if not isinstance(value, str) or "\x00" in value:
+            raise InvalidValue(f"a checkpoint value is a str without NUL or None, not {value!r}")
+        self._write(self._sql.set_checkpoint, (bucket, name, value))
+
+    def checkpoint(self, bucket: str, name: str) -> str | None:
+        """See :meth:`MetadataIndex.checkpoint`."""
+        check_bucket(bucket)
+        if not isinstance(name, str) or "\x00" in name:
+            raise InvalidValue(f"a checkpoint name is a str without NUL, not {name!r}")
+        row = self._read(self._sql.checkpoint, (bucket, name), many=False)
+        return None if row is None else str(row[0])
+
+    def buckets(self) -> builtins.list[str]:
+        """See :meth:`MetadataIndex.buckets`."""
+        return [row[0] for row in self._read(self._sql.buckets, ())]

@@ -1,0 +1,174 @@
+"""PostgresIndex: the index conformance suite, and what is particular to PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from mirrorkv.errors import AccessDenied, InvalidURL, InvalidValue, MirrorKVError, StoreUnavailable
+from mirrorkv.meta import Meta
+from mirrorkv.mirror.index import Usage, open_index
+from mirrorkv.mirror.postgres_index import PostgresIndex
+from mirrorkv.stores.sql import SQLStore
+from mirrorkv.testing.index_conformance import IndexConformance, IndexFactory
+from services import ServiceUnavailable, free_port, skip_unavailable, unique_name
+from services.sql import OwnServer, own_postgres, table_url
+
+SECRET = "s3cret-Pa55word"
+
+
+@pytest.fixture
+def index_url(postgres_url: str) -> Iterator[str]:
+    """A URL of a new index (its own table prefix), dropped after the test."""
+    url = table_url(postgres_url, unique_name("mkvi"))
+    yield url
+    index = open_index(url)
+    assert isinstance(index, PostgresIndex)
+    index.drop_tables()
+
+
+class TestPostgresIndex(IndexConformance):
+    @pytest.fixture
+    def index_factory(self, index_url: str) -> IndexFactory:
+        return IndexFactory(
+            "postgresql", lambda: open_index(index_url), url=index_url, multi_process=True
+        )
+
+
+def test_open_index_urls(index_url: str) -> None:
+    table = index_url.rsplit("=", 1)[1]
+    with open_index(index_url.replace("postgresql://", "postgres://", 1)) as index:
+        assert isinstance(index, PostgresIndex)
+        assert index.table == table
+        assert index.url.endswith(f"?table={table}")
+        assert repr(index).startswith("PostgresIndex(")
+        index.record("b", Meta("k", 1, "e", 0.0))
+    with open_index(index_url, pool_size="2") as again:
+        assert again.du("b") == Usage(1, 1)
+    with pytest.raises(InvalidURL):
+        open_index(f"{index_url}&colour=red")
+    with pytest.raises(InvalidURL):
+        open_index(f"{index_url}&pool_size=many")
+    with pytest.raises(InvalidValue):
+        open_index(index_url.rsplit("=", 1)[0] + "=bad-name")
+    with pytest.raises(InvalidURL):
+        PostgresIndex("mysql://root@127.0.0.1/test")
+
+
+def test_tables_and_collation(index_url: str, postgres_url: str) -> None:
+    table = index_url.rsplit("=", 1)[1]
+    PostgresIndex(postgres_url, table=table).close()
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+            "WHERE table_name LIKE %s AND column_name IN ('key', 'prefix')",
+            (f"{table}%",),
+        ).fetchall()
+    assert {row[0] for row in rows} == {f"{table}_entries", f"{table}_usage", f"{table}_dirty"}
+    assert {row[2] for row in rows} == {"C"}
+
+
+def test_refuses_other_tables(postgres_url: str) -> None:
+    table = unique_name("mkvi")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE "{table}_entries" (x int)')
+        try:
+            with pytest.raises(MirrorKVError, match="not made by a mirrorkv index"):
+                PostgresIndex(postgres_url, table=table)
+        finally:
+            conn.execute(f'DROP TABLE "{table}_entries"')
+    index = PostgresIndex(postgres_url, table=table)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"UPDATE \"{table}_schema\" SET value = '99' WHERE name = 'version'")
+        with pytest.raises(MirrorKVError, match="schema version 99"):
+            PostgresIndex(postgres_url, table=table)
+    finally:
+        index.drop_tables()
+
+
+def test_store_and_index_share_a_table_option(postgres_url: str) -> None:
+    table = unique_name("mkv")
+    store = SQLStore(postgres_url, table=table)
+    try:
+        with PostgresIndex(postgres_url, table=table) as index:
+            store.put("k", b"v")
+            index.record("b", Meta("k", 1, "e", 0.0))
+            assert store.get("k") == b"v"
+            assert index.du("b") == Usage(1, 1)
+            index.drop_tables()
+    finally:
+        store.drop_tables()
+
+
+def test_records_round_trip_as_given(index_url: str) -> None:
+    with open_index(index_url) as index:
+        listed = Meta("a/k", 0, "", 0.0, version="")
+        index.record("b", listed)
+        assert index.get("b", "a/k") == listed
+        index.record_many("b", [Meta("a/j", 3, "x", 1.5, "text/plain", {"é": "ü"}, "")])
+        assert index.get("b", "a/j") == Meta("a/j", 3, "x", 1.5, "text/plain", {"é": "ü"}, "")
+        with pytest.raises(InvalidValue):
+            index.record("b", Meta("a/n", 1, "e\x00", 0.0))
+        with pytest.raises(InvalidValue):
+            index.set_checkpoint("b", "sync", "a\x00")
+        assert index.du("b", "a/") == Usage(2, 3)
+
+
+def test_large_batches_and_du_children_seeks(index_url: str) -> None:
+    with open_index(index_url) as index:
+        keys = [f"t{t}/d{d:02}/o{o}" for t in range(3) for d in range(30) for o in range(12)]
+        index.record_many("b", (Meta(k, len(k), "e", 0.0) for k in keys))
+        assert index.du("b") == Usage(len(keys), sum(map(len, keys)))
+        children = index.du_children("b", "t1/")
+        assert list(children) == [f"t1/d{d:02}/" for d in range(30)]
+        assert all(usage.objects == 12 for usage in children.values())
+        assert index.ls("b", "t2/").prefixes == [f"t2/d{d:02}/" for d in range(30)]
+        assert index.replace_range("b", "t0/", []) == (0, 0, 360)
+        assert index.buckets() == ["b"]
+        assert index.du("b", "t0/") == Usage(0, 0)
+        assert "t0/" not in index.du_children("b")
+
+
+# -- errors: credentials and servers that cannot be reached ---------------------------
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[OwnServer]:
+    """A PostgreSQL server of this module's own, whose logins need a password."""
+    try:
+        with own_postgres(password=SECRET) as server:
+            yield server
+    except ServiceUnavailable as error:
+        skip_unavailable(error)
+
+
+@pytest.mark.slow
+def test_bad_password_is_access_denied(private_postgres: OwnServer) -> None:
+    wrong = private_postgres.url.replace(SECRET, "not-the-password")
+    with pytest.raises(AccessDenied) as caught:
+        open_index(wrong)
+    assert "not-the-password" not in str(caught.value)
+    assert SECRET not in str(caught.value)
+    good = table_url(private_postgres.url, unique_name("mkvi"))
+    index = open_index(good)
+    try:
+        assert SECRET not in repr(index)
+        assert isinstance(index, PostgresIndex)
+        assert SECRET not in index.url
+        index.record("b", Meta("k", 1, "e", 0.0))
+        assert index.du("b") == Usage(1, 1)
+    finally:
+        assert isinstance(index, PostgresIndex)
+        index.drop_tables()
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    url = f"postgresql://u:{SECRET}@127.0.0.1:{free_port()}/test?connect_timeout=2"
+    with pytest.raises(StoreUnavailable) as caught:
+        open_index(url)
+    assert caught.value.retryable
+    assert SECRET not in str(caught.value)
+    assert SECRET not in repr(caught.value)
