@@ -1,0 +1,559 @@
+"""`RedisIndex`: the metadata index in Redis (or Valkey), shared by many application servers.
+
+The layout, readable with ``redis-cli``, is described in
+:mod:`._redis_index_layout`; the scripts that keep entries and aggregates
+together in :mod:`._redis_index_scripts`; connections, retries and error
+translation are the Redis store's (:mod:`mirrorkv.stores._redis_client`).
+The user documentation is the "Redis index" section of ``docs/mirror-index.md``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import re
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, NoReturn
+
+import redis
+from redis.cluster import RedisCluster
+
+from ..errors import InvalidValue, MirrorKVError
+from ..keys import check_key, check_prefix
+from ..meta import Listing, Meta
+from ..stores._redis_client import URL_OPTIONS, Caller, RedisErrors, client_from_url, describe
+from ..urls import StoreURL, reject_unknown
+from ._redis_index_layout import (
+    BucketNames,
+    bucket_names,
+    byte_range,
+    fields_meta,
+    meta_fields,
+    upper_bound,
+)
+from ._redis_index_scripts import CHILDREN, FORGET, LS, PAGE, PARTIAL_DU, RECORD, REPLACE
+from .index import (
+    MetadataIndex,
+    Usage,
+    check_bucket,
+    glob_regex,
+    literal_prefix,
+    regex_literal_prefix,
+    timestamp,
+)
+from .sqlite_index import _narrow
+
+__all__ = ["CHUNK", "DEFAULT_NAMESPACE", "RedisIndex"]
+
+#: The namespace an index uses where none is given.
+DEFAULT_NAMESPACE = "mirrorkv:index"
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+#: ``record_many`` and ``forget_many`` send one script (one atomic step) per this many keys,
+#: so that no script holds the server for more than some milliseconds.
+CHUNK = 1000
+#: Iterators read pages growing from the first size to the last.
+_FIRST_PAGE = 64
+_LAST_PAGE = 1024
+#: ``ls`` reads at most this many keys per script call.
+_LS_BUDGET = 1024
+
+Client = redis.Redis | RedisCluster
+
+
+class _Closed:
+    """Stands in for the caller of a closed index: every call raises MirrorKVError."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise MirrorKVError(f"{self.name} is closed")
+
+    call = call_bytes = load_script = transaction = _refuse
+
+
+class RedisIndex(MetadataIndex):
+    """A metadata index in a Redis (or Valkey) database, shared by any number of processes.
+
+    Layout (see ``docs/mirror-index.md``, "Redis index"): per bucket, a sorted
+    set of keys ranged with ``ZRANGEBYLEX`` (UTF-8 byte order), one hash per
+    entry with S3's field names, a hash of per-prefix usage, a sorted set of
+    the prefixes holding objects, the dirty journal and the checkpoints; all
+    under the hash tag ``{<namespace>:<bucket>}``.
+
+    Guarantees: ``record``, ``forget``, ``replace_range`` and each chunk of
+    :data:`CHUNK` keys of ``record_many``/``forget_many`` are one Lua script,
+    so entries and aggregates change together and ``du`` is exact with any
+    number of writers. ``du`` of ``""`` or a ``/`` prefix is one ``HMGET``;
+    ``du`` of another prefix and ``du_children`` are one script each, so
+    they add up one moment. Iterators read pages of one script call each.
+    A connection error raises :class:`StoreUnavailable`; reads are sent once
+    more on a new connection first, writes only where ``retries`` allows
+    (a retried write is applied at most twice, and recording the same entry
+    twice changes nothing, but a retried chunk of ``forget_many`` is too).
+    Sizes above 2**53 - 1 raise :class:`InvalidValue` (Lua adds doubles).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        retries: int = 0,
+        where: str | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        """An index over ``client`` (``redis.Redis`` or ``redis.cluster.RedisCluster``).
+
+        The client must not decode responses. ``namespace`` starts every Redis
+        name the index uses (letters, digits, ``_ . : -``; no braces).
+        ``retries``: how many times a write is sent again after a connection
+        error. ``where`` names the server in errors and ``repr`` (never a
+        password). ``owns_client``: :meth:`close` closes the client too.
+        """
+        if not isinstance(client, redis.Redis | RedisCluster):
+            raise InvalidValue(f"RedisIndex takes a redis.Redis client, not {type(client)!r}")
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+            raise InvalidValue(
+                "namespace is 1 to 128 characters of A-Z a-z 0-9 _ . : - "
+                f"(no '#' or braces), not {namespace!r}"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidValue(f"retries is a whole number >= 0, not {retries!r}")
+        if client.get_encoder().decode_responses:
+            raise InvalidValue("RedisIndex needs a client with decode_responses=False")
+        self._client = client
+        self._namespace = namespace
+        self._where = where or describe(client)
+        self._errors = RedisErrors(self._where)
+        self._caller: Any = Caller(client, retries)
+        self._owns_client = owns_client
+        self._registry = "{" + namespace + "}:buckets"
+        self._names: dict[str, BucketNames] = {}
+        self._registered: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> RedisIndex:
+        """Open ``redis://host:port/db`` or ``rediss://`` (TLS); see ``docs/mirror-index.md``.
+
+        Options: ``namespace`` (default ``mirrorkv:index``); ``timeout`` and
+        ``connect_timeout`` (seconds); ``retries``; ``max_connections``;
+        ``ssl_ca_certs``, ``ssl_verify``. Raises :class:`InvalidURL` for any
+        other option; the password comes from the URL's user info only.
+        """
+        reject_unknown(url, options, URL_OPTIONS)
+        namespace = str(options.get("namespace", DEFAULT_NAMESPACE))
+        client, retries = client_from_url(url, options)
+        return cls(
+            client, namespace=namespace, retries=retries, where=url.redacted(), owns_client=True
+        )
+
+    @property
+    def namespace(self) -> str:
+        """The namespace: every Redis name of the index starts with ``{<namespace>``."""
+        return self._namespace
+
+    @property
+    def client(self) -> Client:
+        """The redis-py client, for what the index does not cover (use with care)."""
+        return self._client
+
+    @property
+    def buckets_key(self) -> str:
+        """The name of the set of every bucket ever written through an index of this namespace."""
+        return self._registry
+
+    def redis_names(self, bucket: str) -> BucketNames:
+        """The Redis key names holding ``bucket`` (what an operator types in ``redis-cli``)."""
+        try:
+            return self._names[bucket]
+        except (KeyError, TypeError):
+            check_bucket(bucket)
+        names = self._names[bucket] = bucket_names(self._namespace, bucket)
+        return names
+
+    def __repr__(self) -> str:
+        return f"RedisIndex({self._where!r}, namespace={self._namespace!r})"
+
+    def close(self) -> None:
+        """Release the connections (where the index made its client); later calls raise."""
+        caller = self._caller
+        if isinstance(caller, _Closed):
+            return
+        self._caller = _Closed(repr(self))
+        if self._owns_client:
+            caller.close()
+
+    def _writable(self, bucket: str) -> BucketNames:
+        """The names of ``bucket``, listed in the bucket set first (once per index)."""
+        names = self.redis_names(bucket)
+        if bucket not in self._registered:
+            with self._errors:
+                self._caller.call("SADD", self._registry, bucket)
+            self._registered.add(bucket)
+        return names
+
+    # -- writes ---------------------------------------------------------------
+
+    def record(self, bucket: str, meta: Meta) -> None:
+        """See :meth:`MetadataIndex.record`: one script."""
+        fields = meta_fields(meta)
+        check_key(fields[0])
+        names = self._writable(bucket)
+        with self._errors:
+            RECORD(self._caller, names.scripts, names.object_prefix, *fields)
+
+    def record_many(self, bucket: str, metas: Iterable[Meta]) -> None:
+        """See :meth:`MetadataIndex.record_many`: one script per :data:`CHUNK` records."""
+        check_bucket(bucket)
+        iterator = iter(metas)
+        names: BucketNames | None = None
+        while chunk := list(itertools.islice(iterator, CHUNK)):
+            rows: dict[str, tuple[str, ...]] = {}
+            for meta in chunk:
+                fields = meta_fields(meta)
+                rows[check_key(fields[0])] = fields
+            names = names or self._writable(bucket)
+            args = [value for fields in rows.values() for value in fields]
+            with self._errors:
+                RECORD(self._caller, names.scripts, names.object_prefix, *args)
+
+    def forget(self, bucket: str, key: str) -> None:
+        """See :meth:`MetadataIndex.forget`: one script."""
+        check_key(key)
+        names = self.redis_names(bucket)
+        with self._errors:
+            FORGET(self._caller, names.scripts, names.object_prefix, key)
+
+    def forget_many(self, bucket: str, keys: Iterable[str]) -> None:
+        """See :meth:`MetadataIndex.forget_many`: one script per :data:`CHUNK` keys."""
+        names = self.redis_names(bucket)
+        iterator = iter(keys)
+        while chunk := list(itertools.islice(iterator, CHUNK)):
+            for key in chunk:
+                check_key(key)
+            with self._errors:
+                FORGET(self._caller, names.scripts, names.object_prefix, *dict.fromkeys(chunk))
+
+    def replace_range(
+        self,
+        bucket: str,
+        prefix: str,
+        metas: Iterable[Meta],
+        *,
+        start_after: str | None = None,
+        until: str | None = None,
+    ) -> tuple[int, int, int]:
+        """See :meth:`MetadataIndex.replace_range`: one script reading the range whole."""
+        check_bucket(bucket)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        if until is not None:
+            check_key(until)
+        low, high = byte_range(prefix, start_after)
+        after = start_after if start_after is not None and start_after >= prefix else None
+        rows: dict[str, tuple[str, ...]] = {}
+        for meta in metas:
+            fields = meta_fields(meta)
+            key = check_key(fields[0])
+            inside = key.startswith(prefix) and (after is None or key > after)
+            if not inside or (until is not None and key > until):
+                raise InvalidValue(f"{key!r} is outside the range being replaced")
+            rows[key] = fields
+        if until is not None:
+            last = until.encode()
+            if high == b"+" or last < high[1:]:  # the tighter of until and the prefix's bound
+                high = b"[" + last
+        names = self._writable(bucket)
+        args = [value for fields in rows.values() for value in fields]
+        with self._errors:
+            added, changed, removed = REPLACE(
+                self._caller, names.scripts, names.object_prefix, low, high, *args
+            )
+        return int(added), int(changed), int(removed)
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, bucket: str, key: str) -> Meta | None:
+        """See :meth:`MetadataIndex.get`: one ``HMGET``."""
+        names = self.redis_names(bucket)
+        check_key(key)
+        with self._errors:
+            fields = self._caller.call(
+                "HMGET",
+                names.object(key),
+                "Size",
+                "ETag",
+                "LastModified",
+                "ContentType",
+                "Metadata",
+                "VersionId",
+                retry=True,
+            )
+        if fields[0] is None:
+            return None
+        return fields_meta(key, [b"" if value is None else value for value in fields])
+
+    def _pages(self, names: BucketNames, low: bytes, high: bytes) -> Iterator[Meta]:
+        """The entries in ``[low, high]`` (``ZRANGEBYLEX`` bounds), one script call per page."""
+        page = _FIRST_PAGE
+        while True:
+            with self._errors:
+                reply = PAGE(
+                    self._caller, (names.keys,), names.object_prefix, low, high, page, retry=True
+                )
+            scanned, last = reply[0], reply[1]
+            for at in range(2, len(reply), 7):
+                yield fields_meta(reply[at].decode(), reply[at + 1 : at + 7])
+            if scanned < page:
+                return
+            low = b"(" + last
+            page = min(page * 4, _LAST_PAGE)
+
+    def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
+        """See :meth:`MetadataIndex.list`."""
+        names = self.redis_names(bucket)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        return self._pages(names, *byte_range(prefix, start_after))
+
+    def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+        """See :meth:`MetadataIndex.keys`: ``ZRANGEBYLEX`` pages."""
+        names = self.redis_names(bucket)
+        check_prefix(prefix)
+        if start_after is not None:
+            check_key(start_after)
+        return self._key_pages(names.keys, *byte_range(prefix, start_after))
+
+    def _key_pages(self, zset: str, low: bytes, high: bytes) -> Iterator[str]:
+        page = _FIRST_PAGE
+        while True:
+            with self._errors:
+                keys: list[bytes] = self._caller.call(
+                    "ZRANGEBYLEX", zset, low, high, "LIMIT", 0, page, retry=True
+                )
+            for key in keys:
+                yield key.decode()
+            if len(keys) < page:
+                return
+            low = b"(" + keys[-1]
+            page = min(page * 4, _LAST_PAGE * 4)
+
+    def ls(self, bucket: str, prefix: str = "", delimiter: str = "/") -> Listing:
+        """See :meth:`MetadataIndex.ls`: the server seeks past each common prefix."""
+        names = self.redis_names(bucket)
+        check_prefix(prefix)
+        if not isinstance(delimiter, str) or not delimiter:
+            raise InvalidValue(f"delimiter must be a non-empty str, not {delimiter!r}")
+        listing = Listing()
+        low, high = byte_range(prefix)
+        start = len(prefix.encode())
+        done = False
+        while not done:
+            with self._errors:
+                reply = LS(
+                    self._caller,
+                    (names.keys,),
+                    names.object_prefix,
+                    low,
+                    high,
+                    start,
+                    delimiter,
+                    _LS_BUDGET,
+                    retry=True,
+                )
+            done, low = reply[0] == 1, reply[1]
+            at = 2
+            while at < len(reply):
+                if reply[at] == b"p":
+                    listing.prefixes.append(reply[at + 1].decode())
+                    at += 2
+                else:
+                    listing.objects.append(
+                        fields_meta(reply[at + 1].decode(), reply[at + 2 : at + 8])
+                    )
+                    at += 8
+        return listing
+
+    def du(self, bucket: str, prefix: str = "") -> Usage:
+        """See :meth:`MetadataIndex.du`: one ``HMGET`` for ``""`` and ``/`` prefixes.
+
+        Any other prefix, say ``logs/2024-0`` in the directory ``logs/``, is
+        one script that walks its key range, reading the usage of each
+        subdirectory it meets (``logs/2024-01/``) and seeking past its keys,
+        and summing the objects directly in ``logs/``: its cost grows with
+        those subdirectories and direct objects, not with the keys inside.
+        """
+        names = self.redis_names(bucket)
+        check_prefix(prefix)
+        with self._errors:
+            if prefix == "" or prefix.endswith("/"):
+                objects, size = self._caller.call(
+                    "HMGET", names.usage, "objects:" + prefix, "bytes:" + prefix, retry=True
+                )
+            else:
+                low, high = byte_range(prefix)
+                depth = len(prefix[: prefix.rfind("/") + 1].encode())
+                objects, size = PARTIAL_DU(
+                    self._caller,
+                    (names.keys, names.usage),
+                    names.object_prefix,
+                    low,
+                    high,
+                    depth,
+                    retry=True,
+                )
+        return Usage(int(objects or 0), int(size or 0))
+
+    def du_children(self, bucket: str, prefix: str = "") -> dict[str, Usage]:
+        """See :meth:`MetadataIndex.du_children`: one script, one seek per child."""
+        names = self.redis_names(bucket)
+        check_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            raise InvalidValue(f"du_children takes '' or a prefix ending in '/', not {prefix!r}")
+        encoded = prefix.encode()
+        low = b"(" + encoded if encoded else b"-"
+        with self._errors:
+            reply = CHILDREN(
+                self._caller,
+                (names.usage, names.prefixes),
+                prefix,
+                low,
+                upper_bound(encoded),
+                retry=True,
+            )
+        if not reply:
+            return {}
+        objects, size = int(reply[0]), int(reply[1])
+        children: dict[str, Usage] = {}
+        for at in range(2, len(reply), 3):
+            usage = Usage(int(reply[at + 1]), int(reply[at + 2]))
+            children[reply[at].decode()] = usage
+            objects -= usage.objects
+            size -= usage.bytes
+        result = {"": Usage(objects, size)} if objects else {}
+        result.update(children)
+        return result
+
+    def find(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        glob: str | None = None,
+        regex: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        modified_after: datetime | float | None = None,
+        modified_before: datetime | float | None = None,
+        content_type: str | None = None,
+    ) -> Iterator[Meta]:
+        """See :meth:`MetadataIndex.find`: a key range read in pages, filtered here."""
+        names = self.redis_names(bucket)
+        check_prefix(prefix)
+        for name, bound in (("min_size", min_size), ("max_size", max_size)):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)):
+                raise InvalidValue(f"{name} must be an int, not {bound!r}")
+        after = None if modified_after is None else timestamp(modified_after)
+        before = None if modified_before is None else timestamp(modified_before)
+        patterns: builtins.list[Callable[[str], object]] = []
+        range_prefix: str | None = prefix
+        if glob is not None:
+            patterns.append(glob_regex(glob).fullmatch)
+            range_prefix = _narrow(range_prefix, literal_prefix(glob))
+        if regex is not None:
+            try:
+                patterns.append(re.compile(regex).search)
+            except re.error as error:
+                raise InvalidValue(f"bad regex {regex!r}: {error}") from None
+            range_prefix = _narrow(range_prefix, regex_literal_prefix(regex))
+
+        def keep(meta: Meta) -> bool:
+            # The raw fields: a record read from Redis holds a float time and a str type.
+            size, modified = meta[1], meta[3]
+            return (
+                (min_size is None or size >= min_size)
+                and (max_size is None or size <= max_size)
+                and (after is None or modified > after)
+                and (before is None or modified < before)
+                and (content_type is None or meta[4] == content_type)
+                and all(pattern(meta[0]) for pattern in patterns)
+            )
+
+        if range_prefix is None:
+            return iter(())
+        metas = self._pages(names, *byte_range(range_prefix))
+        filtered = (min_size, max_size, after, before, content_type, glob, regex)
+        if all(value is None for value in filtered):
+            return metas
+        return filter(keep, metas)
+
+    # -- journal, checkpoints, buckets -----------------------------------------
+
+    def mark_dirty(self, bucket: str, keys: Iterable[str]) -> None:
+        """See :meth:`MetadataIndex.mark_dirty`: one ``ZADD``."""
+        check_bucket(bucket)
+        members = [check_key(key) for key in keys]
+        if not members:
+            return
+        names = self._writable(bucket)
+        args: list[Any] = ["ZADD", names.dirty]
+        for key in members:
+            args += (0, key)
+        with self._errors:
+            self._caller.call(*args)
+
+    def dirty(self, bucket: str) -> builtins.list[str]:
+        """See :meth:`MetadataIndex.dirty`."""
+        names = self.redis_names(bucket)
+        return builtins.list(self._key_pages(names.dirty, b"-", b"+"))
+
+    def clear_dirty(self, bucket: str, keys: Iterable[str]) -> None:
+        """See :meth:`MetadataIndex.clear_dirty`: one ``ZREM``."""
+        names = self.redis_names(bucket)
+        members = [check_key(key) for key in keys]
+        if members:
+            with self._errors:
+                self._caller.call("ZREM", names.dirty, *members)
+
+    def set_checkpoint(self, bucket: str, name: str, value: str | None) -> None:
+        """See :meth:`MetadataIndex.set_checkpoint`: one ``HSET`` or ``HDEL``."""
+        check_bucket(bucket)
+        if not isinstance(name, str) or not name:
+            raise InvalidValue(f"a checkpoint name is a non-empty str, not {name!r}")
+        if value is not None and not isinstance(value, str):
+            raise InvalidValue(f"a checkpoint value is a str or None, not {value!r}")
+        if value is None:
+            names = self.redis_names(bucket)
+            with self._errors:
+                self._caller.call("HDEL", names.checkpoints, name)
+        else:
+            names = self._writable(bucket)
+            with self._errors:
+                self._caller.call("HSET", names.checkpoints, name, value)
+
+    def checkpoint(self, bucket: str, name: str) -> str | None:
+        """See :meth:`MetadataIndex.checkpoint`: one ``HGET``."""
+        names = self.redis_names(bucket)
+        if not isinstance(name, str):
+            raise InvalidValue(f"a checkpoint name is a str, not {name!r}")
+        with self._errors:
+            value: bytes | None = self._caller.call("HGET", names.checkpoints, name, retry=True)
+        return None if value is None else value.decode()
+
+    def buckets(self) -> builtins.list[str]:
+        """See :meth:`MetadataIndex.buckets`: the bucket set, less the buckets left empty."""
+        found: builtins.list[str] = []
+        with self._errors:
+            for raw in self._caller.call("SMEMBERS", self._registry, retry=True):
+                bucket = raw.decode()
+                names = self.redis_names(bucket)
+                held = self._caller.call(
+                    "EXISTS", names.keys, names.dirty, names.checkpoints, retry=True
+                )
+                if held:
+                    found.append(bucket)
+        return sorted(found)
