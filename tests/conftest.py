@@ -17,6 +17,7 @@ import pytest
 # before anything imports mirrorkv.testing.
 pytest.register_assert_rewrite("mirrorkv.testing", "services")
 
+import layer_factories  # noqa: E402
 from mirrorkv import MemoryStore  # noqa: E402
 from mirrorkv.testing import StoreFactory  # noqa: E402
 from services import azure, gcs, redis, s3, sql  # noqa: E402
@@ -90,6 +91,7 @@ STORE_FACTORIES: dict[str, FactoryBuilder] = {
     "sqlite": _sqlite,
     "mirror-memory": _mirror_memory,
     "mirror-sqlite": _mirror_sqlite,
+    **layer_factories.FACTORIES,
     **azure.FACTORIES,
     **gcs.FACTORIES,
     **redis.FACTORIES,

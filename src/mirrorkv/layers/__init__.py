@@ -1,0 +1,10 @@
+"""Layers: stores that wrap a store and are a store (see ``docs/layers.md``).
+
+Each layer is one module here and subclasses :class:`Layer`.
+"""
+
+from __future__ import annotations
+
+from .base import Layer
+
+__all__ = ["Layer"]
