@@ -27,7 +27,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
 from ..errors import InvalidValue
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta
@@ -106,19 +105,19 @@ _new_meta = tuple.__new__
 _loads = json.loads
 
 
-def fields_meta(key: str, fields: Sequence[Any]) -> Meta:
-    """The record of ``key`` from its hash's fields as the scripts return them (bytes)."""
+def fields_meta(key: str, fields: Sequence[str]) -> Meta:
+    """The record of ``key`` from its hash's fields, in the order of ``FIELDS`` (str)."""
     size, etag, modified, content_type, metadata, version = fields
     return _new_meta(
         Meta,
         (
             key,
             int(size),
-            etag.decode(),
+            etag,
             float(modified),
-            content_type.decode(),
-            NO_METADATA if metadata == b"{}" else MappingProxyType(_loads(metadata)),
-            version.decode(),
+            content_type,
+            NO_METADATA if metadata == "{}" else MappingProxyType(_loads(metadata)),
+            version,
         ),
     )
 

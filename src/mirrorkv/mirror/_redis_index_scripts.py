@@ -21,7 +21,17 @@ from __future__ import annotations
 
 from ..stores._redis_scripts import Script
 
-__all__ = ["CHILDREN", "FIELDS", "FORGET", "LS", "PAGE", "PARTIAL_DU", "RECORD", "REPLACE"]
+__all__ = [
+    "CHILDREN",
+    "FIELDS",
+    "FORGET",
+    "KEY_PAGE",
+    "LS",
+    "PAGE",
+    "PARTIAL_DU",
+    "RECORD",
+    "REPLACE",
+]
 
 #: The fields of an object hash after ``Key``, in the order the scripts return them.
 FIELDS = ("Size", "ETag", "LastModified", "ContentType", "Metadata", "VersionId")
@@ -161,34 +171,46 @@ return {added, changed, removed}
 """
 )
 
-# page(keys; base, min, max, count) -> {scanned, last key scanned, then per
-# entry: key and the FIELDS}. A key whose hash is missing is left out.
+# page(keys; base, min, max, count) -> {scanned, last key scanned, JSON array
+# of, per entry, its key and FIELDS}. A key whose hash is missing is left
+# out. One JSON string, not a bulk string per field: redis-py (without
+# hiredis) parses a reply item by item in Python, several µs each.
 PAGE = Script(
     """
 local keys = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, ARGV[4])
-local out = {#keys, keys[#keys] or ''}
+local rows = {}
 for _, key in ipairs(keys) do
   local f = redis.call('HMGET', ARGV[1] .. key, 'Size', 'ETag', 'LastModified',
     'ContentType', 'Metadata', 'VersionId')
   if f[1] then
-    out[#out + 1] = key
-    for i = 1, 6 do out[#out + 1] = f[i] or '' end
+    rows[#rows + 1] = key
+    for i = 1, 6 do rows[#rows + 1] = f[i] or '' end
   end
 end
-return out
+return {#keys, keys[#keys] or '', #rows > 0 and cjson.encode(rows) or '[]'}
 """
 )
 
-# ls(keys; base, min, max, start, delimiter, budget) -> {done, next min, then
-# 'p', common prefix  or  'o', key, FIELDS...}. ``start`` is the byte length
-# of the listed prefix. After a common prefix it seeks past every key that
-# starts with it (its last byte plus one is a bound above them all). Stops
-# after ``budget`` keys read, so no call holds the server for long.
+# key_page(zset; min, max, count) -> a JSON array of the members in [min, max]
+# (at most count): ZRANGEBYLEX, in one bulk string for the parser's sake.
+KEY_PAGE = Script(
+    """
+local keys = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+if #keys == 0 then return '[]' end
+return cjson.encode(keys)
+"""
+)
+
+# ls(keys; base, min, max, start, delimiter, budget) -> {done, next min, JSON
+# array of 'p', common prefix  or  'o', key, FIELDS...}. ``start`` is the
+# byte length of the listed prefix. After a common prefix it seeks past every
+# key that starts with it (its last byte plus one is a bound above them all).
+# Stops after ``budget`` keys read, so no call holds the server for long.
 LS = Script(
     """
 local low, high = ARGV[2], ARGV[3]
 local start, delim, budget = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
-local out = {0, ''}
+local rows, done = {}, 0
 local page, read = 1, 0
 while read < budget do
   local keys = redis.call('ZRANGEBYLEX', KEYS[1], low, high, 'LIMIT', 0, page)
@@ -198,8 +220,8 @@ while read < budget do
     local at = string.find(key, delim, start + 1, true)
     if at then
       local common = string.sub(key, 1, at + #delim - 1)
-      out[#out + 1] = 'p'
-      out[#out + 1] = common
+      rows[#rows + 1] = 'p'
+      rows[#rows + 1] = common
       low = '[' .. string.sub(common, 1, -2) .. string.char(string.byte(common, -1) + 1)
       seeked = true
       break
@@ -207,23 +229,22 @@ while read < budget do
     local f = redis.call('HMGET', ARGV[1] .. key, 'Size', 'ETag', 'LastModified',
       'ContentType', 'Metadata', 'VersionId')
     if f[1] then
-      out[#out + 1] = 'o'
-      out[#out + 1] = key
-      for i = 1, 6 do out[#out + 1] = f[i] or '' end
+      rows[#rows + 1] = 'o'
+      rows[#rows + 1] = key
+      for i = 1, 6 do rows[#rows + 1] = f[i] or '' end
     end
     low = '(' .. key
   end
   if seeked then
     page = 1
   elseif #keys < page then
-    out[1] = 1
+    done = 1
     break
   else
     page = math.min(page * 4, 256)
   end
 end
-out[2] = low
-return out
+return {done, low, #rows > 0 and cjson.encode(rows) or '[]'}
 """
 )
 
@@ -270,25 +291,25 @@ return {objects, string.format('%.0f', bytes)}
 )
 
 # children(usage, dirs; prefix, min, max) -> {} when nothing is under the
-# prefix, else {objects, bytes, then per child directory in key order: name,
-# objects, bytes}. One seek in the directory set per child.
+# prefix, else {objects, bytes, JSON array of, per child directory in key
+# order, its name, objects and bytes}. One seek in the directory set per child.
 CHILDREN = Script(
     """
 local prefix, low, high = ARGV[1], ARGV[2], ARGV[3]
 local total = redis.call('HMGET', KEYS[1], 'objects:' .. prefix, 'bytes:' .. prefix)
 if not total[1] then return {} end
-local out = {total[1], total[2] or '0'}
+local rows = {}
 while true do
   local found = redis.call('ZRANGEBYLEX', KEYS[2], low, high, 'LIMIT', 0, 1)
   if #found == 0 then break end
   local slash = string.find(found[1], '/', #prefix + 1, true)
   local child = string.sub(found[1], 1, slash)
   local u = redis.call('HMGET', KEYS[1], 'objects:' .. child, 'bytes:' .. child)
-  out[#out + 1] = child
-  out[#out + 1] = u[1] or '0'
-  out[#out + 1] = u[2] or '0'
+  rows[#rows + 1] = child
+  rows[#rows + 1] = u[1] or '0'
+  rows[#rows + 1] = u[2] or '0'
   low = '[' .. string.sub(child, 1, -2) .. '0'
 end
-return out
+return {total[1], total[2] or '0', #rows > 0 and cjson.encode(rows) or '[]'}
 """
 )

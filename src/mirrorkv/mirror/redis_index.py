@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
@@ -32,7 +33,7 @@ from ._redis_index_layout import (
     meta_fields,
     upper_bound,
 )
-from ._redis_index_scripts import CHILDREN, FORGET, LS, PAGE, PARTIAL_DU, RECORD, REPLACE
+from ._redis_index_scripts import CHILDREN, FORGET, KEY_PAGE, LS, PAGE, PARTIAL_DU, RECORD, REPLACE
 from .index import (
     MetadataIndex,
     Usage,
@@ -59,6 +60,7 @@ _LAST_PAGE = 1024
 _LS_BUDGET = 1024
 
 Client = redis.Redis | RedisCluster
+_loads = json.loads
 
 
 class _Closed:
@@ -88,10 +90,12 @@ class RedisIndex(MetadataIndex):
     number of writers. ``du`` of ``""`` or a ``/`` prefix is one ``HMGET``;
     ``du`` of another prefix and ``du_children`` are one script each, so
     they add up one moment. Iterators read pages of one script call each.
-    A connection error raises :class:`StoreUnavailable`; reads are sent once
-    more on a new connection first, writes only where ``retries`` allows
-    (a retried write is applied at most twice, and recording the same entry
-    twice changes nothing, but a retried chunk of ``forget_many`` is too).
+    A connection error raises :class:`StoreUnavailable` after the call was
+    sent once more on a new connection (``retries`` more times where given):
+    every write here is idempotent, since it sets a state and computes the
+    aggregate changes from what it finds, so a write whose reply was lost
+    may be applied twice (a record of the same key by another writer in
+    between is then replaced, as if this write had come later).
     Sizes above 2**53 - 1 raise :class:`InvalidValue` (Lua adds doubles).
     """
 
@@ -108,8 +112,8 @@ class RedisIndex(MetadataIndex):
 
         The client must not decode responses. ``namespace`` starts every Redis
         name the index uses (letters, digits, ``_ . : -``; no braces).
-        ``retries``: how many times a write is sent again after a connection
-        error. ``where`` names the server in errors and ``repr`` (never a
+        ``retries``: how many times a call is sent again after a connection
+        error (at least once). ``where`` names the server in errors and ``repr`` (never a
         password). ``owns_client``: :meth:`close` closes the client too.
         """
         if not isinstance(client, redis.Redis | RedisCluster):
@@ -190,7 +194,7 @@ class RedisIndex(MetadataIndex):
         names = self.redis_names(bucket)
         if bucket not in self._registered:
             with self._errors:
-                self._caller.call("SADD", self._registry, bucket)
+                self._caller.call("SADD", self._registry, bucket, retry=True)
             self._registered.add(bucket)
         return names
 
@@ -202,7 +206,7 @@ class RedisIndex(MetadataIndex):
         check_key(fields[0])
         names = self._writable(bucket)
         with self._errors:
-            RECORD(self._caller, names.scripts, names.object_prefix, *fields)
+            RECORD(self._caller, names.scripts, names.object_prefix, *fields, retry=True)
 
     def record_many(self, bucket: str, metas: Iterable[Meta]) -> None:
         """See :meth:`MetadataIndex.record_many`: one script per :data:`CHUNK` records."""
@@ -217,14 +221,14 @@ class RedisIndex(MetadataIndex):
             names = names or self._writable(bucket)
             args = [value for fields in rows.values() for value in fields]
             with self._errors:
-                RECORD(self._caller, names.scripts, names.object_prefix, *args)
+                RECORD(self._caller, names.scripts, names.object_prefix, *args, retry=True)
 
     def forget(self, bucket: str, key: str) -> None:
         """See :meth:`MetadataIndex.forget`: one script."""
         check_key(key)
         names = self.redis_names(bucket)
         with self._errors:
-            FORGET(self._caller, names.scripts, names.object_prefix, key)
+            FORGET(self._caller, names.scripts, names.object_prefix, key, retry=True)
 
     def forget_many(self, bucket: str, keys: Iterable[str]) -> None:
         """See :meth:`MetadataIndex.forget_many`: one script per :data:`CHUNK` keys."""
@@ -234,7 +238,13 @@ class RedisIndex(MetadataIndex):
             for key in chunk:
                 check_key(key)
             with self._errors:
-                FORGET(self._caller, names.scripts, names.object_prefix, *dict.fromkeys(chunk))
+                FORGET(
+                    self._caller,
+                    names.scripts,
+                    names.object_prefix,
+                    *dict.fromkeys(chunk),
+                    retry=True,
+                )
 
     def replace_range(
         self,
@@ -270,7 +280,7 @@ class RedisIndex(MetadataIndex):
         args = [value for fields in rows.values() for value in fields]
         with self._errors:
             added, changed, removed = REPLACE(
-                self._caller, names.scripts, names.object_prefix, low, high, *args
+                self._caller, names.scripts, names.object_prefix, low, high, *args, retry=True
             )
         return int(added), int(changed), int(removed)
 
@@ -294,7 +304,7 @@ class RedisIndex(MetadataIndex):
             )
         if fields[0] is None:
             return None
-        return fields_meta(key, [b"" if value is None else value for value in fields])
+        return fields_meta(key, ["" if value is None else value.decode() for value in fields])
 
     def _pages(self, names: BucketNames, low: bytes, high: bytes) -> Iterator[Meta]:
         """The entries in ``[low, high]`` (``ZRANGEBYLEX`` bounds), one script call per page."""
@@ -304,9 +314,9 @@ class RedisIndex(MetadataIndex):
                 reply = PAGE(
                     self._caller, (names.keys,), names.object_prefix, low, high, page, retry=True
                 )
-            scanned, last = reply[0], reply[1]
-            for at in range(2, len(reply), 7):
-                yield fields_meta(reply[at].decode(), reply[at + 1 : at + 7])
+            scanned, last, rows = reply[0], reply[1], _loads(reply[2])
+            for at in range(0, len(rows), 7):
+                yield fields_meta(rows[at], rows[at + 1 : at + 7])
             if scanned < page:
                 return
             low = b"(" + last
@@ -332,14 +342,13 @@ class RedisIndex(MetadataIndex):
         page = _FIRST_PAGE
         while True:
             with self._errors:
-                keys: list[bytes] = self._caller.call(
-                    "ZRANGEBYLEX", zset, low, high, "LIMIT", 0, page, retry=True
+                keys: list[str] = _loads(
+                    KEY_PAGE(self._caller, (zset,), low, high, page, retry=True)
                 )
-            for key in keys:
-                yield key.decode()
+            yield from keys
             if len(keys) < page:
                 return
-            low = b"(" + keys[-1]
+            low = b"(" + keys[-1].encode()
             page = min(page * 4, _LAST_PAGE * 4)
 
     def ls(self, bucket: str, prefix: str = "", delimiter: str = "/") -> Listing:
@@ -365,16 +374,14 @@ class RedisIndex(MetadataIndex):
                     _LS_BUDGET,
                     retry=True,
                 )
-            done, low = reply[0] == 1, reply[1]
-            at = 2
-            while at < len(reply):
-                if reply[at] == b"p":
-                    listing.prefixes.append(reply[at + 1].decode())
+            done, low, rows = reply[0] == 1, reply[1], _loads(reply[2])
+            at = 0
+            while at < len(rows):
+                if rows[at] == "p":
+                    listing.prefixes.append(rows[at + 1])
                     at += 2
                 else:
-                    listing.objects.append(
-                        fields_meta(reply[at + 1].decode(), reply[at + 2 : at + 8])
-                    )
+                    listing.objects.append(fields_meta(rows[at + 1], rows[at + 2 : at + 8]))
                     at += 8
         return listing
 
@@ -429,9 +436,10 @@ class RedisIndex(MetadataIndex):
             return {}
         objects, size = int(reply[0]), int(reply[1])
         children: dict[str, Usage] = {}
-        for at in range(2, len(reply), 3):
-            usage = Usage(int(reply[at + 1]), int(reply[at + 2]))
-            children[reply[at].decode()] = usage
+        rows = _loads(reply[2])
+        for at in range(0, len(rows), 3):
+            usage = Usage(int(rows[at + 1]), int(rows[at + 2]))
+            children[rows[at]] = usage
             objects -= usage.objects
             size -= usage.bytes
         result = {"": Usage(objects, size)} if objects else {}
@@ -504,7 +512,7 @@ class RedisIndex(MetadataIndex):
         for key in members:
             args += (0, key)
         with self._errors:
-            self._caller.call(*args)
+            self._caller.call(*args, retry=True)
 
     def dirty(self, bucket: str) -> builtins.list[str]:
         """See :meth:`MetadataIndex.dirty`."""
@@ -517,7 +525,7 @@ class RedisIndex(MetadataIndex):
         members = [check_key(key) for key in keys]
         if members:
             with self._errors:
-                self._caller.call("ZREM", names.dirty, *members)
+                self._caller.call("ZREM", names.dirty, *members, retry=True)
 
     def set_checkpoint(self, bucket: str, name: str, value: str | None) -> None:
         """See :meth:`MetadataIndex.set_checkpoint`: one ``HSET`` or ``HDEL``."""
@@ -529,11 +537,11 @@ class RedisIndex(MetadataIndex):
         if value is None:
             names = self.redis_names(bucket)
             with self._errors:
-                self._caller.call("HDEL", names.checkpoints, name)
+                self._caller.call("HDEL", names.checkpoints, name, retry=True)
         else:
             names = self._writable(bucket)
             with self._errors:
-                self._caller.call("HSET", names.checkpoints, name, value)
+                self._caller.call("HSET", names.checkpoints, name, value, retry=True)
 
     def checkpoint(self, bucket: str, name: str) -> str | None:
         """See :meth:`MetadataIndex.checkpoint`: one ``HGET``."""
