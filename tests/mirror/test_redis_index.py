@@ -20,6 +20,7 @@ from mirrorkv.meta import Meta  # noqa: E402
 from mirrorkv.mirror.index import Usage, open_index  # noqa: E402
 from mirrorkv.mirror.redis_index import RedisIndex  # noqa: E402
 from mirrorkv.testing.index_conformance import IndexConformance, IndexFactory  # noqa: E402
+from mirrorkv.urls import parse_url  # noqa: E402
 from services import (  # noqa: E402
     ServerProcess,
     ServiceUnavailable,
@@ -246,3 +247,39 @@ def test_stopped_server_is_unavailable(private_redis: tuple[ServerProcess, str])
             assert caught.value.retryable
     with pytest.raises(MirrorKVError):
         index.du("b")
+
+
+@pytest.fixture
+def redis_cluster(request: pytest.FixtureRequest) -> str:
+    """The session's cluster, ``redis_cluster_url`` (skips with the reason where there is none)."""
+    try:
+        url: str = request.getfixturevalue("redis_cluster_url")
+    except ServiceUnavailable as error:
+        skip_unavailable(error)
+        raise
+    return url
+
+
+def test_cluster_keeps_a_bucket_in_one_slot(redis_cluster: str) -> None:
+    namespace = unique_name("mkvc")
+    url = parse_url(f"{redis_cluster}?namespace={namespace}")
+    with RedisIndex.from_url(url, **url.query) as index:
+        for bucket in ("s3://one", "s3://two", "gs://three"):
+            index.record_many(bucket, [Meta(f"d{i % 3}/k{i:03}", i, "e", 0.0) for i in range(90)])
+            assert index.du(bucket) == Usage(90, sum(range(90)))
+            assert index.du(bucket, "d1") == Usage(30, sum(range(1, 90, 3)))
+            assert list(index.du_children(bucket)) == ["d0/", "d1/", "d2/"]
+            assert index.ls(bucket).prefixes == ["d0/", "d1/", "d2/"]
+            assert len(list(index.find(bucket, glob="d2/*"))) == 30
+            assert index.replace_range(bucket, "d0/", []) == (0, 0, 30)
+            index.mark_dirty(bucket, ["d1/k001"])
+            index.set_checkpoint(bucket, "sync", "d1/")
+        assert index.buckets() == ["gs://three", "s3://one", "s3://two"]
+        for bucket in index.buckets():
+            index.forget_many(bucket, list(index.keys(bucket)))
+            index.clear_dirty(bucket, index.dirty(bucket))
+            index.set_checkpoint(bucket, "sync", None)
+        assert index.buckets() == []
+        client = index.client
+        assert isinstance(client, redis.cluster.RedisCluster)
+        client.delete(index.buckets_key)
