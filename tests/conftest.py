@@ -33,6 +33,11 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     return StoreFactory("memory", lambda: store)
 
 
+def _memory_bounded(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    store = MemoryStore(max_bytes=64 << 20)
+    return StoreFactory("memory-bounded", lambda: store)
+
+
 def _file(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     from mirrorkv.stores.file import FileStore
 
@@ -87,6 +92,7 @@ def _mirror_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFacto
 #: Every store the conformance suite runs over; a new backend or layer adds one line.
 STORE_FACTORIES: dict[str, FactoryBuilder] = {
     "memory": _memory,
+    "memory-bounded": _memory_bounded,
     "file": _file,
     "sqlite": _sqlite,
     "mirror-memory": _mirror_memory,

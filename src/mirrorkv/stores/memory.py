@@ -51,7 +51,15 @@ class MemoryStore(Store):
         Capability.CONDITIONAL_WRITES | Capability.NATIVE_COUNTERS | Capability.TRANSACTIONS
     )
 
-    def __init__(self) -> None:
+    def __new__(cls, max_bytes: int | None = None) -> MemoryStore:  # noqa: PYI034 - may be a subclass
+        """A MemoryStore; with ``max_bytes``, a :class:`BoundedMemoryStore` (LRU eviction)."""
+        if max_bytes is not None and cls is MemoryStore:
+            from ._memory_bounded import BoundedMemoryStore
+
+            return BoundedMemoryStore.__new__(BoundedMemoryStore, max_bytes)
+        return super().__new__(cls)
+
+    def __init__(self, max_bytes: int | None = None) -> None:
         self._entries: dict[str, Meta] = {}
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire
