@@ -158,6 +158,16 @@ def test_records_round_trip_exactly(index: RedisIndex) -> None:
         index.record("b", Meta("big", 1 << 53, "e", 0.0))
 
 
+def test_sums_past_what_a_double_holds_are_exact(index: RedisIndex) -> None:
+    largest = (1 << 53) - 1
+    index.record_many("b", [Meta(f"a{i}/x", largest, "e", 0.0) for i in range(3)])
+    index.record("b", Meta("a9", largest, "e", 0.0))
+    total = Usage(4, 4 * largest)
+    assert index.du("b") == total and index.du("b", "a") == total
+    assert index.du_children("b")["a1/"] == Usage(1, largest)
+    assert index.du_children("b")[""] == Usage(1, largest)
+
+
 def test_partial_prefix_du_against_a_model(index: RedisIndex) -> None:
     rng = random.Random(7)
     model: dict[str, int] = {}

@@ -13,8 +13,10 @@ key. All of them share the bucket's hash tag, so on a cluster they live in
 one slot.
 
 Sizes travel as decimal strings. Lua numbers are doubles, exact up to 2**53,
-so the client refuses larger sizes and every sum a script returns is
-formatted with ``%.0f`` (``tostring`` would give ``1e+15``).
+so the client refuses larger sizes; a sum that would pass 2**53 is handed
+on (to ``HINCRBY``, which adds 64-bit integers, or to the client) before it
+does; and every number a script sends is formatted with ``%.0f``
+(``tostring`` would give ``1e+15``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ FIELDS = ("Size", "ETag", "LastModified", "ContentType", "Metadata", "VersionId"
 # usage fields and its place in the directory set; one rising from zero joins it.
 _AGGREGATES = """
 local index, usage, dirs, base = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
-local deltas, order = {}, {}
+local deltas, order, EXACT = {}, {}, 2 ^ 53
 local function note(key, objects, bytes)
   if objects == 0 and bytes == 0 then return end
   local at = 0
@@ -54,6 +56,11 @@ local function note(key, objects, bytes)
       order[#order + 1] = prefix
     end
     delta[1] = delta[1] + objects
+    if math.abs(delta[2] + bytes) >= EXACT then
+      -- a double would round the sum: add what is there now
+      redis.call('HINCRBY', usage, 'bytes:' .. prefix, string.format('%.0f', delta[2]))
+      delta[2] = 0
+    end
     delta[2] = delta[2] + bytes
     at = string.find(key, '/', at + 1, true)
   end
@@ -248,15 +255,17 @@ return {done, low, #rows > 0 and cjson.encode(rows) or '[]'}
 """
 )
 
-# partial_du(keys, usage; base, min, max, depth) -> {objects, bytes}: the keys
+# partial_du(keys, usage; base, min, max, depth) -> {objects, bytes of the
+# direct objects, the subdirectories' bytes joined by spaces}: the keys
 # in [min, max]; ``depth`` is the byte length of the directory the prefix is
 # in. A key with a "/" past it lies in a subdirectory, whose usage is read
 # from the hash and whose keys are skipped with one seek; the others (the
-# objects directly in the directory) are summed one by one.
+# objects directly in the directory) are summed one by one. The client adds
+# the subdirectories' byte counts, which may pass what a double holds exactly.
 PARTIAL_DU = Script(
     """
 local low, high, depth = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local objects, bytes, page = 0, 0, 8
+local objects, bytes, page, parts = 0, 0, 8, {}
 while true do
   local keys = redis.call('ZRANGEBYLEX', KEYS[1], low, high, 'LIMIT', 0, page)
   local seeked = false
@@ -266,7 +275,7 @@ while true do
       local child = string.sub(key, 1, slash)
       local u = redis.call('HMGET', KEYS[2], 'objects:' .. child, 'bytes:' .. child)
       objects = objects + (tonumber(u[1]) or 0)
-      bytes = bytes + (tonumber(u[2]) or 0)
+      parts[#parts + 1] = u[2] or '0'
       low = '[' .. string.sub(child, 1, -2) .. '0'
       seeked = true
       break
@@ -274,6 +283,10 @@ while true do
     local size = redis.call('HGET', ARGV[1] .. key, 'Size')
     if size then
       objects = objects + 1
+      if bytes + tonumber(size) >= 2 ^ 53 then
+        parts[#parts + 1] = string.format('%.0f', bytes)
+        bytes = 0
+      end
       bytes = bytes + tonumber(size)
     end
     low = '(' .. key
@@ -286,7 +299,7 @@ while true do
     page = math.min(page * 4, 256)
   end
 end
-return {objects, string.format('%.0f', bytes)}
+return {objects, string.format('%.0f', bytes), table.concat(parts, ' ')}
 """
 )
 

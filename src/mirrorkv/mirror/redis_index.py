@@ -56,6 +56,8 @@ CHUNK = 1000
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 1024
+#: How many buckets' names an index keeps ready.
+_NAMES_KEPT = 4096
 #: ``ls`` reads at most this many keys per script call.
 _LS_BUDGET = 1024
 
@@ -174,6 +176,8 @@ class RedisIndex(MetadataIndex):
             return self._names[bucket]
         except (KeyError, TypeError):
             check_bucket(bucket)
+        if len(self._names) >= _NAMES_KEPT:  # buckets may come from requests: stay bounded
+            self._names.clear()
         names = self._names[bucket] = bucket_names(self._namespace, bucket)
         return names
 
@@ -404,7 +408,7 @@ class RedisIndex(MetadataIndex):
             else:
                 low, high = byte_range(prefix)
                 depth = len(prefix[: prefix.rfind("/") + 1].encode())
-                objects, size = PARTIAL_DU(
+                objects, direct, inner = PARTIAL_DU(
                     self._caller,
                     (names.keys, names.usage),
                     names.object_prefix,
@@ -413,6 +417,7 @@ class RedisIndex(MetadataIndex):
                     depth,
                     retry=True,
                 )
+                size = int(direct) + sum(map(int, inner.split()))
         return Usage(int(objects or 0), int(size or 0))
 
     def du_children(self, bucket: str, prefix: str = "") -> dict[str, Usage]:
