@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import threading
 from collections.abc import Iterator
 
 import psycopg
@@ -9,7 +11,7 @@ import pytest
 
 from mirrorkv.errors import AccessDenied, InvalidURL, InvalidValue, MirrorKVError, StoreUnavailable
 from mirrorkv.meta import Meta
-from mirrorkv.mirror.index import Usage, open_index
+from mirrorkv.mirror.index import Usage, open_index, parent_prefixes
 from mirrorkv.mirror.postgres_index import PostgresIndex
 from mirrorkv.stores.sql import SQLStore
 from mirrorkv.testing.index_conformance import IndexConformance, IndexFactory
@@ -172,3 +174,41 @@ def test_unreachable_server_is_unavailable() -> None:
     assert caught.value.retryable
     assert SECRET not in str(caught.value)
     assert SECRET not in repr(caught.value)
+
+
+def test_overlapping_batches_keep_du_exact(index_url: str) -> None:
+    """Batches over the same keys in different orders, forgets and range replaces, at once."""
+    failures: list[BaseException] = []
+    index = open_index(index_url)
+
+    def work(worker: int) -> None:
+        rng = random.Random(worker)
+        try:
+            for _ in range(40):
+                keys = [f"o/{rng.randrange(5)}/{rng.randrange(20)}" for _ in range(30)]
+                choice = rng.random()
+                if choice < 0.5:
+                    index.record_many("b", [Meta(k, rng.randrange(50), "e", 0.0) for k in keys])
+                elif choice < 0.8:
+                    index.forget_many("b", keys)
+                else:
+                    prefix = f"o/{rng.randrange(5)}/"
+                    chosen = {k for k in keys if k.startswith(prefix)}
+                    index.replace_range("b", prefix, [Meta(k, 7, "e", 0.0) for k in sorted(chosen)])
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures
+        model = {m.key: m.size for m in index.list("b")}
+        for prefix in {p for key in model for p in parent_prefixes(key)} | {"", "o/"}:
+            sizes = [s for k, s in model.items() if k.startswith(prefix)]
+            assert index.du("b", prefix) == Usage(len(sizes), sum(sizes)), prefix
+        assert sum(u.objects for u in index.du_children("b", "o/").values()) == len(model)
+    finally:
+        index.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._postgres_index_schema import Names
+from ._postgres_index_schema import ADD, PREFIXES, Names, upsert
 
 __all__ = ["COLUMNS", "Queries", "key_range", "queries"]
 
@@ -33,12 +33,18 @@ class Queries:
     """Every statement of one index."""
 
     names: Names
-    #: ``(bucket, key, size, etag, modified, content_type, metadata, version, prefixes)``.
+    #: ``(bucket, key, size, etag, modified, content_type, metadata, version, bucket,
+    #: prefixes)``: one record and its aggregates, one statement.
     record_one: str
-    #: ``(bucket, keys, sizes, etags, modifieds, content_types, metadatas, versions)``.
+    #: ``(bucket, keys, sizes, etags, modifieds, content_types, metadatas, versions, bucket)``
+    #: (the keys distinct): many records and their aggregates, one statement.
     record: str
-    #: ``(bucket, keys)``: the number of entries removed.
+    #: ``(bucket, keys)``: the number of entries deleted.
     forget: str
+    #: ``(bucket, keys, sizes, etags, modifieds, content_types, metadatas, versions)``,
+    #: every key of the range (sorted), the size NULL for those to delete:
+    #: ``(added, changed, removed)``.
+    replace_range: str
     #: ``(bucket, key)``: the entry's :data:`COLUMNS`.
     get: str
     #: ``(bucket, prefix)``: ``(objects, bytes)``.
@@ -67,12 +73,9 @@ class Queries:
             "ORDER BY key LIMIT %s"
         )
 
-    def locked_range(self, condition: str) -> str:
-        """Every entry of one bucket in a range, in key order, locked for update."""
-        return (
-            f"SELECT {COLUMNS} FROM {self.names.entries} WHERE bucket = %s{condition} "
-            "ORDER BY key FOR UPDATE"
-        )
+    def range_keys(self, condition: str) -> str:
+        """Every key of one bucket in a range, in key order."""
+        return f"SELECT key FROM {self.names.entries} WHERE bucket = %s{condition} ORDER BY key"
 
 
 def _children(n: Names, bounded: bool) -> str:
@@ -98,6 +101,37 @@ def _children(n: Names, bounded: bool) -> str:
         JOIN {n.usage} AS u ON u.bucket = %(bucket)s AND u.prefix = w.child"""
 
 
+def _record_one(n: Names) -> str:
+    values = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    add = ADD.format(
+        usage=n.usage,
+        rows=(
+            "SELECT %s, p, w.n, w.s FROM w, unnest(%s::text[]) AS p "
+            'WHERE w.n <> 0 OR w.s <> 0 ORDER BY p COLLATE "C"'
+        ),
+    )
+    return f"WITH w(key, n, s) AS ({upsert(n, values)}) {add}"
+
+
+def _record(n: Names) -> str:
+    given = (
+        "SELECT %s, u.* FROM unnest(%s::text[], %s::bigint[], %s::text[], "
+        "%s::double precision[], %s::text[], %s::text[], %s::text[]) "
+        "AS u(key, size, etag, modified, content_type, metadata, version) "
+        'ORDER BY u.key COLLATE "C"'
+    )
+    prefixes = PREFIXES.format(key="w.key")
+    add = ADD.format(
+        usage=n.usage,
+        rows=(
+            "SELECT %s, p.prefix, sum(w.n), sum(w.s) "
+            f"FROM w, LATERAL ({prefixes}) AS p(prefix) "
+            'GROUP BY p.prefix HAVING sum(w.n) <> 0 OR sum(w.s) <> 0 ORDER BY p.prefix COLLATE "C"'
+        ),
+    )
+    return f"WITH w(key, n, s) AS ({upsert(n, given)}) {add}"
+
+
 def queries(n: Names) -> Queries:
     """The statements of the index whose names are ``n``."""
     entries, usage = n.entries, n.usage
@@ -112,12 +146,13 @@ def queries(n: Names) -> Queries:
         ORDER BY 1"""
     return Queries(
         names=n,
-        record_one=f"SELECT {n.record_one}(%s, %s, %s, %s, %s, %s, %s, %s, %s::text[])",
-        record=(
-            f"SELECT {n.record}(%s, %s::text[], %s::bigint[], %s::text[], "
+        record_one=_record_one(n),
+        record=_record(n),
+        forget=f"SELECT {n.forget}(%s, %s::text[])",
+        replace_range=(
+            f"SELECT * FROM {n.replace_range}(%s, %s::text[], %s::bigint[], %s::text[], "
             "%s::double precision[], %s::text[], %s::text[], %s::text[])"
         ),
-        forget=f"SELECT {n.forget}(%s, %s::text[])",
         get=f"SELECT {COLUMNS} FROM {entries} WHERE bucket = %s AND key = %s",
         usage=f"SELECT objects, bytes FROM {usage} WHERE bucket = %s AND prefix = %s",
         range_sum=f"{range_sum} AND key >= %s AND key < %s",

@@ -14,8 +14,11 @@ Layout (index schema version 1) for the table option ``T``:
 * ``T_dirty (bucket, key)`` and ``T_checkpoints (bucket, name, value)``.
 * ``T_schema (name, value)``: ``application = mirrorkv-index`` and
   ``version = 1``; tables without it beside them are refused.
-* Functions ``T_record_one``, ``T_record`` and ``T_forget`` (PL/pgSQL): each
-  write is one call, so one round trip (see :data:`FUNCTIONS`).
+* ``T_entries.replaced_size``: the size a row had before its last overwrite
+  (NULL after an insert), written by the upsert so that it can return it.
+* Functions ``T_forget`` and ``T_replace_range`` (PL/pgSQL): deletes (and a
+  range's upserts) with their aggregates in one call; ``record`` and
+  ``record_many`` are single statements (see :mod:`._postgres_index_queries`).
 
 Creation runs in one transaction under an advisory lock on the table name,
 so processes opening a new index at once neither race nor fail.
@@ -29,12 +32,17 @@ from typing import Any
 from ..errors import MirrorKVError
 
 __all__ = [
+    "ADD",
     "APPLICATION",
+    "FIELDS",
+    "PREFIXES",
     "INDEX_SCHEMA_VERSION",
     "Names",
     "create_sql",
     "drop_sql",
     "names",
+    "prepare",
+    "upsert",
 ]
 
 #: The layout version this code reads and writes.
@@ -53,9 +61,8 @@ class Names:
     dirty: str
     checkpoints: str
     schema: str
-    record_one: str
-    record: str
     forget: str
+    replace_range: str
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -76,9 +83,8 @@ def names(table: str) -> Names:
         dirty=quoted("dirty"),
         checkpoints=quoted("checkpoints"),
         schema=quoted("schema"),
-        record_one=quoted("record_one"),
-        record=quoted("record"),
         forget=quoted("forget"),
+        replace_range=quoted("replace_range"),
     )
 
 
@@ -89,7 +95,7 @@ def _tables(n: Names) -> list[str]:
         f"""CREATE TABLE {n.entries} (
             bucket {key}, key {key}, size bigint NOT NULL, etag text NOT NULL,
             modified double precision NOT NULL, content_type text, metadata text,
-            version text NOT NULL, PRIMARY KEY (bucket, key))""",
+            version text NOT NULL, replaced_size bigint, PRIMARY KEY (bucket, key))""",
         f"""CREATE TABLE {n.usage} (
             bucket {key}, prefix {key}, objects bigint NOT NULL, bytes bigint NOT NULL,
             PRIMARY KEY (bucket, prefix))""",
@@ -101,181 +107,164 @@ def _tables(n: Names) -> list[str]:
 
 # The "/"-prefixes of a key, "" first, computed in SQL from its segments ('a/b/c' ->
 # '', 'a/', 'a/b/'); each "/" in the key ends one prefix.
-_PREFIXES = (
+PREFIXES = (
     "SELECT ''::text UNION ALL "
     "SELECT array_to_string(parts[1:i], '/') || '/' "
     "FROM string_to_array({key}, '/') AS parts, generate_series(1, cardinality(parts) - 1) AS i"
 )
 
-# Aggregate rows are always changed in prefix order (and after the entries), so
-# two writers wait for each other instead of deadlocking.
-_ADD = (
+#: Adds ``{rows}`` (``bucket, prefix, objects, bytes``, in prefix order) to the
+#: aggregate rows. Aggregates are always changed in prefix order and after the
+#: entries, so two writers wait for each other instead of deadlocking.
+ADD = (
     "INSERT INTO {usage} AS a (bucket, prefix, objects, bytes) {rows} "
     "ON CONFLICT (bucket, prefix) DO UPDATE "
     "SET objects = a.objects + excluded.objects, bytes = a.bytes + excluded.bytes"
 )
 
-_COLUMNS = "size, etag, modified, content_type, metadata, version"
+#: The stored fields of an entry, in ``meta_row``'s order.
+FIELDS = ("size", "etag", "modified", "content_type", "metadata", "version")
 
 
-def _record_one(n: Names) -> str:
-    # One key: lock and read the old row, overwrite it; or insert it, and where a
-    # concurrent writer inserted it first (ON CONFLICT DO NOTHING found it), go again.
-    add = _ADD.format(
-        usage=n.usage,
-        rows='SELECT b, p, dn, ds FROM unnest(ps) AS p ORDER BY p COLLATE "C"',
+def upsert(n: Names, rows: str) -> str:
+    """Insert or overwrite the entries ``rows`` selects (in key order), returning the deltas.
+
+    Rows come back as ``(key, objects, bytes)``: ``(1, size)`` where the key
+    was new, ``(0, size - old size)`` where it was overwritten. The old size
+    is the locked row's, saved in ``replaced_size`` by the conflict branch:
+    an upsert cannot return the row it replaced, and reading it beforehand
+    races with concurrent inserts.
+    """
+    columns = ", ".join(FIELDS)
+    updates = ", ".join(f"{field} = excluded.{field}" for field in FIELDS)
+    return (
+        f"INSERT INTO {n.entries} AS t (bucket, key, {columns}) {rows} "
+        f"ON CONFLICT (bucket, key) DO UPDATE SET {updates}, replaced_size = t.size "
+        "RETURNING t.key, CASE WHEN t.replaced_size IS NULL THEN 1 ELSE 0 END::bigint, "
+        "t.size - coalesce(t.replaced_size, 0)"
     )
-    return f"""CREATE OR REPLACE FUNCTION {n.record_one}(
-        b text, k text, s bigint, e text, m double precision, c text, d text, v text,
-        ps text[]) RETURNS void LANGUAGE plpgsql AS $f$
-    DECLARE
-        old bigint;
-        dn bigint;
-        ds bigint;
-    BEGIN
-        LOOP
-            SELECT size INTO old FROM {n.entries} WHERE bucket = b AND key = k FOR UPDATE;
-            IF FOUND THEN
-                UPDATE {n.entries} SET ({_COLUMNS}) = (s, e, m, c, d, v)
-                WHERE bucket = b AND key = k;
-                dn := 0;
-                ds := s - old;
-                EXIT;
-            END IF;
-            INSERT INTO {n.entries} (bucket, key, {_COLUMNS}) VALUES (b, k, s, e, m, c, d, v)
-            ON CONFLICT (bucket, key) DO NOTHING;
-            IF FOUND THEN
-                dn := 1;
-                ds := s;
-                EXIT;
-            END IF;
-        END LOOP;
-        IF dn <> 0 OR ds <> 0 THEN
-            {add};
-        END IF;
-    END $f$"""
 
 
-def _record(n: Names) -> str:
-    # Many keys (distinct): the same steps set-wise. Existing rows are locked in key
-    # order and overwritten, the others inserted in key order; keys a concurrent
-    # writer inserted in between go round again. The aggregates are changed last.
-    given = (
-        "unnest(ks, ss, es, ms, cs, ds, vs) "
-        "AS u(key, size, etag, modified, content_type, metadata, version)"
-    )
-    prefixes = _PREFIXES.format(key="x.key")
-    add = _ADD.format(
+def _apply(n: Names, deltas: str) -> str:
+    """PL/pgSQL: add ``deltas`` (rows ``x(key, n, s)``) to the aggregates, drop emptied rows.
+
+    Sets ``total`` to the number of rows of ``x``.
+    """
+    prefixes = PREFIXES.format(key="x.key")
+    add = ADD.format(
         usage=n.usage,
         rows=(
             "SELECT b, p.prefix, sum(x.n), sum(x.s) "
-            "FROM unnest(dk, dn, dsz) AS x(key, n, s), "
-            f"LATERAL ({prefixes}) AS p(prefix) "
+            f"FROM x, LATERAL ({prefixes}) AS p(prefix) "
             'GROUP BY p.prefix HAVING sum(x.n) <> 0 OR sum(x.s) <> 0 ORDER BY p.prefix COLLATE "C"'
         ),
     )
-    return f"""CREATE OR REPLACE FUNCTION {n.record}(
-        b text, ks text[], ss bigint[], es text[], ms double precision[], cs text[],
-        ds text[], vs text[]) RETURNS void LANGUAGE plpgsql AS $f$
-    DECLARE
-        pending text[] := ks;
-        dk text[] := '{{}}';
-        dn bigint[] := '{{}}';
-        dsz bigint[] := '{{}}';
-        lk text[];
-        lo bigint[];
-        nk text[];
-        ns bigint[];
-    BEGIN
-        LOOP
-            SELECT coalesce(array_agg(o.key), '{{}}'), coalesce(array_agg(o.size), '{{}}')
-            INTO lk, lo
-            FROM (SELECT key, size FROM {n.entries} WHERE bucket = b AND key = ANY(pending)
-                  ORDER BY key FOR UPDATE) AS o;
-            IF cardinality(lk) > 0 THEN
-                UPDATE {n.entries} AS t
-                SET ({_COLUMNS}) = (u.size, u.etag, u.modified, u.content_type, u.metadata,
-                                    u.version)
-                FROM {given}, unnest(lk) AS l(key)
-                WHERE l.key = u.key AND t.bucket = b AND t.key = u.key;
-                SELECT dk || coalesce(array_agg(l.key), '{{}}'),
-                       dn || coalesce(array_agg(0::bigint), '{{}}'),
-                       dsz || coalesce(array_agg(u.size - l.size), '{{}}')
-                INTO dk, dn, dsz
-                FROM unnest(lk, lo) AS l(key, size) JOIN unnest(ks, ss) AS u(key, size)
-                ON u.key = l.key WHERE u.size <> l.size;
-            END IF;
-            WITH added AS (
-                INSERT INTO {n.entries} AS t (bucket, key, {_COLUMNS})
-                SELECT b, u.key, u.size, u.etag, u.modified, u.content_type, u.metadata,
-                       u.version
-                FROM {given} JOIN unnest(pending) AS p(key) ON p.key = u.key
-                LEFT JOIN unnest(lk) AS l(key) ON l.key = u.key
-                WHERE l.key IS NULL ORDER BY u.key COLLATE "C"
-                ON CONFLICT (bucket, key) DO NOTHING
-                RETURNING t.key, t.size)
-            SELECT coalesce(array_agg(key), '{{}}'), coalesce(array_agg(size), '{{}}')
-            INTO nk, ns FROM added;
-            dk := dk || nk;
-            dn := dn || array_fill(1::bigint, ARRAY[cardinality(nk)]);
-            dsz := dsz || ns;
-            SELECT coalesce(array_agg(p.key), '{{}}') INTO pending
-            FROM unnest(pending) AS p(key)
-            LEFT JOIN unnest(lk) AS l(key) ON l.key = p.key
-            LEFT JOIN unnest(nk) AS a(key) ON a.key = p.key
-            WHERE l.key IS NULL AND a.key IS NULL;
-            EXIT WHEN cardinality(pending) = 0;
-        END LOOP;
-        IF cardinality(dk) > 0 THEN
-            {add};
-        END IF;
-    END $f$"""
+    return f"""WITH {deltas},
+        agg AS ({add} RETURNING a.prefix, a.objects)
+        SELECT coalesce(array_agg(prefix) FILTER (WHERE objects <= 0), '{{}}'),
+               (SELECT count(*) FROM x)
+        INTO emptied, total FROM agg;
+        IF cardinality(emptied) > 0 THEN
+            DELETE FROM {n.usage} WHERE bucket = b AND prefix = ANY(emptied) AND objects <= 0;
+        END IF;"""
 
 
 def _forget(n: Names) -> str:
-    # Lock in key order, delete, subtract from the aggregates in prefix order, and
-    # drop the rows that reached zero objects. Returns the number of entries removed.
-    prefixes = _PREFIXES.format(key="g.key")
-    add = _ADD.format(
-        usage=n.usage,
-        rows=(
-            "SELECT b, p.prefix, -count(*), -sum(g.size) "
-            f"FROM gone AS g, LATERAL ({prefixes}) AS p(prefix) "
-            'GROUP BY p.prefix ORDER BY p.prefix COLLATE "C"'
-        ),
+    # Lock the keys in key order, delete the rows locked (a key inserted since then
+    # counts as inserted after this forget), subtract them from the aggregates.
+    # Returns the number of entries deleted.
+    deltas = (
+        f"x AS (DELETE FROM {n.entries} WHERE bucket = b AND key = ANY(locked) "
+        "RETURNING key, -1::bigint AS n, -size AS s)"
     )
     return f"""CREATE OR REPLACE FUNCTION {n.forget}(b text, ks text[])
         RETURNS bigint LANGUAGE plpgsql AS $f$
     DECLARE
+        locked text[];
         emptied text[];
-        removed bigint;
+        total bigint;
     BEGIN
-        PERFORM 1 FROM (SELECT key FROM {n.entries} WHERE bucket = b AND key = ANY(ks)
-                        ORDER BY key FOR UPDATE) AS o;
-        WITH gone AS (
-            DELETE FROM {n.entries} WHERE bucket = b AND key = ANY(ks) RETURNING key, size),
-        changed AS ({add} RETURNING a.prefix, a.objects)
-        SELECT coalesce(array_agg(prefix) FILTER (WHERE objects <= 0), '{{}}'),
-               (SELECT count(*) FROM gone)
-        INTO emptied, removed FROM changed;
-        IF cardinality(emptied) > 0 THEN
-            DELETE FROM {n.usage} WHERE bucket = b AND prefix = ANY(emptied) AND objects <= 0;
+        SELECT array_agg(o.key) INTO locked
+        FROM (SELECT key FROM {n.entries} WHERE bucket = b AND key = ANY(ks)
+              ORDER BY key FOR UPDATE) AS o;
+        IF locked IS NULL THEN
+            RETURN 0;
         END IF;
-        RETURN removed;
+        {_apply(n, deltas)}
+        RETURN total;
+    END $f$"""
+
+
+def _replace_range(n: Names) -> str:
+    # One pass over the keys in key order (the range's stored keys and the given
+    # ones, sorted by the caller): lock each, then delete it (its size is NULL: it
+    # must be absent), leave it (equal), or upsert it. Locking in key order, like
+    # every other writer, is what keeps this from deadlocking with batches on the
+    # same keys. Returns (added, changed, removed).
+    fields = ", ".join(FIELDS)
+    values = "VALUES (b, ks[i], ss[i], es[i], ms[i], cs[i], ds[i], vs[i])"
+    deltas = "x AS (SELECT * FROM unnest(dk, dn, dsz) AS d(key, n, s))"
+    return f"""CREATE OR REPLACE FUNCTION {n.replace_range}(
+        b text, ks text[], ss bigint[], es text[], ms double precision[], cs text[],
+        ds text[], vs text[], OUT added bigint, OUT changed bigint, OUT removed bigint)
+        LANGUAGE plpgsql AS $f$
+    DECLARE
+        cur record;
+        k text;
+        dk text[] := '{{}}';
+        dn bigint[] := '{{}}';
+        dsz bigint[] := '{{}}';
+        wn bigint;
+        ws bigint;
+        emptied text[];
+        total bigint;
+    BEGIN
+        added := 0;
+        changed := 0;
+        removed := 0;
+        FOR i IN 1 .. coalesce(cardinality(ks), 0) LOOP
+            k := ks[i];
+            SELECT {fields} INTO cur FROM {n.entries} WHERE bucket = b AND key = k FOR UPDATE;
+            IF ss[i] IS NULL THEN
+                IF FOUND THEN
+                    DELETE FROM {n.entries} WHERE bucket = b AND key = k;
+                    removed := removed + 1;
+                    dk := dk || k;
+                    dn := dn || -1::bigint;
+                    dsz := dsz || -cur.size;
+                END IF;
+            ELSIF NOT FOUND OR ROW(cur.size, cur.etag, cur.modified, cur.content_type,
+                                   cur.metadata, cur.version)
+                    IS DISTINCT FROM ROW(ss[i], es[i], ms[i], cs[i], ds[i], vs[i]) THEN
+                {upsert(n, values)} INTO k, wn, ws;
+                IF wn = 1 THEN
+                    added := added + 1;
+                ELSE
+                    changed := changed + 1;
+                END IF;
+                IF wn <> 0 OR ws <> 0 THEN
+                    dk := dk || k;
+                    dn := dn || wn;
+                    dsz := dsz || ws;
+                END IF;
+            END IF;
+        END LOOP;
+        IF cardinality(dk) > 0 THEN
+            {_apply(n, deltas)}
+        END IF;
     END $f$"""
 
 
 def create_sql(n: Names) -> list[str]:
     """The statements that create an index's tables and functions, in order."""
-    return [*_tables(n), _record_one(n), _record(n), _forget(n)]
+    return [*_tables(n), _forget(n), _replace_range(n)]
 
 
 def drop_sql(n: Names) -> list[str]:
     """The statements that drop an index's functions and tables (where present)."""
     return [
-        f"DROP FUNCTION IF EXISTS {n.record_one}",
-        f"DROP FUNCTION IF EXISTS {n.record}",
         f"DROP FUNCTION IF EXISTS {n.forget}",
+        f"DROP FUNCTION IF EXISTS {n.replace_range}",
         *(f"DROP TABLE IF EXISTS {table}" for table in reversed(n.tables)),
     ]
 

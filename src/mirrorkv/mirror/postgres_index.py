@@ -84,7 +84,7 @@ def _narrow(prefix: str | None, literal: str) -> str | None:
     return None
 
 
-def _columns(rows: dict[str, _Row]) -> list[list[Any]]:
+def _columns(rows: dict[str, Any]) -> list[list[Any]]:
     """The arrays the batch function takes: keys, then one list per stored field."""
     keys = sorted(rows)
     return [keys, *([rows[key][i] for key in keys] for i in range(6))]
@@ -289,7 +289,7 @@ class PostgresIndex(MetadataIndex):
         """See :meth:`MetadataIndex.record`: one call of the server-side function."""
         check_bucket(bucket)
         key, row = _row(meta)
-        self._write(self._sql.record_one, (bucket, key, *row, parent_prefixes(key)))
+        self._write(self._sql.record_one, (bucket, key, *row, bucket, parent_prefixes(key)))
 
     def record_many(self, bucket: str, metas: Iterable[Meta]) -> None:
         """See :meth:`MetadataIndex.record_many`; one transaction every :data:`CHUNK` records."""
@@ -297,7 +297,7 @@ class PostgresIndex(MetadataIndex):
         iterator = iter(metas)
         while chunk := list(itertools.islice(iterator, CHUNK)):
             rows = dict(_row(meta) for meta in chunk)
-            self._write(self._sql.record, (bucket, *_columns(rows)))
+            self._write(self._sql.record, (bucket, *_columns(rows), bucket))
 
     def forget(self, bucket: str, key: str) -> None:
         """See :meth:`MetadataIndex.forget`."""
@@ -322,7 +322,11 @@ class PostgresIndex(MetadataIndex):
         start_after: str | None = None,
         until: str | None = None,
     ) -> tuple[int, int, int]:
-        """See :meth:`MetadataIndex.replace_range`: one transaction, the range locked first."""
+        """See :meth:`MetadataIndex.replace_range`: one read of the range's keys, one call.
+
+        The call (one transaction) passes over the stored and the given keys
+        in key order, locking each and comparing it with its record.
+        """
         check_bucket(bucket)
         check_prefix(prefix)
         if start_after is not None:
@@ -341,21 +345,11 @@ class PostgresIndex(MetadataIndex):
         if until is not None:
             condition += " AND key <= %s"
             args.append(until)
-        sql = self._sql
-
-        def work(cursor: Any) -> tuple[int, int, int]:
-            cursor.execute(sql.locked_range(condition), (bucket, *args))
-            stored = {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
-            gone = [key for key in stored if key not in rows]
-            writes = {key: row for key, row in rows.items() if stored.get(key) != row}
-            if gone:
-                cursor.execute(sql.forget, (bucket, gone))
-            if writes:
-                cursor.execute(sql.record, (bucket, *_columns(writes)))
-            added = sum(1 for key in writes if key not in stored)
-            return added, len(writes) - added, len(gone)
-
-        return self._transaction(work)
+        stored = self._read(self._sql.range_keys(condition), (bucket, *args))
+        every: dict[str, Any] = dict.fromkeys((row[0] for row in stored), (None,) * 6)
+        every.update(rows)
+        counts = self._write(self._sql.replace_range, (bucket, *_columns(every)))
+        return int(counts[0]), int(counts[1]), int(counts[2])
 
     # -- reads ----------------------------------------------------------------
 
