@@ -6,5 +6,6 @@ Each layer is one module here and subclasses :class:`Layer`.
 from __future__ import annotations
 
 from .base import Layer
+from .cached import Cached
 
-__all__ = ["Layer"]
+__all__ = ["Cached", "Layer"]
