@@ -321,6 +321,7 @@ INDEX_SCHEMES: dict[str, tuple[str, str]] = {
     "sqlite": ("sqlite_index", "SQLiteIndex"),
     "redis": ("redis_index", "RedisIndex"),
     "rediss": ("redis_index", "RedisIndex"),
+    "redis+cluster": ("redis_index", "RedisIndex"),
     "postgresql": ("postgres_index", "PostgresIndex"),
     "postgres": ("postgres_index", "PostgresIndex"),
 }
@@ -330,9 +331,10 @@ def open_index(url: str, **options: Any) -> MetadataIndex:
     """Open the index a URL names.
 
     ``sqlite:///abs/path.db`` (or ``sqlite:rel/path.db``), ``redis://host:port/db``
-    (``rediss://`` with TLS) or ``postgresql://user@host/database``. Options come
-    from the URL's query and from ``options`` (which win). Unknown schemes raise
-    :class:`InvalidURL`; a backend whose driver is missing names its extra.
+    (``rediss://`` with TLS, ``redis+cluster://`` on a cluster) or
+    ``postgresql://user@host/database``. Options come from the URL's query and
+    from ``options`` (which win). Unknown schemes raise :class:`InvalidURL`; a
+    backend whose driver is missing names its extra.
     """
     parsed = parse_url(url)
     merged: dict[str, Any] = {**parsed.query, **options}
