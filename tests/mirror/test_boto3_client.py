@@ -379,6 +379,27 @@ def test_force_asks_s3_and_refreshes_the_index(pair: Pair) -> None:
     pair.same("head_object", Key="logs/99")
     assert pair.requests == before + 2
     assert pair.wrapped.head_object(Bucket=pair.wrapped_bucket, Key="a/1")["ContentLength"] == 9
+    # A token of ours continues at S3 under Force=True; an S3 token continues at S3.
+    first = pair.wrapped.list_objects_v2(Bucket=pair.wrapped_bucket, MaxKeys=3, StartAfter="a")
+    params = {"MaxKeys": 3, "StartAfter": "a", "ContinuationToken": first["NextContinuationToken"]}
+    second = pair.wrapped.list_objects_v2(Bucket=pair.wrapped_bucket, Force=True, **params)
+    assert second["ContinuationToken"] == params["ContinuationToken"]
+    assert second["StartAfter"] == "a"
+    plain_first = pair.plain.list_objects_v2(Bucket=pair.plain_bucket, MaxKeys=3, StartAfter="a")
+    plain_next = {**params, "ContinuationToken": plain_first["NextContinuationToken"]}
+    plain_second = pair.plain.list_objects_v2(Bucket=pair.plain_bucket, **plain_next)
+    compare(plain_second, second, pair, "list_objects_v2", plain_next)
+    requests = pair.requests
+    third = pair.wrapped.list_objects_v2(
+        Bucket=pair.wrapped_bucket,
+        **{**params, "ContinuationToken": second["NextContinuationToken"]},
+    )
+    assert pair.requests == requests + 1
+    plain_third = pair.plain.list_objects_v2(
+        Bucket=pair.plain_bucket,
+        **{**params, "ContinuationToken": plain_second["NextContinuationToken"]},
+    )
+    compare(plain_third, third, pair, "list_objects_v2", plain_next)
 
 
 def test_refresh_fills_the_index_of_a_bucket_written_before(pair: Pair) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -137,13 +138,19 @@ def _encoder(encoded: bool) -> Any:
     return (lambda text: quote_plus(text, safe="/")) if encoded else (lambda text: text)
 
 
-def _content(meta: Meta, encode: Any, owner: Mapping[str, str] | None) -> dict[str, Any]:
+@functools.lru_cache(maxsize=4096)
+def _listed_time(moment: float) -> datetime:
+    """A listing's LastModified as botocore parses it (local time zone); cached, as keys
+    written in one second share it and dateutil's conversion dominates a page's cost."""
     from dateutil.tz import tzlocal  # type: ignore[import-untyped]
 
-    modified = meta.modified
+    return datetime.fromtimestamp(moment, tzlocal())
+
+
+def _content(meta: Meta, encode: Any, owner: Mapping[str, str] | None) -> dict[str, Any]:
     item: dict[str, Any] = {
         "Key": encode(meta.key),
-        "LastModified": datetime.fromtimestamp(modified.timestamp(), tzlocal()),
+        "LastModified": _listed_time(meta.modified.timestamp()),
         "ETag": f'"{meta.etag}"',
         "Size": meta.size,
         "StorageClass": "STANDARD",

@@ -255,6 +255,23 @@ class MirroredS3Client:
         self._client.upload_fileobj(Fileobj, Bucket, Key, *args, **kwargs)
         self._record_head(Bucket, Key)
 
+    def copy(self, CopySource: Any, Bucket: str, Key: str, *args: Any, **kwargs: Any) -> None:
+        """boto3's managed copy; records the copy with one HEAD after it."""
+        self._client.copy(CopySource, Bucket, Key, *args, **kwargs)
+        self._record_head(Bucket, Key)
+
+    def put_object_tagging(self, **params: Any) -> Any:
+        """S3's PutObjectTagging; re-reads the key (a tagged object is answered by S3)."""
+        response = self._client.put_object_tagging(**params)
+        self._record_head(params["Bucket"], params["Key"])
+        return response
+
+    def delete_object_tagging(self, **params: Any) -> Any:
+        """S3's DeleteObjectTagging; re-reads the key."""
+        response = self._client.delete_object_tagging(**params)
+        self._record_head(params["Bucket"], params["Key"])
+        return response
+
     def complete_multipart_upload(self, **params: Any) -> Any:
         """S3's CompleteMultipartUpload; records the object with one HEAD after it."""
         params.pop("Force", None)
@@ -368,14 +385,18 @@ class MirroredS3Client:
                 position = ("k", params["StartAfter"])
             owner = self._owner(params["Bucket"]) if params.get("FetchOwner") else None
             return listing.list_v2(self._index, params, position, owner, records.ok_metadata())
+        asked_after = params.get("StartAfter")
         if position is not None:
             del params["ContinuationToken"]
             params["StartAfter"] = _resume_after(position)
         response = self._client.list_objects_v2(**params)
         if force and self._holds(params.get("Bucket")):
             self._refresh_listing(params, response, token is None or position is not None)
-        if position is not None:
+        if position is not None:  # answer as S3 answers a continued listing
             response["ContinuationToken"] = token
+            response.pop("StartAfter", None)
+            if asked_after:
+                response["StartAfter"] = asked_after
         return response
 
     def list_objects(self, **params: Any) -> Any:
