@@ -139,7 +139,8 @@ class Cached(Layer):
 
     def get(self, key: str) -> bytes:
         """The value of ``key``: the cached copy where there is a fresh one."""
-        if self._max_age is None:
+        max_age = self._max_age
+        if max_age is None or _now() - self._checked.get(key, -max_age - 1.0) <= max_age:
             try:
                 data = self._cache.get(key)
             except KeyNotFound:
