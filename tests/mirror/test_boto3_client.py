@@ -25,6 +25,7 @@ the responses field by field. Left out of the comparison, and why:
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ import pytest
 
 from mirrorkv.mirror.boto3_client import MirroredS3Client, wrap
 from services import ServiceUnavailable, skip_unavailable, unique_name
-from services.s3 import admin_client, empty_bucket
+from services.s3 import REGION, admin_client, dummy_credentials, empty_bucket
 
 pytest.importorskip("boto3")
 from botocore.exceptions import ClientError
@@ -437,3 +438,33 @@ def test_passes_everything_else_through(pair: Pair) -> None:
         pair.wrapped.head_object(Bucket=pair.wrapped_bucket, Key="absent")
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert caught.value.response["Error"]["Code"] == "404"
+
+
+def test_shares_an_index_with_a_mirror_of_an_s3_store(pair: Pair, s3_endpoint: str) -> None:
+    from mirrorkv.mirror.layer import Mirror
+    from mirrorkv.stores.s3 import S3Store
+
+    bucket = pair.wrapped_bucket
+    credentials = {} if "AWS_ACCESS_KEY_ID" in os.environ else dummy_credentials()
+    remote = S3Store(bucket, "store/", endpoint_url=s3_endpoint, region=REGION, **credentials)
+    with Mirror(remote, pair.wrapped.index) as mirror:
+        mirror.put("plain", b"one", content_type="text/plain", metadata={"colour": "red"})
+        mirror.put("odd", b"two", metadata={"Ünïcode name": " spaced "})
+    before = pair.requests
+    for key in ("store/plain", "store/odd"):
+        compare(
+            pair.plain.head_object(Bucket=bucket, Key=key),
+            pair.wrapped.head_object(Bucket=bucket, Key=key),
+            pair,
+            "head_object",
+            {},
+        )
+    listed = pair.wrapped.list_objects_v2(Bucket=bucket, Prefix="store/")
+    compare(
+        pair.plain.list_objects_v2(Bucket=bucket, Prefix="store/"),
+        listed,
+        pair,
+        "list_objects_v2",
+        {},
+    )
+    assert pair.requests == before

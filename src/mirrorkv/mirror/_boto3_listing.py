@@ -209,10 +209,10 @@ def list_v2(
 def list_v1(
     index: MetadataIndex,
     params: Mapping[str, Any],
-    owner: Mapping[str, str],
+    owner: Mapping[str, str] | None,
     response_metadata: dict[str, Any],
 ) -> dict[str, Any]:
-    """The ListObjects (version 1) response for ``params``."""
+    """The ListObjects (version 1) response for ``params`` (``owner`` None: left out)."""
     bucket: str = params["Bucket"]
     prefix: str = params.get("Prefix") or ""
     delimiter: str = params.get("Delimiter") or ""

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..meta import Meta
-from ..stores._s3_meta import new_version, s3_etag
+from ..stores._s3_meta import encode_metadata, new_version, s3_etag
 
 __all__ = [
     "DEFAULT_S3_CONTENT_TYPE",
@@ -211,6 +211,9 @@ def head_response(meta: Meta) -> dict[str, Any]:
     modified = datetime.fromtimestamp(int(meta.modified.timestamp()), tzutc())
     etag = f'"{meta.etag}"'
     metadata = dict(meta.metadata)
+    if _STORE_TOKEN.match(meta.version):
+        # Recorded by a Mirror over an S3Store: S3 holds the metadata as S3Store encoded it.
+        metadata = encode_metadata(metadata, meta.version)
     headers = {
         "accept-ranges": "bytes",
         "last-modified": email.utils.format_datetime(modified.astimezone(UTC), usegmt=True),

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import MirrorKVError
 from ..keys import check_key, check_prefix
 from ..meta import Meta
+from . import _boto3_buckets as buckets
 from . import _boto3_listing as listing
 from . import _boto3_records as records
 from .index import MetadataIndex, open_index
@@ -31,9 +32,7 @@ __all__ = ["MirroredS3Client", "wrap"]
 
 log = logging.getLogger("mirrorkv.mirror")
 
-#: Checkpoint names (per bucket) holding what the index answers list_buckets and v1 listings with.
-CREATED = "s3:created"
-ACCOUNT_OWNER = "s3:account-owner"
+#: Checkpoints (per bucket): the owner of listed objects, and when ``refresh`` last ran.
 OBJECT_OWNER = "s3:owner"
 SYNCED = "s3:refreshed"
 
@@ -94,6 +93,7 @@ class MirroredS3Client:
         self._index = index
         self._owns_index = owns_index
         self._known: set[str] = set()
+        self._buckets_fetched = False
 
     @property
     def index(self) -> MetadataIndex:
@@ -290,7 +290,9 @@ class MirroredS3Client:
             "KeyCount"
         ):
             self._safely(
-                bucket, [], lambda: self._index.set_checkpoint(bucket, CREATED, repr(created))
+                bucket,
+                [],
+                lambda: self._index.set_checkpoint(bucket, buckets.CREATED, repr(created)),
             )
         return response
 
@@ -330,7 +332,7 @@ class MirroredS3Client:
         bucket = params["Bucket"]
         try:
             self._index.forget_many(bucket, list(self._index.keys(bucket)))
-            for name in (CREATED, ACCOUNT_OWNER, OBJECT_OWNER, SYNCED):
+            for name in (buckets.CREATED, buckets.ACCOUNT_OWNER, OBJECT_OWNER, SYNCED):
                 self._index.set_checkpoint(bucket, name, None)
         except Exception as error:
             log.warning("mirror index: dropping bucket %s failed (%s)", bucket, error)
@@ -383,8 +385,12 @@ class MirroredS3Client:
         if not force and self._answerable(params, _V2_PARAMS, "StartAfter"):
             if position is None and params.get("StartAfter"):
                 position = ("k", params["StartAfter"])
-            owner = self._owner(params["Bucket"]) if params.get("FetchOwner") else None
-            return listing.list_v2(self._index, params, position, owner, records.ok_metadata())
+            try:
+                owner = self._owner(params["Bucket"]) if params.get("FetchOwner") else None
+                return listing.list_v2(self._index, params, position, owner, records.ok_metadata())
+            except MirrorKVError as error:
+                log.warning("mirror index unavailable, asking S3 (%s)", error)
+            position = listing.decode_token(token) if token is not None else None
         asked_after = params.get("StartAfter")
         if position is not None:
             del params["ContinuationToken"]
@@ -403,8 +409,11 @@ class MirroredS3Client:
         """ListObjects (v1) from the index (``Force=True``: from S3, refreshing that range)."""
         force = params.pop("Force", False)
         if not force and self._answerable(params, _V1_PARAMS, "Marker"):
-            owner = self._owner(params["Bucket"])
-            return listing.list_v1(self._index, params, owner or {}, records.ok_metadata())
+            try:
+                owner = self._owner(params["Bucket"])
+                return listing.list_v1(self._index, params, owner, records.ok_metadata())
+            except MirrorKVError as error:
+                log.warning("mirror index unavailable, asking S3 (%s)", error)
         response = self._client.list_objects(**params)
         if force and self._holds(params.get("Bucket")):
             self._refresh_listing({**params, "StartAfter": params.get("Marker")}, response, True)
@@ -471,7 +480,11 @@ class MirroredS3Client:
         self._safely(bucket, keys, change)
 
     def list_buckets(self, **params: Any) -> Any:
-        """ListBuckets from the index: the buckets it holds (``Force=True``: S3's answer)."""
+        """ListBuckets from the index: the buckets it holds (``Force=True``: S3's answer).
+
+        Where the index lacks a creation time or the owner, one real ListBuckets
+        fills them; held buckets S3 does not list are then left out.
+        """
         force = params.pop("Force", False)
         if force or params:
             response = self._client.list_buckets(**params)
@@ -479,52 +492,28 @@ class MirroredS3Client:
                 self._keep_buckets(response)
             return response
         try:
-            answer = self._buckets_answer()
+            answer = buckets.buckets_answer(
+                self._index, records.ok_metadata(), complete=not self._buckets_fetched
+            )
+            if answer is None:
+                self._keep_buckets(self._client.list_buckets())
+                answer = buckets.buckets_answer(self._index, records.ok_metadata(), complete=False)
         except MirrorKVError as error:
             log.warning("mirror index unavailable, asking S3 (%s)", error)
             return self._client.list_buckets()
-        if answer is None:
-            self._keep_buckets(self._client.list_buckets())
-            answer = self._buckets_answer()
-        if answer is None:  # held buckets S3 no longer has: leave them out
-            answer = self._buckets_answer(complete=False)
+        assert answer is not None
         return answer
 
     def _keep_buckets(self, response: Mapping[str, Any]) -> None:
         """Keep the creation times (and the owner) S3 lists for the buckets the index holds."""
-        held = set(self._index.buckets())
-        owner = json.dumps(dict(response.get("Owner", {})), sort_keys=True)
-        for item in response.get("Buckets", ()):
-            name = item["Name"]
-            if name in held:
-                created = repr(item["CreationDate"].timestamp())
+        self._buckets_fetched = True
+        for name, values in buckets.checkpoints_from(self._index, response):
 
-                def change(name: str = name, created: str = created) -> None:
-                    self._index.set_checkpoint(name, CREATED, created)
-                    self._index.set_checkpoint(name, ACCOUNT_OWNER, owner)
+            def change(name: str = name, values: dict[str, str] = values) -> None:
+                for checkpoint, value in values.items():
+                    self._index.set_checkpoint(name, checkpoint, value)
 
-                self._safely(name, [], change)
-
-    def _buckets_answer(self, complete: bool = True) -> dict[str, Any] | None:
-        from dateutil.tz import tzlocal  # type: ignore[import-untyped]
-
-        buckets, owner = [], None
-        for name in self._index.buckets():
-            created = self._index.checkpoint(name, CREATED)
-            owner = owner or self._index.checkpoint(name, ACCOUNT_OWNER)
-            if created is None:
-                if complete:
-                    return None
-                continue
-            moment = datetime.fromtimestamp(float(created), tzlocal())
-            buckets.append({"Name": name, "CreationDate": moment})
-        if owner is None and complete:
-            return None
-        return {
-            "ResponseMetadata": records.ok_metadata(),
-            "Buckets": buckets,
-            "Owner": json.loads(owner or "{}"),
-        }
+            self._safely(name, [], change)
 
     def get_paginator(self, operation_name: str) -> Any:
         """The client's paginator; those of the listings page through this wrapper's answers."""
