@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._postgres_index_schema import ADD, PREFIXES, Names, upsert
+from ._postgres_index_schema import ADD, Names, by_prefix, upsert
 
 __all__ = ["COLUMNS", "Queries", "key_range", "queries"]
 
@@ -120,15 +120,7 @@ def _record(n: Names) -> str:
         "AS u(key, size, etag, modified, content_type, metadata, version) "
         'ORDER BY u.key COLLATE "C"'
     )
-    prefixes = PREFIXES.format(key="w.key")
-    add = ADD.format(
-        usage=n.usage,
-        rows=(
-            "SELECT %s, p.prefix, sum(w.n), sum(w.s) "
-            f"FROM w, LATERAL ({prefixes}) AS p(prefix) "
-            'GROUP BY p.prefix HAVING sum(w.n) <> 0 OR sum(w.s) <> 0 ORDER BY p.prefix COLLATE "C"'
-        ),
-    )
+    add = ADD.format(usage=n.usage, rows=by_prefix("w", "%s"))
     return f"WITH w(key, n, s) AS ({upsert(n, given)}) {add}"
 
 

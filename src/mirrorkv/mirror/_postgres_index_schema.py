@@ -35,11 +35,11 @@ __all__ = [
     "ADD",
     "APPLICATION",
     "FIELDS",
-    "PREFIXES",
     "INDEX_SCHEMA_VERSION",
     "Names",
     "create_sql",
     "drop_sql",
+    "by_prefix",
     "names",
     "prepare",
     "upsert",
@@ -105,13 +105,33 @@ def _tables(n: Names) -> list[str]:
     ]
 
 
-# The "/"-prefixes of a key, "" first, computed in SQL from its segments ('a/b/c' ->
-# '', 'a/', 'a/b/'); each "/" in the key ends one prefix.
-PREFIXES = (
+# The "/"-prefixes of a directory (a key up to its last "/", or ""), "" first, from
+# its segments: 'a/b/' -> '', 'a/', 'a/b/'. They are also the prefixes of its keys.
+_PREFIXES = (
     "SELECT ''::text UNION ALL "
     "SELECT array_to_string(parts[1:i], '/') || '/' "
-    "FROM string_to_array({key}, '/') AS parts, generate_series(1, cardinality(parts) - 1) AS i"
+    "FROM string_to_array(d.dir, '/') AS parts, generate_series(1, cardinality(parts) - 1) AS i"
 )
+_DIR = (
+    "CASE WHEN strpos(key, '/') = 0 THEN '' "
+    "ELSE left(key, length(key) + 1 - strpos(reverse(key), '/')) END"
+)
+
+
+def by_prefix(source: str, bucket: str) -> str:
+    """Rows ``(bucket, prefix, objects, bytes)``: the deltas ``source`` gives per aggregate row.
+
+    ``source`` names rows ``(key, n, s)``; they are summed per directory first,
+    then per prefix, in prefix order, leaving out rows that do not change.
+    """
+    return (
+        f"SELECT {bucket}, p.prefix, sum(d.n)::bigint, sum(d.s)::bigint "
+        f"FROM (SELECT {_DIR} AS dir, sum(n) AS n, sum(s) AS s FROM {source} GROUP BY 1) AS d, "
+        f"LATERAL ({_PREFIXES}) AS p(prefix) "
+        "GROUP BY p.prefix HAVING sum(d.n) <> 0 OR sum(d.s) <> 0 "
+        'ORDER BY p.prefix COLLATE "C"'
+    )
+
 
 #: Adds ``{rows}`` (``bucket, prefix, objects, bytes``, in prefix order) to the
 #: aggregate rows. Aggregates are always changed in prefix order and after the
@@ -150,15 +170,7 @@ def _apply(n: Names, deltas: str) -> str:
 
     Sets ``total`` to the number of rows of ``x``.
     """
-    prefixes = PREFIXES.format(key="x.key")
-    add = ADD.format(
-        usage=n.usage,
-        rows=(
-            "SELECT b, p.prefix, sum(x.n), sum(x.s) "
-            f"FROM x, LATERAL ({prefixes}) AS p(prefix) "
-            'GROUP BY p.prefix HAVING sum(x.n) <> 0 OR sum(x.s) <> 0 ORDER BY p.prefix COLLATE "C"'
-        ),
-    )
+    add = ADD.format(usage=n.usage, rows=by_prefix("x", "b"))
     return f"""WITH {deltas},
         agg AS ({add} RETURNING a.prefix, a.objects)
         SELECT coalesce(array_agg(prefix) FILTER (WHERE objects <= 0), '{{}}'),

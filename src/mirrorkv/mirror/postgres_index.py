@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
 from ..errors import InvalidURL, InvalidValue, MirrorKVError
 from ..keys import check_key, check_prefix, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
@@ -64,6 +66,18 @@ def _row(meta: Meta) -> tuple[str, _Row]:
         if isinstance(text, str) and "\x00" in text:
             raise InvalidValue(f"a record of {key!r} holds a NUL character, which text cannot")
     return key, row
+
+
+def _session_settings(connection: Any, record: Any) -> None:
+    """Turn JIT compilation off for each new connection of the index's pool.
+
+    The index runs short statements whose row estimates (a set-returning
+    function per key) can exceed ``jit_above_cost``; compiling them then took
+    about a second per batch of 10,000 records (measured, PostgreSQL 15).
+    """
+    connection.execute("SET jit = off")
+    if not connection.autocommit:
+        connection.commit()
 
 
 def _range(prefix: str, start_after: str | None) -> tuple[str, bool, str | None]:
@@ -160,6 +174,7 @@ class PostgresIndex(MetadataIndex):
             float(pool_timeout),
             float(connect_timeout),
         )
+        sa.event.listen(engine, "connect", _session_settings)
         self._leases = Leases(engine, self._errors)
         try:
             self._transaction(lambda cursor: prepare(cursor, self._names, self._where))
