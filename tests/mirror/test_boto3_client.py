@@ -318,13 +318,17 @@ def test_copies_deletes_uploads_and_buckets_match_s3(pair: Pair, tmp_path: Path)
             MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
         )
         client.put_object(Bucket=bucket, Key="cached", Body=b"x", CacheControl="no-cache")
+        client.put_object(Bucket=bucket, Key="stream", Body=io.BytesIO(b"s" * 10))
+        client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": "d/e/f"}, {"Key": "no"}], "Quiet": True}
+        )
     pair.same("delete_object", Key="c")
     pair.same(
         "delete_objects",
         Delete={"Objects": [{"Key": "logs/03"}, {"Key": "never"}, {"Key": "b/5"}]},
     )
     before = pair.requests
-    for key in ("copy1", "copy2", "up/fileobj", "up/file", "up/multi", "c", "b/5"):
+    for key in ("copy1", "copy2", "up/fileobj", "up/file", "up/multi", "c", "b/5", "stream"):
         pair.same("head_object", Key=key)
     pair.same("list_objects_v2")
     pair.same("list_objects_v2", Prefix="up/", Delimiter="/")
@@ -468,3 +472,28 @@ def test_shares_an_index_with_a_mirror_of_an_s3_store(pair: Pair, s3_endpoint: s
         {},
     )
     assert pair.requests == before
+
+
+def test_a_failed_recording_keeps_the_s3_result_and_marks_the_key_dirty(
+    pair: Pair, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mirrorkv.errors import StoreUnavailable
+    from mirrorkv.meta import Meta
+    from mirrorkv.mirror import SQLiteIndex
+
+    class FailingIndex(SQLiteIndex):
+        """A real SQLite index whose record() fails, as a locked database would."""
+
+        def record(self, bucket: str, meta: Meta) -> None:
+            raise StoreUnavailable("index locked (injected)")
+
+    index = FailingIndex(tmp_path / "failing.db")
+    client = wrap(pair.wrapped.client, index)
+    with caplog.at_level("WARNING", logger="mirrorkv.mirror"):
+        response = client.put_object(Bucket=pair.wrapped_bucket, Key="k", Body=b"value")
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert index.dirty(pair.wrapped_bucket) == ["k"]
+    assert "marked dirty" in caplog.text
+    body = pair.wrapped.client.get_object(Bucket=pair.wrapped_bucket, Key="k")["Body"].read()
+    assert body == b"value"
+    index.close()

@@ -194,13 +194,18 @@ class MirroredS3Client:
         return response
 
     def delete_objects(self, **params: Any) -> Any:
-        """S3's DeleteObjects; forgets the keys S3 reports deleted."""
+        """S3's DeleteObjects; forgets the keys deleted (``Quiet``: those not among ``Errors``)."""
         params.pop("Force", None)
         response = self._client.delete_objects(**params)
         bucket = params["Bucket"]
+        deleted = response.get("Deleted")
+        if deleted is None:  # a quiet delete reports only the failures
+            failed = {(e.get("Key"), e.get("VersionId")) for e in response.get("Errors", ())}
+            asked = params.get("Delete", {}).get("Objects", ())
+            deleted = [o for o in asked if (o.get("Key"), o.get("VersionId")) not in failed]
         plain: list[str] = []
         versioned: list[str] = []
-        for item in response.get("Deleted", ()):
+        for item in deleted:
             (versioned if item.get("VersionId") else plain).append(item["Key"])
         if plain:
             self._safely(bucket, plain, lambda: self._index.forget_many(bucket, plain))
