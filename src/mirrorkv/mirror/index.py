@@ -343,7 +343,14 @@ def open_index(url: str, **options: Any) -> MetadataIndex:
     except KeyError:
         known = ", ".join(sorted(INDEX_SCHEMES))
         raise InvalidURL(f"no metadata index for {parsed.scheme}: URLs (known: {known})") from None
-    module = importlib.import_module(f"{__package__}.{module_name}")
+    try:
+        module = importlib.import_module(f"{__package__}.{module_name}")
+    except ModuleNotFoundError as error:
+        extra = "redis" if module_name == "redis_index" else "sql"
+        raise InvalidURL(
+            f"the {parsed.scheme}: index needs a package that is missing ({error.name});"
+            f" install mirrorkv[{extra}]"
+        ) from error
     backend: Any = getattr(module, class_name)
     index: MetadataIndex = backend.from_url(parsed, **merged)
     return index
