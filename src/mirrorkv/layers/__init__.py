@@ -7,5 +7,6 @@ from __future__ import annotations
 
 from .base import Layer
 from .cached import Cached
+from .prefixed import Prefixed
 
-__all__ = ["Cached", "Layer"]
+__all__ = ["Cached", "Layer", "Prefixed"]
