@@ -31,6 +31,7 @@ __all__ = [
     "PUT_FIELDS",
     "client_error",
     "head_response",
+    "is_store_version",
     "meta_from_head",
     "meta_from_listing",
     "meta_from_put",
@@ -129,6 +130,11 @@ def _version(response: Mapping[str, Any]) -> str:
     return str(found) if found else _OUR_VERSION + new_version()
 
 
+def is_store_version(version: str) -> bool:
+    """True for the version token S3Store writes into ``mkv-v`` (a Mirror records it)."""
+    return _STORE_TOKEN.match(version) is not None
+
+
 def version_id(meta: Meta) -> str | None:
     """The S3 VersionId a record holds; None for a token of ours or of S3Store."""
     version = meta.version
@@ -211,7 +217,7 @@ def head_response(meta: Meta) -> dict[str, Any]:
     modified = datetime.fromtimestamp(int(meta.modified.timestamp()), tzutc())
     etag = f'"{meta.etag}"'
     metadata = dict(meta.metadata)
-    if _STORE_TOKEN.match(meta.version):
+    if is_store_version(meta.version):
         # Recorded by a Mirror over an S3Store: S3 holds the metadata as S3Store encoded it.
         metadata = encode_metadata(metadata, meta.version)
     headers = {

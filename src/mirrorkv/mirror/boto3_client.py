@@ -162,7 +162,10 @@ class MirroredS3Client:
             if reraise:
                 raise
             return {}
-        known = self._index.get(bucket, key)
+        try:
+            known = self._index.get(bucket, key)
+        except MirrorKVError:
+            known = None
         meta = records.meta_from_head(key, response, known)
         self._safely(bucket, [key], lambda: self._index.record(bucket, meta))
         return response
@@ -235,8 +238,8 @@ class MirroredS3Client:
             known = self._index.get(*source)
         except MirrorKVError:
             return None
-        if known is None or not known.version:
-            return None
+        if known is None or not known.version or records.is_store_version(known.version):
+            return None  # (an S3Store's record holds its metadata decoded: read the copy)
         result = response.get("CopyObjectResult", {})
         if params.get("MetadataDirective") == "REPLACE":
             put_params = {
@@ -290,16 +293,22 @@ class MirroredS3Client:
         response = self._client.create_bucket(**params)
         bucket = params["Bucket"]
         created = records.response_time(response).timestamp()
-        # us-east-1 answers 200 to re-creating a bucket one owns: hold it only if it is empty.
-        if self._holds(bucket) or not self._client.list_objects_v2(Bucket=bucket, MaxKeys=1).get(
-            "KeyCount"
-        ):
+        if self._holds(bucket) or self._is_empty(bucket):
             self._safely(
                 bucket,
                 [],
                 lambda: self._index.set_checkpoint(bucket, buckets.CREATED, repr(created)),
             )
         return response
+
+    def _is_empty(self, bucket: str) -> bool:
+        """True where S3 lists nothing in ``bucket`` (us-east-1 answers 200 to re-creating
+        a bucket one owns, so a created bucket may hold objects already)."""
+        try:
+            return not self._client.list_objects_v2(Bucket=bucket, MaxKeys=1).get("KeyCount")
+        except Exception as error:
+            log.warning("mirror index: cannot tell whether %s is empty (%s)", bucket, error)
+            return False
 
     def refresh(self, bucket: str, prefix: str = "") -> tuple[int, int, int]:
         """Make the index hold exactly what S3 lists under ``prefix`` in ``bucket``, page by page.
