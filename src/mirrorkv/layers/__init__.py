@@ -8,5 +8,6 @@ from __future__ import annotations
 from .base import Layer
 from .cached import Cached
 from .prefixed import Prefixed
+from .readonly import ReadOnly
 
-__all__ = ["Cached", "Layer", "Prefixed"]
+__all__ = ["Cached", "Layer", "Prefixed", "ReadOnly"]
