@@ -9,7 +9,10 @@ MimicDB's SQLite backend) with a boto 2 connection whose requests feed one.
 
 from __future__ import annotations
 
+import importlib.util
 import sqlite3
+import sys
+import types
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +84,14 @@ class MimicPeer:
         """MimicDB's own sync of the bucket (a full listing, recorded key by key)."""
         self.connection.sync(self.bucket_name)
 
+    def rows(self) -> tuple[int, int]:
+        """``(rows, distinct keys)`` in MimicDB's key set of the bucket."""
+        table = f"mimicdb:{self.bucket_name}"
+        found = self.sqlite.execute(
+            f'SELECT COUNT(*), COUNT(DISTINCT member) FROM "{table}"'
+        ).fetchone()
+        return int(found[0]), int(found[1])
+
     def save(self) -> sqlite3.Connection:
         """A copy of MimicDB's whole database (its questions change it: see the report)."""
         copy = sqlite3.connect(":memory:")
@@ -92,12 +103,32 @@ class MimicPeer:
         saved.backup(self.sqlite)
 
 
+def boto2_shims() -> None:
+    """Give boto 2 what newer Pythons removed, before it is imported.
+
+    ``imp`` (gone in Python 3.12) is imported by boto's plugin loader, which
+    this benchmark never uses: a stand-in whose functions find no plugin.
+    Python 3.11 still has ``imp``, so there nothing changes.
+    """
+    if importlib.util.find_spec("imp") is not None:
+        return
+
+    def no_plugin(*_: Any) -> Any:
+        raise ImportError("boto plugins are not loaded by this benchmark")
+
+    shim = types.ModuleType("imp", "A stand-in for boto 2's plugin loader (see boto2_shims).")
+    shim.find_module = no_plugin  # type: ignore[attr-defined]
+    shim.load_module = no_plugin  # type: ignore[attr-defined]
+    sys.modules.setdefault("imp", shim)
+
+
 def open_mimicdb(endpoint: str, bucket: str, database: str) -> MimicPeer:
     """MimicDB with its SQLite backend in ``database`` on ``bucket`` at ``endpoint``.
 
     Raises ImportError (mimicdb or boto missing) or whatever boto 2 raises
     when it cannot run here; the caller prints the reason and skips it.
     """
+    boto2_shims()
     import mimicdb
     from boto.s3.connection import OrdinaryCallingFormat
     from mimicdb.backends.sqlite import SQLite
@@ -106,10 +137,14 @@ def open_mimicdb(endpoint: str, bucket: str, database: str) -> MimicPeer:
     meter = Meter()
 
     class MeteredConnection(S3Connection):  # type: ignore[misc]
-        """MimicDB's connection, counting each HTTP request and the bytes of its answer."""
+        """MimicDB's connection, counting each HTTP request and the bytes of its answer.
+
+        Requests are named by method and target: ``GET bucket`` is a listing.
+        """
 
         def make_request(self, method: str, *args: Any, **kwargs: Any) -> Any:
-            meter.requests[method] += 1
+            key = kwargs.get("key", args[1] if len(args) > 1 else "")
+            meter.requests[f"{method} {'object' if key else 'bucket'}"] += 1
             response = super().make_request(method, *args, **kwargs)
             meter.bytes += _header_bytes(dict(response.getheaders())) + len("HTTP/1.1 200 OK\r\n")
             read = response.read
