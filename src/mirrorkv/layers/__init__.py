@@ -9,5 +9,6 @@ from .base import Layer
 from .cached import Cached
 from .prefixed import Prefixed
 from .readonly import ReadOnly
+from .writebehind import WriteBehind
 
-__all__ = ["Cached", "Layer", "Prefixed", "ReadOnly"]
+__all__ = ["Cached", "Layer", "Prefixed", "ReadOnly", "WriteBehind"]
