@@ -11,6 +11,7 @@ import pytest
 
 from mirrorkv.errors import AccessDenied, InvalidURL, InvalidValue, MirrorKVError, StoreUnavailable
 from mirrorkv.meta import Meta
+from mirrorkv.mirror import _postgres_index_queries
 from mirrorkv.mirror.index import Usage, open_index, parent_prefixes
 from mirrorkv.mirror.postgres_index import PostgresIndex
 from mirrorkv.stores.sql import SQLStore
@@ -212,3 +213,22 @@ def test_overlapping_batches_keep_du_exact(index_url: str) -> None:
         assert sum(u.objects for u in index.du_children("b", "o/").values()) == len(model)
     finally:
         index.close()
+
+
+@pytest.mark.parametrize("seek_worth", [0, 10**9], ids=["seek-around-directories", "range-scan"])
+def test_du_of_partial_prefixes_both_ways(
+    index_url: str, monkeypatch: pytest.MonkeyPatch, seek_worth: int
+) -> None:
+    monkeypatch.setattr(_postgres_index_queries, "SEEK_WORTH", seek_worth)
+    rng = random.Random(7)
+    parts = ["a", "ab", "a-b", "b", "é", "\U0001f600", ""]
+    model: dict[str, int] = {}
+    for _ in range(400):
+        key = "/".join(rng.choice(parts) for _ in range(rng.randrange(1, 5))) or "x"
+        model[key] = rng.randrange(1000)
+    with open_index(index_url) as index:
+        index.record_many("b", [Meta(k, s, "e", 0.0) for k, s in model.items()])
+        prefixes = {key[:cut] for key in model for cut in range(1, len(key) + 1)}
+        for prefix in [*sorted(prefixes), "z", "a/z", "\U0010ffff"]:
+            sizes = [s for k, s in model.items() if k.startswith(prefix)]
+            assert index.du("b", prefix) == Usage(len(sizes), sum(sizes)), prefix

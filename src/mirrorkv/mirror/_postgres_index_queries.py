@@ -12,8 +12,11 @@ from typing import Any
 
 from ._postgres_index_schema import ADD, Names, by_prefix, upsert
 
-__all__ = ["COLUMNS", "Queries", "key_range", "queries"]
+__all__ = ["COLUMNS", "SEEK_WORTH", "Queries", "key_range", "partial_usage", "queries"]
 
+#: ``du`` of a prefix not ending in "/" seeks around the subdirectories it covers
+#: where they hold this many keys each on average, else scans its key range.
+SEEK_WORTH = 100
 #: The columns of an entry, in ``row_meta``'s order.
 COLUMNS = "key, size, etag, modified, content_type, metadata, version"
 
@@ -49,9 +52,10 @@ class Queries:
     get: str
     #: ``(bucket, prefix)``: ``(objects, bytes)``.
     usage: str
-    #: ``(bucket, low, high)``: ``(count, sum)`` of the sizes in ``[low, high)``.
-    range_sum: str
+    #: ``(bucket, low)``: ``(count, sum)`` of the sizes from ``low`` on.
     range_sum_open: str
+    #: ``du`` of a prefix not ending in "/" (see :func:`partial_usage`).
+    partial_usage: str
     #: ``du_children``, named parameters ``bucket``, ``prefix``, ``depth`` (its length)
     #: and ``high`` (its upper bound; the ``_open`` form has none); rows
     #: ``(child, objects, bytes)``, the first with child NULL for the prefix's own total.
@@ -124,6 +128,47 @@ def _record(n: Names) -> str:
     return f"WITH w(key, n, s) AS ({upsert(n, given)}) {add}"
 
 
+def partial_usage(n: Names) -> str:
+    """``du`` of a prefix not ending in "/", named parameters as ``children``; one row.
+
+    ``depth`` is the length of the prefix's directory (up to its last "/"),
+    ``seek_worth`` the threshold below.
+
+    The subdirectories of the prefix's directory that start with the prefix
+    give their aggregate rows; the objects directly in that directory are
+    summed over the gaps between them (one range probe per gap). Where those
+    subdirectories hold under ``seek_worth`` keys on average, one scan of the
+    whole key range is cheaper, and that is what runs (the other branch's
+    subqueries are never evaluated).
+    """
+    entries, usage = n.entries, n.usage
+    return f"""WITH kids AS (
+            SELECT prefix AS child, objects, bytes FROM {usage}
+            WHERE bucket = %(bucket)s AND prefix >= %(prefix)s AND prefix < %(high)s
+            AND strpos(substr(prefix, %(depth)s::int + 1), '/') = length(prefix) - %(depth)s::int),
+        totals AS (
+            SELECT count(*) AS c, coalesce(sum(objects), 0) AS n, coalesce(sum(bytes), 0) AS s
+            FROM kids),
+        bounds AS (
+            SELECT coalesce(lag(left(child, -1) || '0') OVER (ORDER BY child), %(prefix)s) AS lo,
+                   child AS hi
+            FROM kids
+            UNION ALL
+            SELECT coalesce((SELECT left(max(child), -1) || '0' FROM kids), %(prefix)s),
+                   %(high)s),
+        gaps AS (
+            SELECT count(*) AS n, coalesce(sum(e.size), 0) AS s FROM bounds AS g
+            JOIN {entries} AS e ON e.bucket = %(bucket)s AND e.key >= g.lo AND e.key < g.hi),
+        whole AS (
+            SELECT count(*) AS n, coalesce(sum(size), 0) AS s FROM {entries}
+            WHERE bucket = %(bucket)s AND key >= %(prefix)s AND key < %(high)s)
+        SELECT CASE WHEN t.n < %(seek_worth)s::bigint * t.c OR t.c = 0 THEN (SELECT n FROM whole)
+                    ELSE t.n + (SELECT n FROM gaps) END,
+               CASE WHEN t.n < %(seek_worth)s::bigint * t.c OR t.c = 0 THEN (SELECT s FROM whole)
+                    ELSE t.s + (SELECT s FROM gaps) END
+        FROM totals AS t"""
+
+
 def queries(n: Names) -> Queries:
     """The statements of the index whose names are ``n``."""
     entries, usage = n.entries, n.usage
@@ -147,8 +192,8 @@ def queries(n: Names) -> Queries:
         ),
         get=f"SELECT {COLUMNS} FROM {entries} WHERE bucket = %s AND key = %s",
         usage=f"SELECT objects, bytes FROM {usage} WHERE bucket = %s AND prefix = %s",
-        range_sum=f"{range_sum} AND key >= %s AND key < %s",
         range_sum_open=f"{range_sum} AND key >= %s",
+        partial_usage=partial_usage(n),
         children=_children(n, True),
         children_open=_children(n, False),
         buckets=buckets,

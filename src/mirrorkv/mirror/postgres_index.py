@@ -26,6 +26,7 @@ from ..stores._sql_io import Lease, Leases
 from ..stores._sql_schema import check_table_name
 from ..stores._sql_setup import create_engine, parse_option
 from ..urls import StoreURL, parse_url, reject_unknown
+from . import _postgres_index_queries as _queries
 from ._postgres_index_queries import COLUMNS, Queries, key_range, queries
 from ._postgres_index_schema import drop_sql, names, prepare
 from ._sqlite_index_schema import meta_row, row_meta
@@ -454,7 +455,12 @@ class PostgresIndex(MetadataIndex):
     def du(self, bucket: str, prefix: str = "") -> Usage:
         """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes.
 
-        Any other prefix sums the sizes of its key range (one query).
+        Any other prefix, say ``logs/2024-0`` in the directory ``logs/``, is one
+        query: the aggregate rows of the subdirectories it covers
+        (``logs/2024-01/``, ...) plus range sums of the objects directly in
+        ``logs/`` between them, so its cost grows with the number of those
+        subdirectories, not with the keys inside them; where they hold under
+        100 keys each on average, it sums the key range instead.
         """
         check_bucket(bucket)
         check_prefix(prefix)
@@ -465,7 +471,15 @@ class PostgresIndex(MetadataIndex):
         if high is None:
             row = self._read(self._sql.range_sum_open, (bucket, prefix), many=False)
         else:
-            row = self._read(self._sql.range_sum, (bucket, prefix, high), many=False)
+            depth = prefix.rfind("/") + 1  # the length of the directory the prefix is in
+            params = {
+                "bucket": bucket,
+                "prefix": prefix,
+                "depth": depth,
+                "high": high,
+                "seek_worth": _queries.SEEK_WORTH,
+            }
+            row = self._read(self._sql.partial_usage, params, many=False)
         return Usage(int(row[0]), int(row[1]))
 
     def du_children(self, bucket: str, prefix: str = "") -> dict[str, Usage]:
