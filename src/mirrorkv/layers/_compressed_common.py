@@ -1,0 +1,164 @@
+"""What the value-transforming layers (Compressed, Encrypted) share.
+
+Both store a transformed value and keep, in reserved metadata names beside
+it, what callers must see instead: the logical size and etag. This module
+holds the pieces of that bookkeeping common to both: reserved names, the
+mapping of a caller's ``if_match`` (a logical etag) to the stored etag, a
+reader over decoded chunks, and the spool a stream is encoded into before
+its metadata is known.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import IO, BinaryIO, cast
+
+from ..errors import InvalidValue, KeyNotFound
+from ..meta import NO_METADATA, Meta
+from ..store import PutOptions, Store, check_precondition
+
+__all__ = [
+    "SMALL",
+    "SPOOL_BYTES",
+    "ChunkReader",
+    "check_reserved",
+    "inner_condition",
+    "read_exact",
+    "spool",
+    "visible",
+]
+
+#: A stream whose whole value fits in this many bytes is read whole and written like ``put``.
+SMALL = 1 << 20
+#: Encoded output of a stream is kept in memory up to this size, then in a temporary file.
+SPOOL_BYTES = 1 << 20
+
+
+def _reserved(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + "-")
+
+
+def check_reserved(metadata: Mapping[str, str], prefix: str, layer: str) -> None:
+    """Raise :class:`InvalidValue` where user metadata uses a name the layer reserves."""
+    for name in metadata:
+        if _reserved(name, prefix):
+            raise InvalidValue(
+                f"metadata name {name!r} is reserved by {layer} (names {prefix!r} and {prefix}-*)"
+            )
+
+
+def visible(metadata: Mapping[str, str], prefix: str) -> Mapping[str, str]:
+    """``metadata`` without the names reserved under ``prefix`` (read-only)."""
+    kept = {name: value for name, value in metadata.items() if not _reserved(name, prefix)}
+    if len(kept) == len(metadata):
+        return metadata
+    return MappingProxyType(kept) if kept else NO_METADATA
+
+
+def inner_condition(
+    inner: Store, key: str, options: PutOptions, logical_etag: Callable[[Meta], str]
+) -> PutOptions:
+    """``options`` with the caller's ``if_match`` (a logical etag) replaced by the stored etag.
+
+    Reads the stored record once; :class:`PreconditionFailed` where the key
+    is absent or its logical etag differs. The write that follows is
+    conditional on the stored etag, so a write racing in between makes it
+    fail as the caller's condition would.
+    """
+    if options.if_match is None:
+        return options
+    try:
+        current = inner._head(key)
+    except KeyNotFound:
+        check_precondition(key, None, options)
+        raise  # unreachable: if_match on an absent key always fails
+    check_precondition(key, Meta(key, 0, logical_etag(current), 0.0), options)
+    return options._replace(if_match=current.etag)
+
+
+def read_exact(stream: IO[bytes], size: int) -> bytes:
+    """Up to ``size`` bytes of ``stream``: fewer only at its end."""
+    data = stream.read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    missing = size - len(data)
+    while missing:
+        more = stream.read(missing)
+        if not more:
+            break
+        parts.append(more)
+        missing -= len(more)
+    return b"".join(parts)
+
+
+def spool() -> tempfile.SpooledTemporaryFile[bytes]:
+    """A temporary file kept in memory up to :data:`SPOOL_BYTES`, for encoded output."""
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable binary stream over an iterator of decoded chunks.
+
+    ``read(n)`` returns at most ``n`` bytes; errors raised by the iterator
+    (:class:`~mirrorkv.errors.CorruptValue`) surface from ``read``. Closing
+    it closes ``source`` (if given), the stream the chunks are decoded from.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], source: IO[bytes] | None = None) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._source = source
+        self._buffer = memoryview(b"")
+
+    @classmethod
+    def open(cls, chunks: Iterator[bytes], source: IO[bytes] | None = None) -> BinaryIO:
+        """A reader typed as the ``BinaryIO`` that ``Store.open`` returns."""
+        return cast(BinaryIO, cls(chunks, source))
+
+    def readable(self) -> bool:
+        """Always true."""
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left if ``size`` < 0); ``b""`` at the end."""
+        if self.closed:
+            raise ValueError("read of a closed stream")
+        if size is None or size < 0:
+            return self.readall()
+        while not self._buffer:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._buffer = memoryview(chunk)
+        out = self._buffer[:size].tobytes()
+        self._buffer = self._buffer[size:]
+        return out
+
+    def readall(self) -> bytes:
+        """Everything left."""
+        if self.closed:
+            raise ValueError("read of a closed stream")
+        parts = [self._buffer.tobytes()]
+        self._buffer = memoryview(b"")
+        parts.extend(self._chunks)
+        return b"".join(parts)
+
+    def readinto(self, buffer: object) -> int:
+        """Read into a writable buffer; the number of bytes read."""
+        view = memoryview(buffer).cast("B")  # type: ignore[arg-type]
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        """Close the reader and the stream it decodes."""
+        if not self.closed:
+            try:
+                if self._source is not None:
+                    self._source.close()
+            finally:
+                super().close()
