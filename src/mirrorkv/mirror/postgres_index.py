@@ -2,8 +2,9 @@
 
 For teams that already run PostgreSQL: one database (and one table prefix)
 holds the index of several buckets for every process and machine that opens
-it. See :mod:`._postgres_index_schema` for the tables and the server-side
-functions that make every write one round trip, and docs/mirror-index.md.
+it. See :mod:`._postgres_index_schema` for the tables and server-side
+functions, :mod:`._postgres_index_queries` for the statements (every write
+is one round trip), and docs/mirror-index.md.
 """
 
 from __future__ import annotations
@@ -108,21 +109,24 @@ def _columns(rows: dict[str, Any]) -> list[list[Any]]:
 class PostgresIndex(MetadataIndex):
     """A metadata index in tables of a PostgreSQL database, for many processes at once.
 
-    Writes: ``record`` and ``forget`` are one call of a server-side function
-    each (one round trip, one transaction) that locks the entry row, reads
-    its old size and adds the difference to the aggregate row of ``""`` and
-    of every ``/`` prefix of the key. ``record_many``/``forget_many`` are one
-    such call per :data:`CHUNK` keys (array parameters); ``replace_range`` is
-    one transaction. Entry rows are locked in key order and aggregate rows
-    in prefix order, so concurrent writers wait rather than deadlock; a write
-    that still meets a deadlock or serialization failure runs again (up to
-    20 times). ``du`` is exact with any number of writers.
+    Writes: each is one round trip and one transaction that changes the
+    entries and adds the differences to the aggregate rows of ``""`` and of
+    every ``/`` prefix of their keys. ``record`` is one upsert statement
+    that returns the size of the row it replaced (under that row's lock);
+    ``record_many`` the same over arrays, one per :data:`CHUNK` records;
+    ``forget``/``forget_many`` and ``replace_range`` one call of a
+    server-side function each (``forget_many`` per :data:`CHUNK` keys).
+    Entry rows are locked in key order and aggregate rows in prefix order,
+    so concurrent writers wait rather than deadlock; a write that still
+    meets a deadlock or serialization failure runs again (up to 20 times).
+    ``du`` is exact with any number of writers.
 
     Reads: ``du`` of ``""`` or a ``/`` prefix reads one row; of any other
-    prefix, sums the key range. Iterators read pages of 64 growing to 4,096
-    in short queries (keyset pagination), holding no transaction between
-    pages. ``find`` filters sizes, times and the content type in SQL and
-    the patterns in Python, over the key range of their literal prefix.
+    prefix, one query over the subdirectories it covers (see :meth:`du`).
+    Iterators read pages of 64 growing to 4,096 in short queries (keyset
+    pagination), holding no transaction between pages. ``find`` filters
+    sizes, times and the content type in SQL and the patterns in Python,
+    over the key range of their literal prefix.
 
     Connections: a SQLAlchemy pool (psycopg 3) shared by the index's threads,
     each thread keeping the connection it took (the SQL store's plumbing).
@@ -341,7 +345,10 @@ class PostgresIndex(MetadataIndex):
         """See :meth:`MetadataIndex.replace_range`: one read of the range's keys, one call.
 
         The call (one transaction) passes over the stored and the given keys
-        in key order, locking each and comparing it with its record.
+        in key order, locking each and comparing it with its record, so the
+        counts and aggregates are those of the rows as locked. A key another
+        writer adds to the range between the read and the call stays (as if
+        written after this replace).
         """
         check_bucket(bucket)
         check_prefix(prefix)
