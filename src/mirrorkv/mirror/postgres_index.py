@@ -12,22 +12,19 @@ from __future__ import annotations
 import builtins
 import itertools
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import sqlalchemy as sa
-
-from ..errors import InvalidURL, InvalidValue, MirrorKVError
+from ..errors import InvalidURL, InvalidValue
 from ..keys import check_key, check_prefix, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
-from ..stores._sql_errors import ErrorTranslator, is_disconnect, is_retryable_conflict
-from ..stores._sql_io import Lease, Leases
+from ..stores._sql_errors import ErrorTranslator
 from ..stores._sql_schema import check_table_name
 from ..stores._sql_setup import create_engine, parse_option
 from ..urls import StoreURL, parse_url, reject_unknown
 from . import _postgres_index_queries as _queries
+from ._postgres_index_io import Runner
 from ._postgres_index_queries import COLUMNS, Queries, key_range, queries
 from ._postgres_index_schema import drop_sql, names, prepare
 from ._sqlite_index_schema import meta_row, row_meta
@@ -51,11 +48,8 @@ CHUNK = 10_000
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
-#: How often a write that met a deadlock or a serialization failure runs again.
-_ATTEMPTS = 20
 _OPTIONS = ("table", "pool_size", "max_overflow", "pool_timeout", "connect_timeout")
 _SCHEMES = ("postgresql", "postgres")
-_T = TypeVar("_T")
 
 _Row = tuple[int, str, float, str | None, str | None, str]
 
@@ -68,18 +62,6 @@ def _row(meta: Meta) -> tuple[str, _Row]:
         if isinstance(text, str) and "\x00" in text:
             raise InvalidValue(f"a record of {key!r} holds a NUL character, which text cannot")
     return key, row
-
-
-def _session_settings(connection: Any, record: Any) -> None:
-    """Turn JIT compilation off for each new connection of the index's pool.
-
-    The index runs short statements whose row estimates (a set-returning
-    function per key) can exceed ``jit_above_cost``; compiling them then took
-    about a second per batch of 10,000 records (measured, PostgreSQL 15).
-    """
-    connection.execute("SET jit = off")
-    if not connection.autocommit:
-        connection.commit()
 
 
 def _range(prefix: str, start_after: str | None) -> tuple[str, bool, str | None]:
@@ -179,12 +161,13 @@ class PostgresIndex(MetadataIndex):
             float(pool_timeout),
             float(connect_timeout),
         )
-        sa.event.listen(engine, "connect", _session_settings)
-        self._leases = Leases(engine, self._errors)
+        self._runner = runner = Runner(engine, self._errors, repr(self))
+        self._read = runner.read
+        self._write = runner.write
         try:
-            self._transaction(lambda cursor: prepare(cursor, self._names, self._where))
+            runner.transaction(lambda cursor: prepare(cursor, self._names, self._where))
         except BaseException:
-            self._leases.close()
+            runner.close()
             raise
 
     @classmethod
@@ -223,7 +206,7 @@ class PostgresIndex(MetadataIndex):
 
     def close(self) -> None:
         """Give back every connection and close the pool; later calls raise MirrorKVError."""
-        self._leases.close()
+        self._runner.close()
 
     def drop_tables(self) -> None:
         """Drop the index's tables and functions (everything in them), then close it."""
@@ -232,76 +215,8 @@ class PostgresIndex(MetadataIndex):
             for statement in drop_sql(self._names):
                 cursor.execute(statement)
 
-        self._transaction(drop)
+        self._runner.transaction(drop)
         self.close()
-
-    # -- running statements -------------------------------------------------
-
-    def _lease(self) -> Lease:
-        if self._leases.closed:
-            raise MirrorKVError(f"{self!r} is closed")
-        return self._leases.get()
-
-    def _read(self, sql: str, params: Any, many: bool = True) -> Any:
-        """All rows (``many``) or the first row of a read; once more after a disconnect."""
-        for attempt in (0, 1):
-            lease = self._lease()
-            try:
-                cursor = lease.cursor
-                cursor.execute(sql, params)
-                return cursor.fetchall() if many else cursor.fetchone()
-            except self._errors.catches as error:
-                self._leases.failed(lease, error)
-                if attempt or not is_disconnect(error):
-                    raise self._errors.translate(error) from error
-        raise AssertionError("unreachable")
-
-    def _write(self, sql: str, params: Any) -> Any:
-        """One statement in its own transaction (autocommit); its first row, if any.
-
-        Runs again after a deadlock or serialization failure.
-        """
-        for attempt in range(_ATTEMPTS):
-            lease = self._lease()
-            try:
-                cursor = lease.cursor
-                cursor.execute(sql, params)
-                return cursor.fetchone() if cursor.description else None
-            except self._errors.catches as error:
-                self._leases.failed(lease, error)
-                if not is_retryable_conflict(error) or attempt == _ATTEMPTS - 1:
-                    raise self._errors.translate(error) from error
-            time.sleep(0.002 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    def _transaction(self, work: Callable[[Any], _T]) -> _T:
-        """``work(cursor)`` in one transaction; again after a deadlock or serialization failure."""
-        for attempt in range(_ATTEMPTS):
-            lease = self._lease()
-            cursor = lease.cursor
-            try:
-                cursor.execute("BEGIN")
-                result = work(cursor)
-                cursor.execute("COMMIT")
-                return result
-            except self._errors.catches as error:
-                self._rollback(lease, error)
-                if not is_retryable_conflict(error) or attempt == _ATTEMPTS - 1:
-                    raise self._errors.translate(error) from error
-            except BaseException:
-                self._rollback(lease, None)
-                raise
-            time.sleep(0.002 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    def _rollback(self, lease: Lease, error: BaseException | None) -> None:
-        if error is not None and is_disconnect(error):
-            self._leases.failed(lease, error)
-            return
-        try:
-            lease.cursor.execute("ROLLBACK")
-        except self._errors.catches as failure:
-            self._leases.failed(lease, failure)
 
     # -- writes ---------------------------------------------------------------
 
