@@ -232,3 +232,32 @@ def test_du_of_partial_prefixes_both_ways(
         for prefix in [*sorted(prefixes), "z", "a/z", "\U0010ffff"]:
             sizes = [s for k, s in model.items() if k.startswith(prefix)]
             assert index.du("b", prefix) == Usage(len(sizes), sum(sizes)), prefix
+
+
+@pytest.mark.slow
+def test_stopped_server_then_back(private_postgres: OwnServer) -> None:
+    url = table_url(private_postgres.url, unique_name("mkvi"))
+    index = open_index(url)
+    assert isinstance(index, PostgresIndex)
+    try:
+        index.record("b", Meta("a/k", 1, "e", 0.0))
+        private_postgres.stop()
+        try:
+            calls = (
+                lambda: index.du("b"),
+                lambda: index.record("b", Meta("a/j", 2, "e", 0.0)),
+                lambda: index.forget_many("b", ["a/k"]),
+            )
+            for call in calls:
+                with pytest.raises(StoreUnavailable) as caught:
+                    call()
+                assert caught.value.retryable
+                assert SECRET not in str(caught.value)
+        finally:
+            private_postgres.restart()
+        # Back: a read reconnects on its own; the writes that failed changed nothing.
+        assert index.du("b", "a/") == Usage(1, 1)
+        index.record("b", Meta("a/j", 2, "e", 0.0))
+        assert index.du("b") == Usage(2, 3)
+    finally:
+        index.drop_tables()
