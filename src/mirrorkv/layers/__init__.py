@@ -8,9 +8,19 @@ from __future__ import annotations
 from .base import Layer
 from .cached import Cached
 from .compressed import Compressed
+from .encrypted import Encrypted
 from .keygen import KeyGen
 from .prefixed import Prefixed
 from .readonly import ReadOnly
 from .writebehind import WriteBehind
 
-__all__ = ["Cached", "Compressed", "KeyGen", "Layer", "Prefixed", "ReadOnly", "WriteBehind"]
+__all__ = [
+    "Cached",
+    "Compressed",
+    "Encrypted",
+    "KeyGen",
+    "Layer",
+    "Prefixed",
+    "ReadOnly",
+    "WriteBehind",
+]

@@ -1,0 +1,292 @@
+"""The stored format of `Encrypted` values (version 1): keys, header, segments, sealed etag.
+
+A value is stored as ``header || segment_0 || ... || segment_{n-1}``:
+
+* ``header`` = ``b"mkE\\x01"`` (magic and version), a 16-byte random salt,
+  one byte giving the length of the key id, the key id (UTF-8);
+* each segment is at most 64 KiB of plaintext sealed with AES-256-GCM
+  (ciphertext and 16-byte tag); an empty value is one empty segment.
+
+Each value has a key of its own, ``HMAC-SHA256(master, INFO || salt)``, so
+nonces never repeat however many values a master key seals: segment ``i``
+uses the nonce ``i`` (11 bytes, big-endian) followed by ``0x01`` for the
+last segment and ``0x00`` for the others. The associated data of every
+segment is the header and the store key, so a value moved to another key,
+reordered, truncated or extended fails to open. The logical etag (the MD5
+of the plaintext) is sealed under the same value key with a nonce no
+segment uses, bound to the key id, store key, size, content type and user
+metadata, and kept in the record's metadata.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+from ..errors import CorruptValue, InvalidValue, NotSupported
+from ._compressed_common import read_exact
+
+__all__ = [
+    "KEY_BYTES",
+    "SEGMENT",
+    "Key",
+    "Sealer",
+    "key_fingerprint",
+    "logical_size",
+    "open_etag",
+    "open_segments",
+    "open_value",
+    "parse_header",
+]
+
+MAGIC = b"mkE\x01"
+SALT = 16
+TAG = 16
+#: Plaintext bytes per segment.
+SEGMENT = 64 * 1024
+#: Bytes of a master key (AES-256).
+KEY_BYTES = 32
+_SEALED = SEGMENT + TAG
+_FIXED = len(MAGIC) + SALT + 1
+_INFO = b"mirrorkv encrypted v1 value key\x00"
+_ETAG_NONCE = b"\xff" * 11 + b"\x02"
+_LAST = (b"\x00", b"\x01")
+
+
+def _aesgcm() -> Any:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError as error:
+        raise NotSupported(
+            "Encrypted needs the cryptography package: pip install 'mirrorkv[crypto]'"
+        ) from error
+    return AESGCM
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
+
+
+class Key:
+    """A master key and its id. Its repr shows the id only, never the key."""
+
+    __slots__ = ("_material", "id")
+
+    def __init__(self, key_id: str, material: object) -> None:
+        if not isinstance(material, bytes | bytearray | memoryview):
+            raise InvalidValue(f"an encryption key is {KEY_BYTES} bytes, not a {_kind(material)}")
+        if len(material) != KEY_BYTES:
+            raise InvalidValue(f"an encryption key is {KEY_BYTES} bytes long")
+        if not isinstance(key_id, str) or not key_id or len(key_id.encode()) > 255:
+            raise InvalidValue("a key id is a non-empty str of at most 255 bytes of UTF-8")
+        self.id = key_id
+        self._material = bytes(material)
+
+    def value_key(self, salt: bytes) -> bytes:
+        """The key of the value with ``salt``."""
+        return hmac.digest(self._material, _INFO + salt, "sha256")
+
+    def same(self, other: Key) -> bool:
+        """Whether both hold the same key material."""
+        return hmac.compare_digest(self._material, other._material)
+
+    def __repr__(self) -> str:
+        return f"Key(id={self.id!r})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("encryption keys are not pickled")
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+def key_fingerprint(material: object) -> str:
+    """The default id of a key: ``k`` and 12 hex digits of an HMAC of a constant under it."""
+    if not isinstance(material, bytes | bytearray | memoryview) or len(material) != KEY_BYTES:
+        raise InvalidValue(f"an encryption key is {KEY_BYTES} bytes")
+    return "k" + hmac.digest(bytes(material), b"mirrorkv key id", "sha256")[:6].hex()
+
+
+def header_size(key_id: str) -> int:
+    """The header's length for values under ``key_id``."""
+    return _FIXED + len(key_id.encode())
+
+
+def logical_size(name: str, stored: int, key_id: str) -> int:
+    """The plaintext size of a stored value of ``stored`` bytes; :class:`CorruptValue` if none."""
+    body = stored - header_size(key_id)
+    if body < TAG:
+        raise CorruptValue(f"{name!r} is too short to be an encrypted value")
+    count = -(-body // _SEALED)
+    if body - (count - 1) * _SEALED < TAG:
+        raise CorruptValue(f"{name!r} has the length of no encrypted value")
+    return body - count * TAG
+
+
+def parse_header(name: str, head: bytes) -> tuple[bytes, int]:
+    """The salt and key-id length of a header's fixed part (:data:`_FIXED` bytes)."""
+    if len(head) < _FIXED or head[: len(MAGIC)] != MAGIC:
+        raise CorruptValue(f"{name!r} is not an encrypted value (or not of this version)")
+    return head[len(MAGIC) : len(MAGIC) + SALT], head[_FIXED - 1]
+
+
+def _nonce(index: int, last: bool) -> bytes:
+    return index.to_bytes(11, "big") + _LAST[last]
+
+
+def _etag_context(
+    key_id: str, name: str, size: int, content_type: str, metadata: Mapping[str, str]
+) -> bytes:
+    fields = [key_id, name, size, content_type, sorted(metadata.items())]
+    return b"etag\x00" + json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Sealer:
+    """Seals one value under a master key: a fresh salt and value key per instance."""
+
+    def __init__(self, key: Key, name: str) -> None:
+        self._key = key
+        self._salt = os.urandom(SALT)
+        self._aead = _aesgcm()(self._key.value_key(self._salt))
+        self.header = MAGIC + self._salt + bytes([len(key.id.encode())]) + key.id.encode()
+        self._context = self.header + name.encode()
+        self._name = name
+
+    def seal(self, data: bytes) -> bytes:
+        """A whole value sealed: header and segments."""
+        view = memoryview(data)
+        count = max(1, -(-len(data) // SEGMENT))
+        encrypt, context = self._aead.encrypt, self._context
+        parts = [self.header]
+        for index in range(count):
+            piece = view[index * SEGMENT : (index + 1) * SEGMENT]
+            parts.append(encrypt(_nonce(index, index == count - 1), piece, context))
+        return b"".join(parts)
+
+    def seal_stream(self, source: IO[bytes], md5: Any) -> Iterator[bytes]:
+        """The header, then each segment of ``source`` sealed; ``md5`` sees the plaintext."""
+        yield self.header
+        current = read_exact(source, SEGMENT)
+        index = 0
+        while True:
+            following = read_exact(source, SEGMENT) if len(current) == SEGMENT else b""
+            last = not following
+            md5.update(current)
+            yield self._aead.encrypt(_nonce(index, last), current, self._context)
+            if last:
+                return
+            current, index = following, index + 1
+
+    def seal_etag(
+        self, etag: str, size: int, content_type: str, metadata: Mapping[str, str]
+    ) -> str:
+        """The logical etag sealed for the record's metadata (base64 of salt and ciphertext)."""
+        context = _etag_context(self._key.id, self._name, size, content_type, metadata)
+        sealed = self._aead.encrypt(_ETAG_NONCE, bytes.fromhex(etag), context)
+        return base64.b64encode(self._salt + sealed).decode()
+
+
+def _failed(name: str) -> CorruptValue:
+    return CorruptValue(
+        f"{name!r} failed authentication: tampered with, truncated, moved or under another key"
+    )
+
+
+def open_value(name: str, data: bytes, keys: Mapping[str, Key]) -> bytes:
+    """The plaintext of a whole stored value; :class:`CorruptValue` unless it authenticates."""
+    salt, id_length = parse_header(name, data[:_FIXED])
+    key = _key_for(name, data[_FIXED : _FIXED + id_length], keys)
+    start = _FIXED + id_length
+    logical_size(name, len(data), key.id)
+    aead = _aesgcm()(key.value_key(salt))
+    context = data[:start] + name.encode()
+    view = memoryview(data)
+    ends = range(start, len(data), _SEALED)
+    parts = []
+    invalid = _invalid_tag()
+    try:
+        for index, offset in enumerate(ends):
+            last = offset + _SEALED >= len(data)
+            parts.append(
+                aead.decrypt(_nonce(index, last), view[offset : offset + _SEALED], context)
+            )
+    except invalid as error:
+        raise _failed(name) from error
+    return b"".join(parts)
+
+
+def open_segments(name: str, source: IO[bytes], keys: Mapping[str, Key]) -> Iterator[bytes]:
+    """The plaintext of a stored stream, segment by segment, each checked before it is yielded.
+
+    Raises :class:`CorruptValue` from the iteration where a segment fails,
+    the stream ends before its last segment or goes on after it.
+    """
+    fixed = read_exact(source, _FIXED)
+    salt, id_length = parse_header(name, fixed)
+    key_id = read_exact(source, id_length)
+    key = _key_for(name, key_id, keys)
+    aead = _aesgcm()(key.value_key(salt))
+    context = fixed + key_id + name.encode()
+    invalid = _invalid_tag()
+    current = read_exact(source, _SEALED)
+    index = 0
+    while True:
+        following = read_exact(source, _SEALED) if len(current) == _SEALED else b""
+        last = not following
+        try:
+            yield aead.decrypt(_nonce(index, last), current, context)
+        except invalid as error:
+            raise _failed(name) from error
+        if last:
+            return
+        current, index = following, index + 1
+
+
+def _key_for(name: str, raw_id: bytes, keys: Mapping[str, Key]) -> Key:
+    try:
+        key_id = raw_id.decode()
+    except UnicodeDecodeError:
+        raise CorruptValue(f"{name!r} names no valid key id") from None
+    key = keys.get(key_id)
+    if key is None:
+        raise CorruptValue(f"{name!r} is encrypted under key id {key_id!r}, which is not given")
+    return key
+
+
+def open_etag(
+    name: str,
+    sealed: str,
+    key: Key,
+    size: int,
+    content_type: str,
+    metadata: Mapping[str, str],
+) -> str:
+    """The logical etag sealed in a record's metadata; :class:`CorruptValue` unless it opens."""
+    try:
+        raw = base64.b64decode(sealed, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise CorruptValue(f"{name!r} has a damaged sealed etag") from error
+    if len(raw) != SALT + 16 + TAG:
+        raise CorruptValue(f"{name!r} has a damaged sealed etag")
+    aead = _aesgcm()(key.value_key(raw[:SALT]))
+    context = _etag_context(key.id, name, size, content_type, metadata)
+    try:
+        return bytes(aead.decrypt(_ETAG_NONCE, raw[SALT:], context)).hex()
+    except _invalid_tag() as error:
+        raise CorruptValue(
+            f"{name!r} failed authentication of its metadata: tampered with or another key"
+        ) from error
+
+
+def md5() -> Any:
+    """A fresh MD5 for the logical etag."""
+    return hashlib.md5(usedforsecurity=False)
