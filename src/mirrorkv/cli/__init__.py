@@ -26,9 +26,14 @@ import click
 
 from .. import __version__, bulk
 from .. import open as open_store
-from ..meta import Meta
+from ..meta import Details, Meta
+from ..mirror import Mirror
 from ..store import CHUNK_SIZE, Store
 from ._errors import Group
+from ._mirror_output import usage_bar
+from ._mirrored import Filters, find, index_option, known_meta_json, mirror_usage, opened
+from ._mirrored import parse_size as _parse_size
+from ._mirrored import parse_time as _parse_time
 from ._output import (
     Output,
     Settings,
@@ -39,6 +44,7 @@ from ._output import (
     shown,
     shown_url,
 )
+from .mirror import mirror_group
 
 __all__ = ["cli", "main"]
 
@@ -99,9 +105,12 @@ def cli(ctx: click.Context, url: str | None, as_json: bool) -> None:
 @click.argument("prefix", default="")
 @click.option("-l", "long", is_flag=True, help="Long format: size, modified (UTC), type, key.")
 @click.option("-r", "recursive", is_flag=True, help="Every key under PREFIX, at any depth.")
+@index_option
 @_json_flag
 @click.pass_obj
-def ls_command(settings: Settings, prefix: str, long: bool, recursive: bool) -> None:
+def ls_command(
+    settings: Settings, prefix: str, long: bool, recursive: bool, index_url: str | None
+) -> None:
     """List the keys under PREFIX.
 
     Without -r, one level as S3 lists it: the common prefixes ending in '/'
@@ -109,22 +118,29 @@ def ls_command(settings: Settings, prefix: str, long: bool, recursive: bool) -> 
     'photos' also shows 'photos.txt'; use 'photos/' for the level below.
     """
     out = Output(settings)
-    with _store(settings) as store:
+    with opened(settings.url, index_url) as store:
+        local = index_url is not None
         if recursive:
-            _print_listing(out, (), store.list(prefix), long)
+            _print_listing(out, (), store.list(prefix), long, local)
         else:
             listing = store.ls(prefix, "/")
-            _print_listing(out, listing.prefixes, listing.objects, long)
+            _print_listing(out, listing.prefixes, listing.objects, long, local)
 
 
 def _print_listing(
-    out: Output, prefixes: Iterable[str], objects: Iterable[Meta], long: bool
+    out: Output,
+    prefixes: Iterable[str],
+    objects: Iterable[Meta],
+    long: bool,
+    local: bool = False,
 ) -> None:
+    """Prefixes, then objects; ``local``: show only what the records hold (no fetching)."""
+    as_json = known_meta_json if local else meta_json
     if out.json:
         out.array(
             itertools.chain(
                 ({"type": "prefix", "key": prefix} for prefix in prefixes),
-                ({"type": "object", **meta_json(meta)} for meta in objects),
+                ({"type": "object", **as_json(meta)} for meta in objects),
             )
         )
         return
@@ -138,9 +154,69 @@ def _print_listing(
         out.line(
             (f"{human_size(meta.size):>10}  ", "cyan"),
             (f"{meta.modified:%Y-%m-%d %H:%M:%S}  ", "green"),
-            (f"{meta.content_type:<24}  ", "magenta"),
+            (f"{_content_type(meta, local):<24}  ", "magenta"),
             (shown(meta.key), ""),
         )
+
+
+def _content_type(meta: Meta, local: bool) -> str:
+    """The content type, or ``-`` for a local answer whose record has not fetched it."""
+    if local and meta[4].__class__ is Details:
+        return "-"
+    return meta.content_type
+
+
+@cli.command("find")
+@click.argument("prefix", default="")
+@click.option(
+    "--glob", metavar="G", help="Keys matching this glob whole ('*' within a segment, '**' across)."
+)
+@click.option(
+    "--regex", metavar="R", help="Keys where this Python regex matches (anywhere; anchor with ^)."
+)
+@click.option("--min-size", metavar="N", help="At least this size (bytes, or 10k, 1.5M, 2G).")
+@click.option("--max-size", metavar="N", help="At most this size (bytes, or 10k, 1.5M, 2G).")
+@click.option(
+    "--newer",
+    metavar="TIME",
+    help="Modified after TIME (ISO 8601, UTC unless given, or an age: 30m, 2h, 7d).",
+)
+@click.option("--older", metavar="TIME", help="Modified before TIME (same forms as --newer).")
+@click.option("--type", "content_type", metavar="CT", help="With exactly this content type.")
+@click.option("-l", "long", is_flag=True, help="Long format: size, modified (UTC), type, key.")
+@index_option
+@_json_flag
+@click.pass_obj
+def find_command(
+    settings: Settings,
+    prefix: str,
+    glob: str | None,
+    regex: str | None,
+    min_size: str | None,
+    max_size: str | None,
+    newer: str | None,
+    older: str | None,
+    content_type: str | None,
+    long: bool,
+    index_url: str | None,
+) -> None:
+    """List the keys under PREFIX that pass every filter given, in key order.
+
+    With --index the index answers (no request to the store); otherwise the
+    store is listed and filtered, with the same rules.
+    """
+    filters = Filters(
+        glob=glob,
+        regex=regex,
+        min_size=None if min_size is None else _parse_size(min_size),
+        max_size=None if max_size is None else _parse_size(max_size),
+        newer=None if newer is None else _parse_time(newer),
+        older=None if older is None else _parse_time(older),
+        content_type=content_type,
+    )
+    out = Output(settings)
+    with opened(settings.url, index_url) as store:
+        _print_listing(out, (), find(store, prefix, filters), long, index_url is not None)
 
 
 @cli.command("get")
@@ -263,27 +339,33 @@ def rm_command(settings: Settings, keys: tuple[str, ...]) -> None:
 
 @cli.command("stat")
 @click.argument("key")
+@index_option
 @_json_flag
 @click.pass_obj
-def stat_command(settings: Settings, key: str) -> None:
+def stat_command(settings: Settings, key: str, index_url: str | None) -> None:
     """Show the metadata of KEY.
 
     Size, etag, modified (UTC), content type, version and user metadata.
+    With --index, what the index holds ('-' for details it has not fetched).
     """
-    with _store(settings) as store:
+    with opened(settings.url, index_url) as store:
         meta = store.head(key)
+        fields = known_meta_json(meta) if index_url is not None else meta_json(meta)
     out = Output(settings)
     if out.json:
-        out.document(meta_json(meta))
+        out.document(fields)
         return
     rows = [
         ("key", shown(meta.key)),
         ("size", f"{meta.size} ({human_size(meta.size)})"),
-        ("etag", meta.etag),
-        ("modified", meta.modified.isoformat()),
-        ("content type", meta.content_type),
-        ("version", meta.version),
-        *((f"metadata.{name}", shown(value)) for name, value in sorted(meta.metadata.items())),
+        ("etag", fields["etag"]),
+        ("modified", fields["modified"]),
+        ("content type", fields["content_type"] or "-"),
+        ("version", "-" if fields["version"] is None else fields["version"]),
+        *(
+            (f"metadata.{name}", shown(value))
+            for name, value in sorted((fields["metadata"] or {}).items())
+        ),
     ]
     out.table(("field", "value"), rows, header=False)
 
@@ -335,35 +417,48 @@ def cp_command(settings: Settings, source_url: str, target_url: str, prefix: str
     "-d",
     "--depth",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Break the total down this many levels of '/' below PREFIX.",
+    default=None,
+    help="Break the total down this many levels of '/' below PREFIX (default: 0; 1 with --index).",
 )
+@index_option
 @_json_flag
 @click.pass_obj
-def du_command(settings: Settings, prefix: str, depth: int) -> None:
+def du_command(settings: Settings, prefix: str, depth: int | None, index_url: str | None) -> None:
     """Count the values and bytes under PREFIX.
 
-    With --depth, a breakdown by child prefix too. Values directly at
-    PREFIX's level count in the total but in no child.
+    With --depth, a breakdown by child prefix too, with bars on a terminal.
+    Values directly at PREFIX's level count in the total but in no child.
+    With --index, the index's running totals answer without listing.
     """
-    with _store(settings) as store:
-        usage = bulk.usage(store, prefix, depth=depth)
+    with opened(settings.url, index_url) as store:
+        if isinstance(store, Mirror):
+            usage = mirror_usage(store, prefix, 1 if depth is None else depth)
+        else:
+            usage = bulk.usage(store, prefix, depth=depth or 0)
     out = Output(settings)
     if out.json:
         out.document({"prefix": prefix, **usage.as_dict()})
         return
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
+    bars = out.rich
 
     def walk(node: bulk.Usage) -> None:
+        largest = max((child.bytes for child in node.children.values()), default=0)
         for name, child in node.children.items():
-            rows.append((human_size(child.bytes), plural(child.objects, "object"), shown(name)))
+            size, count = human_size(child.bytes), plural(child.objects, "object")
+            bar = (usage_bar(child.bytes, largest),) if bars else ()
+            rows.append((size, count, *bar, shown(name)))
             walk(child)
 
     walk(usage)
     total = f"{shown(prefix)} (total)" if prefix else "(total)"
-    rows.append((human_size(usage.bytes), plural(usage.objects, "object"), total))
-    out.table(("size", "objects", "prefix"), rows, right=2, total=True)
+    bar = ("",) if bars and rows else ()
+    rows.append((human_size(usage.bytes), plural(usage.objects, "object"), *bar, total))
+    headers = ("size", "objects", "usage", "prefix") if bar else ("size", "objects", "prefix")
+    out.table(headers, rows, right=2, total=True)
+
+
+cli.add_command(mirror_group)
 
 
 def main() -> None:
