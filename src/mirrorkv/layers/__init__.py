@@ -9,6 +9,7 @@ from .base import Layer
 from .cached import Cached
 from .compressed import Compressed
 from .encrypted import Encrypted
+from .expiring import Expiring
 from .keygen import KeyGen
 from .prefixed import Prefixed
 from .readonly import ReadOnly
@@ -18,6 +19,7 @@ __all__ = [
     "Cached",
     "Compressed",
     "Encrypted",
+    "Expiring",
     "KeyGen",
     "Layer",
     "Prefixed",
