@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections.abc import Iterator
@@ -261,3 +262,22 @@ def test_stopped_server_then_back(private_postgres: OwnServer) -> None:
         assert index.du("b") == Usage(2, 3)
     finally:
         index.drop_tables()
+
+
+def test_forked_child_uses_its_own_connection(index_url: str) -> None:
+    index = open_index(index_url)
+    index.record("b", Meta("a/k", 1, "e", 0.0))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            index.record("b", Meta("a/child", 2, "e", 0.0))
+            index.close()  # closes the child's connections, never the parent's
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    index.record("b", Meta("a/parent", 4, "e", 0.0))  # the parent's connection still works
+    assert index.du("b", "a/") == Usage(3, 7)
+    index.close()

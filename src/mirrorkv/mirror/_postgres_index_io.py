@@ -4,10 +4,12 @@ The connections are the SQL store's (:mod:`mirrorkv.stores._sql_io`): each
 thread keeps the pooled psycopg connection it took, in autocommit. A read
 that finds its connection dead runs once more on a fresh one; a write that
 meets a deadlock or a serialization failure runs again (it changed nothing).
+A forked child leaves the connections it inherited alone and opens its own.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,15 +48,29 @@ class Runner:
         self._errors = errors
         self._leases = Leases(engine, errors)
         self._name = name
+        self._pid = os.getpid()
+        self._inherited: list[Leases] = []
 
     def close(self) -> None:
         """Give every connection back and close the pool; later calls raise MirrorKVError."""
         self._leases.close()
 
     def _lease(self) -> Lease:
+        if self._pid != os.getpid():
+            self._after_fork()
         if self._leases.closed:
             raise MirrorKVError(f"{self._name} is closed")
         return self._leases.get()
+
+    def _after_fork(self) -> None:
+        # A forked child must neither use nor close its parent's connections (their
+        # sockets are shared): keep them referenced, untouched, and open its own pool.
+        inherited = self._leases
+        self._inherited.append(inherited)
+        inherited.engine.dispose(close=False)
+        self._leases = Leases(inherited.engine, self._errors)
+        self._leases.closed = inherited.closed
+        self._pid = os.getpid()
 
     def read(self, sql: str, params: Any, many: bool = True) -> Any:
         """All rows (``many``) or the first row of a read; once more after a disconnect."""
