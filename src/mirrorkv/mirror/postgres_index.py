@@ -83,7 +83,7 @@ def _narrow(prefix: str | None, literal: str) -> str | None:
 
 
 def _columns(rows: dict[str, Any]) -> list[list[Any]]:
-    """The arrays the batch function takes: keys, then one list per stored field."""
+    """The arrays the batch statements take: the keys sorted, then one list per stored field."""
     keys = sorted(rows)
     return [keys, *([rows[key][i] for key in keys] for i in range(6))]
 
@@ -91,9 +91,10 @@ def _columns(rows: dict[str, Any]) -> list[list[Any]]:
 class PostgresIndex(MetadataIndex):
     """A metadata index in tables of a PostgreSQL database, for many processes at once.
 
-    Writes: each is one round trip and one transaction that changes the
-    entries and adds the differences to the aggregate rows of ``""`` and of
-    every ``/`` prefix of their keys. ``record`` is one upsert statement
+    Writes: each is one transaction (and one round trip; ``replace_range``
+    reads the range's keys first) that changes the entries and adds the
+    differences to the aggregate rows of ``""`` and of every ``/`` prefix
+    of their keys. ``record`` is one upsert statement
     that returns the size of the row it replaced (under that row's lock);
     ``record_many`` the same over arrays, one per :data:`CHUNK` records;
     ``forget``/``forget_many`` and ``replace_range`` one call of a
