@@ -526,30 +526,42 @@ def measure_writes(mirror: Mirror, store_meter: Meter, args: argparse.Namespace)
     """One put through the mirror vs straight to S3Store, and the index's ``record`` alone."""
     store = mirror.remote
     value = b"w" * 1000
-    remote, remote_requests, remote_bytes, _ = timed_calls(
-        store_meter,
-        _counter_call(lambda i: store.put(f"zz-writes/s{i:05d}", value)),
-        calls=args.writes,
-    )
-    mirrored, mirror_requests, mirror_bytes, _ = timed_calls(
-        store_meter,
-        _counter_call(lambda i: mirror.put(f"zz-writes/m{i:05d}", value)),
-        calls=args.writes,
-    )
+    times: tuple[list[float], list[float]] = ([], [])
+    sent: list[tuple[Counter[str], int]] = []
+    # Taking turns, so that moto's drift and other load hit both alike.
+    for i in range(args.writes):
+        for way, write in enumerate((store.put, mirror.put)):
+            mark = store_meter.snapshot()
+            start = time.perf_counter()
+            write(f"zz-writes/{way}-{i:05d}", value)
+            times[way].append(time.perf_counter() - start)
+            if i == 0:
+                sent.append(store_meter.since(mark))
+    remote, mirrored = statistics.median(times[0]), statistics.median(times[1])
     now = time.time()
     index = mirror.index
     record = per_call(
         lambda i: index.record(mirror.bucket, Meta(f"zz-record/r{i:06d}", 1000, "e" * 32, now)),
         2000,
     )
+    memory = MemoryStore()
+    local = Mirror(MemoryStore(), index, bucket="memory://bench")  # the same index file
+    bare = per_call(lambda i: memory.put(f"w/{i:06d}", value), 2000)
+    recorded = per_call(lambda i: local.put(f"w/{i:06d}", value), 2000)
     return [
-        Row("S3Store.put (1,000 bytes, no mirror)", remote, remote_requests, remote_bytes),
+        Row("S3Store.put (1,000 bytes, no mirror)", remote, *sent[0]),
         Row(
             "mirror.put (remote put + record)",
             mirrored,
-            mirror_requests,
-            mirror_bytes,
-            f"difference {(mirrored - remote) * 1e6:+,.0f} µs (noisy: moto's time varies more)",
+            *sent[1],
+            f"difference {(mirrored - remote) * 1e6:+,.0f} µs (medians of {args.writes}, in turns)",
+        ),
+        Row("MemoryStore.put (1,000 bytes)", bare),
+        Row(
+            "mirror.put over a MemoryStore (same index)",
+            recorded,
+            note=f"the mirror's own cost of a write: {(recorded - bare) * 1e6:,.1f} µs "
+            f"({verdict(recorded - bare < 100e-6, 'target < 100 µs')})",
         ),
         Row(
             "index.record alone (into the synced bucket's index)",
@@ -562,12 +574,6 @@ def measure_writes(mirror: Mirror, store_meter: Meter, args: argparse.Namespace)
 def count(items: Callable[[], Iterable[Any]]) -> int:
     """How many items ``items()`` yields."""
     return sum(1 for _ in items())
-
-
-def _counter_call(function: Callable[[int], Any]) -> Callable[[], Any]:
-    """``function`` called with 0, 1, 2... on successive calls."""
-    count = iter(range(10**9))
-    return lambda: function(next(count))
 
 
 def measure_index(keys: int, directory: Path, profiles: list[str] | None) -> list[Row]:
