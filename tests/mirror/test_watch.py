@@ -194,3 +194,24 @@ def _record(bucket: str, key: str, size: int) -> dict[str, Any]:
             "object": {"key": key, "size": size, "eTag": "0" * 32, "sequencer": "01"},
         },
     }
+
+
+def test_a_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from mirrorkv.errors import NotSupported
+
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(NotSupported, match=r"mirrorkv\[s3\]"):
+        sqs_client("https://sqs.eu-west-1.amazonaws.com/123456789012/q")
+
+
+def test_sqs_client_takes_endpoint_and_region_from_the_queue_url() -> None:
+    aws = sqs_client("https://sqs.eu-west-1.amazonaws.com/123456789012/q")
+    assert aws.meta.region_name == "eu-west-1"
+    assert aws.meta.endpoint_url == "https://sqs.eu-west-1.amazonaws.com"
+    local = sqs_client("http://127.0.0.1:4566/000000000000/q", region="ap-south-1")
+    assert (local.meta.region_name, local.meta.endpoint_url) == (
+        "ap-south-1",
+        "http://127.0.0.1:4566",
+    )

@@ -54,7 +54,7 @@ def sync_progress(
         task = bar.add_task("sync", total=total, requests=0, rate="-")
 
         def advance(report: SyncReport) -> None:
-            seen = report.checked + report.removed if total is not None else report.checked
+            seen = report.requests if total is not None else report.checked  # a HEAD per key
             elapsed = bar.tasks[task].elapsed or 0.0
             rate = f"{seen / elapsed:,.0f}" if elapsed > 0 else "-"
             bar.update(task, completed=seen, requests=report.requests, rate=rate)

@@ -163,7 +163,7 @@ def watch_sqs(
             if on_batch is not None and batch.messages:
                 on_batch(batch)
             pause = delay * random.uniform(0.5, 1.0)
-            log.warning("watch of %s: %s; trying again in %.1f s", queue_url, error, pause)
+            log.warning("%s; trying again in %.1f s", error, pause)
             if _wait(stop, pause):
                 break
             delay = min(delay * 2, BACKOFF_MAX)
@@ -191,6 +191,7 @@ class _Watcher:
     ) -> None:
         self._client = client
         self._queue_url = queue_url
+        self._shown = queue_url.split("?", 1)[0]
         self._index = index
         self._buckets = buckets
         self._max_receive = max_receive
@@ -237,7 +238,7 @@ class _Watcher:
                 batch.dropped += 1
                 log.error(
                     "watch of %s: dropping malformed message %s after %d receipts: %s",
-                    self._queue_url,
+                    self._shown,
                     ident,
                     received,
                     reason,
@@ -245,7 +246,7 @@ class _Watcher:
                 return True
             log.warning(
                 "watch of %s: malformed message %s left in the queue (receipt %d): %s",
-                self._queue_url,
+                self._shown,
                 ident,
                 received,
                 reason,
@@ -269,7 +270,7 @@ class _Watcher:
             message = messages[int(failure.get("Id", 0))]
             log.warning(
                 "watch of %s: could not delete message %s (%s); it will be delivered again",
-                self._queue_url,
+                self._shown,
                 message.get("MessageId", "?"),
                 failure.get("Code", "unknown"),
             )
