@@ -27,6 +27,7 @@ __all__ = [
     "check_reserved",
     "inner_condition",
     "read_exact",
+    "rejoined",
     "spool",
     "visible",
 ]
@@ -34,7 +35,9 @@ __all__ = [
 #: A stream whose whole value fits in this many bytes is read whole and written like ``put``.
 SMALL = 1 << 20
 #: Encoded output of a stream is kept in memory up to this size, then in a temporary file.
-SPOOL_BYTES = 1 << 20
+SPOOL_BYTES = 1 << 19
+#: The read size of a large stream after its first :data:`SMALL` bytes.
+READ_BYTES = 1 << 18
 
 
 def _reserved(name: str, prefix: str) -> bool:
@@ -93,6 +96,19 @@ def read_exact(stream: IO[bytes], size: int) -> bytes:
         parts.append(more)
         missing -= len(more)
     return b"".join(parts)
+
+
+def rejoined(first: bytes, stream: IO[bytes]) -> Iterator[bytes]:
+    """``first``, then the rest of ``stream`` in pieces of :data:`READ_BYTES`.
+
+    Holds ``first`` only until it is yielded (the caller should drop its own
+    reference), so a large first read does not stay in memory.
+    """
+    held = [first]
+    del first
+    yield held.pop()
+    while chunk := stream.read(READ_BYTES):
+        yield chunk
 
 
 def spool() -> tempfile.SpooledTemporaryFile[bytes]:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 from collections.abc import Iterator, Mapping
 from typing import IO, BinaryIO
 
 from ..errors import CorruptValue, InvalidValue, NotSupported
 from ..keys import check_key
 from ..meta import Meta, etag_of
-from ..store import CHUNK_SIZE, Capability, PutOptions, Store
+from ..store import Capability, PutOptions, Store
 from ._compressed_codecs import CODEC_NAMES, Codec, codec_for
 from ._compressed_common import (
     SMALL,
@@ -22,6 +21,7 @@ from ._compressed_common import (
     check_reserved,
     inner_condition,
     read_exact,
+    rejoined,
     spool,
     visible,
 )
@@ -168,13 +168,14 @@ class Compressed(Layer):
         first = read_exact(stream, SMALL + 1)
         if len(first) <= SMALL:
             return self._put(key, self._checked_size(first), options)
-        rest = iter(lambda: stream.read(CHUNK_SIZE), b"")
+        chunks = rejoined(first, stream)
+        del first
         if self._writer is None:
-            return self._write(key, ChunkReader.open(itertools.chain((first,), rest)), options)
+            return self._write(key, ChunkReader.open(chunks), options)
         md5, counted = hashlib.md5(usedforsecurity=False), [0]
 
         def plain() -> Iterator[bytes]:
-            for chunk in itertools.chain((first,), rest):
+            for chunk in chunks:
                 md5.update(chunk)
                 counted[0] += len(chunk)
                 yield chunk

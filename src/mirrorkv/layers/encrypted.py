@@ -21,6 +21,7 @@ from ._compressed_common import (
     check_reserved,
     inner_condition,
     read_exact,
+    rejoined,
     spool,
     visible,
 )
@@ -198,8 +199,8 @@ class Encrypted(Layer):
             return self._put(key, self._checked_size(first), options)
         master = self._current
         sealer, digest = Sealer(master, key), md5()
-        rest = iter(lambda: stream.read(CHUNK_SIZE), b"")
-        plain = ChunkReader.open(itertools.chain((first,), rest))
+        plain = ChunkReader.open(rejoined(first, stream))
+        del first
         with spool() as stored:
             for piece in sealer.seal_stream(plain, digest):
                 stored.write(piece)
