@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import atexit
 import builtins
 import itertools
 import os
-import sys
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -149,10 +146,15 @@ class WriteBehind(Store):
         if warm is not False:
             self._warm("" if warm is True else warm)
         self._flusher = Flusher(
-            back, self._take, self._restore, interval=interval, workers=workers, on_flush=on_flush
+            back,
+            self._take,
+            self._restore,
+            interval=interval,
+            workers=workers,
+            on_flush=on_flush,
+            exit_timeout=self._close_timeout,
         )
         self._flusher.start()
-        _OPEN.add(self)
 
     @property
     def front(self) -> MemoryStore:
@@ -280,7 +282,6 @@ class WriteBehind(Store):
                     self._pending = _Closed()
                     break
         self._closed = True
-        _OPEN.discard(self)
         self._flusher.stop()
         self._front.close()
         self._back.close()
@@ -492,17 +493,3 @@ def _check_arguments(
             raise InvalidValue(f"{name} is a number of seconds >= 0, not {value!r}")
     if interval == 0:
         raise InvalidValue("interval is a number of seconds > 0")
-
-
-#: Open stores, flushed at interpreter exit if their owner never closed them.
-_OPEN: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    for store in list(_OPEN):
-        try:
-            store.flush()
-        except MirrorKVError as error:
-            # Never silent: the process ends and these writes with it.
-            sys.stderr.write(f"mirrorkv: writes lost at exit: {error}\n")
