@@ -37,7 +37,7 @@ Then the initial ``sync`` against the bare paginated listing it needs
 of recording one write, and the index alone filled to ``--index-keys`` keys
 (``bench_index.py``'s keys and timer): ``du`` of every shape of prefix and
 ``record``. ``--profile`` runs cProfile on the mirror's answers that miss a
-target (the three furthest short, and the slowest ``du`` at scale if it
+target (the four furthest short, and the slowest ``du`` at scale if it
 takes 1 ms or more) and prints where their time goes.
 
 At 20,000 objects the whole run takes 10 to 15 minutes on two cores, most
@@ -872,7 +872,7 @@ def profile(name: str, call: Callable[[], Any], per_call_seconds: float) -> str:
     return f"## cProfile of the mirror's {name}, {calls:,} calls (by own time)\n\n{top}\n"
 
 
-def missed_profiles(asked: list[Question], most: int = 3) -> list[str]:
+def missed_profiles(asked: list[Question], most: int = 4) -> list[str]:
     """Profiles of the mirror's answers that missed a target, worst first (at most ``most``)."""
     done: list[str] = []
     texts = []
