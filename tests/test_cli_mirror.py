@@ -335,7 +335,12 @@ def test_watch_until_empty(watched: tuple[str, str, str, Any], tmp_path: Path) -
     )
 
 
-def test_watch_stops_cleanly_on_ctrl_c(watched: tuple[str, str, str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "ending"), [(signal.SIGINT, "interrupted: "), (signal.SIGTERM, "stopped: ")]
+)
+def test_watch_stops_cleanly_on_ctrl_c_or_sigterm(
+    watched: tuple[str, str, str, Any], tmp_path: Path, signum: int, ending: str
+) -> None:
     if not SCRIPT.exists():
         pytest.skip(f"the console script is not installed at {SCRIPT}")
     _, bucket, queue_url, client = watched
@@ -354,11 +359,11 @@ def test_watch_stops_cleanly_on_ctrl_c(watched: tuple[str, str, str, Any], tmp_p
         assert watcher.stdout is not None
         first = watcher.stdout.readline()  # a batch line: the watcher is in its loop
         assert "message" in first, watcher.stderr.read() if watcher.stderr else ""
-        watcher.send_signal(signal.SIGINT)
+        watcher.send_signal(signum)
         out, err = watcher.communicate(timeout=20)
     finally:
         if watcher.poll() is None:
             watcher.kill()
     assert watcher.returncode == 0, err
-    assert out.strip().startswith("interrupted: ")
+    assert out.splitlines()[-1].startswith(ending)
     assert err == ""

@@ -57,6 +57,7 @@ DEFAULT_MAX_RECEIVE = 5
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 
+#: What stops a watcher: an event that gets set, or a callable that returns True.
 Stop = threading.Event | Callable[[], bool]
 
 
