@@ -205,7 +205,9 @@ class _Watcher:
                 QueueUrl=self._queue_url,
                 MaxNumberOfMessages=max_messages,
                 WaitTimeSeconds=wait_seconds,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                # AttributeNames (deprecated by AWS in favour of MessageSystemAttributeNames)
+                # is the spelling every boto3 our extra allows (>= 1.34) still accepts.
+                AttributeNames=["ApproximateReceiveCount"],
             )
         messages: list[dict[str, Any]] = answer.get("Messages", [])
         return messages
