@@ -15,6 +15,7 @@ from ..store import Store
 __all__ = [
     "EXPIRES",
     "check_ttl",
+    "deadline_in",
     "deadline_of",
     "expired",
     "refuse_reserved",
@@ -57,11 +58,16 @@ def stamp(metadata: Mapping[str, str], deadline: float | None) -> Mapping[str, s
 
 
 def deadline_of(meta: Meta) -> float | None:
-    """When the value ``meta`` describes expires (POSIX seconds); ``None``: never.
+    """When the value ``meta`` describes expires (POSIX seconds); ``None``: never."""
+    return deadline_in(meta.metadata)
+
+
+def deadline_in(metadata: Mapping[str, str]) -> float | None:
+    """The expiry time recorded in ``metadata``; ``None``: none.
 
     A malformed expiry (written by something other than this layer) counts as none.
     """
-    raw = meta.metadata.get(EXPIRES)
+    raw = metadata.get(EXPIRES)
     if raw is None:
         return None
     try:

@@ -24,6 +24,7 @@ from ..store import (
 from ._expiring_meta import (
     EXPIRES,
     check_ttl,
+    deadline_in,
     deadline_of,
     expired,
     refuse_reserved,
@@ -201,7 +202,7 @@ class Expiring(Layer):
 
     def _send(self, key: str, payload: bytes | IO[bytes], options: PutOptions) -> Meta:
         """One write to the wrapped store; natively expiring where it can."""
-        deadline = _deadline_in(options)
+        deadline = deadline_in(options.metadata)
         if not self._native or deadline is None:
             if isinstance(payload, bytes):
                 return visible(self._inner._put(key, payload, options))
@@ -351,8 +352,3 @@ class Expiring(Layer):
         with contextlib.suppress(MirrorKVError):
             self._remove(key, seen)
 
-
-def _deadline_in(options: PutOptions) -> float | None:
-    """The expiry time a write's (stamped) options carry (``None``: none)."""
-    raw = options.metadata.get(EXPIRES)
-    return None if raw is None else float(raw)
