@@ -215,3 +215,20 @@ def test_sqs_client_takes_endpoint_and_region_from_the_queue_url() -> None:
         "ap-south-1",
         "http://127.0.0.1:4566",
     )
+
+
+def test_an_index_error_leaves_the_message_in_the_queue(
+    queue: tuple[str, str, Any, str], tmp_path: Path
+) -> None:
+    _, bucket, sqs, queue_url = queue
+    sqs.purge_queue(QueueUrl=queue_url)
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "0"})
+    sqs.send_message(
+        QueueUrl=queue_url, MessageBody=json.dumps({"Records": [_record(bucket, "k", 1)]})
+    )
+    closed = SQLiteIndex(tmp_path / "closed.db")
+    closed.close()
+    with pytest.raises(MirrorKVError):
+        watch_sqs(queue_url, closed, sqs_client=sqs, wait_seconds=0, until_empty=True)
+    left = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0).get("Messages", [])
+    assert len(left) == 1
