@@ -30,7 +30,7 @@ from types import MappingProxyType
 
 from ..errors import InvalidValue
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta
-from ._sqlite_index_schema import meta_row
+from ._index_rows import meta_row
 
 __all__ = [
     "MAX_SIZE",

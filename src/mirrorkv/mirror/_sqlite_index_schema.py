@@ -1,4 +1,4 @@
-"""The SQLite index's schema, its connections, and rows to `Meta` records.
+"""The SQLite index's schema and its connections.
 
 Layout (index schema version 1), every table ``WITHOUT ROWID`` so that a row
 lives in its primary key's b-tree and a range of keys is one contiguous scan:
@@ -19,25 +19,17 @@ so an index and a store cannot be mistaken for each other.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any
 
-from ..errors import InvalidValue, MirrorKVError
-from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta
+from ..errors import MirrorKVError
 from ..stores._sqlite_connections import CACHE_KIB, Connections
 from ..stores._sqlite_io import transaction
-from .index import timestamp
 
 __all__ = [
     "COLUMNS",
     "INDEX_APPLICATION_ID",
     "INDEX_SCHEMA_VERSION",
     "IndexConnections",
-    "meta_row",
-    "row_meta",
 ]
 
 #: The schema this code reads and writes (``PRAGMA user_version``).
@@ -63,53 +55,6 @@ _SCHEMA = (
 
 #: The columns of an entry, in :func:`row_meta`'s order.
 COLUMNS = "key, size, etag, modified, content_type, metadata, version"
-
-_new_meta = tuple.__new__
-
-
-def row_meta(row: tuple[Any, ...]) -> Meta:
-    """The record of one ``entries`` row selected as :data:`COLUMNS`."""
-    key, size, etag, modified, content_type, metadata, version = row
-    return _new_meta(
-        Meta,
-        (
-            key,
-            size,
-            etag,
-            modified,
-            DEFAULT_CONTENT_TYPE if content_type is None else content_type,
-            NO_METADATA if metadata is None else MappingProxyType(json.loads(metadata)),
-            version,
-        ),
-    )
-
-
-def _dump_metadata(metadata: Mapping[str, str]) -> str | None:
-    return json.dumps(dict(metadata), ensure_ascii=False, sort_keys=True) if metadata else None
-
-
-def meta_row(meta: Meta) -> tuple[int, str, float, str | None, str | None, str]:
-    """``(size, etag, modified, content_type, metadata, version)`` of a record, as stored.
-
-    Reads every field, so a record that defers some (a listed S3 object)
-    fetches them here: the caller decides what it passes.
-    """
-    if not isinstance(meta, Meta):
-        raise TypeError(f"an index records Meta, not {type(meta).__name__}")
-    size = meta.size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise InvalidValue(f"a size is an int >= 0, not {size!r}")
-    raw_modified = meta[3]
-    modified = raw_modified if raw_modified.__class__ is float else timestamp(meta.modified)
-    content_type = meta.content_type
-    return (
-        size,
-        meta.etag,
-        modified,
-        None if content_type == DEFAULT_CONTENT_TYPE else content_type,
-        _dump_metadata(meta.metadata),
-        meta.version,
-    )
 
 
 def _prepare(conn: sqlite3.Connection, path: str) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "check_bucket",
     "glob_regex",
     "literal_prefix",
+    "narrow_prefix",
     "open_index",
     "parent_prefixes",
     "regex_literal_prefix",
@@ -147,6 +148,22 @@ def glob_regex(glob: str) -> re.Pattern[str]:
 
 _REGEX_META = set(".^$*+?{}[]|()\\")
 _QUANTIFIERS = set("*+?{")
+
+
+def narrow_prefix(prefix: str | None, literal: str) -> str | None:
+    """The longer of two prefixes when one extends the other; ``None`` when they conflict.
+
+    ``find`` narrows its scan to ``prefix`` and to the literal start of its
+    pattern at once: ``("a/", "a/b")`` -> ``"a/b"``; ``("a/", "b")`` -> None
+    (nothing can match). A ``prefix`` of None stays None.
+    """
+    if prefix is None:
+        return None
+    if literal.startswith(prefix):
+        return literal
+    if prefix.startswith(literal):
+        return prefix
+    return None
 
 
 def regex_literal_prefix(regex: str) -> str:

@@ -24,16 +24,17 @@ from ..stores._sql_schema import check_table_name
 from ..stores._sql_setup import create_engine, parse_option
 from ..urls import StoreURL, parse_url, reject_unknown
 from . import _postgres_index_queries as _queries
+from ._index_rows import meta_row, row_meta
 from ._postgres_index_io import Runner
 from ._postgres_index_queries import COLUMNS, Queries, key_range, queries
 from ._postgres_index_schema import drop_sql, names, prepare
-from ._sqlite_index_schema import meta_row, row_meta
 from .index import (
     MetadataIndex,
     Usage,
     check_bucket,
     glob_regex,
     literal_prefix,
+    narrow_prefix,
     parent_prefixes,
     regex_literal_prefix,
     timestamp,
@@ -69,17 +70,6 @@ def _range(prefix: str, start_after: str | None) -> tuple[str, bool, str | None]
     if start_after is not None and start_after >= prefix:
         return start_after, False, prefix_upper_bound(prefix)
     return prefix, True, prefix_upper_bound(prefix)
-
-
-def _narrow(prefix: str | None, literal: str) -> str | None:
-    """The longer of two prefixes where one extends the other; ``None`` where they conflict."""
-    if prefix is None:
-        return None
-    if literal.startswith(prefix):
-        return literal
-    if prefix.startswith(literal):
-        return prefix
-    return None
 
 
 def _columns(rows: dict[str, Any]) -> list[list[Any]]:
@@ -469,13 +459,13 @@ class PostgresIndex(MetadataIndex):
         patterns: list[Callable[[str], object]] = []
         if glob is not None:
             patterns.append(glob_regex(glob).fullmatch)
-            range_prefix = _narrow(range_prefix, literal_prefix(glob))
+            range_prefix = narrow_prefix(range_prefix, literal_prefix(glob))
         if regex is not None:
             try:
                 patterns.append(re.compile(regex).search)
             except re.error as error:
                 raise InvalidValue(f"bad regex {regex!r}: {error}") from None
-            range_prefix = _narrow(range_prefix, regex_literal_prefix(regex))
+            range_prefix = narrow_prefix(range_prefix, regex_literal_prefix(regex))
         if range_prefix is None:
             return iter(())
         sql = "".join(f" AND {f}" for f in filters)

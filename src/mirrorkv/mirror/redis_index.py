@@ -40,10 +40,10 @@ from .index import (
     check_bucket,
     glob_regex,
     literal_prefix,
+    narrow_prefix,
     regex_literal_prefix,
     timestamp,
 )
-from .sqlite_index import _narrow
 
 __all__ = ["CHUNK", "DEFAULT_NAMESPACE", "RedisIndex"]
 
@@ -476,13 +476,13 @@ class RedisIndex(MetadataIndex):
         range_prefix: str | None = prefix
         if glob is not None:
             patterns.append(glob_regex(glob).fullmatch)
-            range_prefix = _narrow(range_prefix, literal_prefix(glob))
+            range_prefix = narrow_prefix(range_prefix, literal_prefix(glob))
         if regex is not None:
             try:
                 patterns.append(re.compile(regex).search)
             except re.error as error:
                 raise InvalidValue(f"bad regex {regex!r}: {error}") from None
-            range_prefix = _narrow(range_prefix, regex_literal_prefix(regex))
+            range_prefix = narrow_prefix(range_prefix, regex_literal_prefix(regex))
 
         def keep(meta: Meta) -> bool:
             # The raw fields: a record read from Redis holds a float time and a str type.

@@ -25,7 +25,8 @@ from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
 from ..stores._sqlite_connections import file_options, file_url
 from ..stores._sqlite_io import ErrorTranslator, transaction
 from ..urls import StoreURL
-from ._sqlite_index_schema import COLUMNS, IndexConnections, meta_row, row_meta
+from ._index_rows import meta_row, row_meta
+from ._sqlite_index_schema import COLUMNS, IndexConnections
 from ._sqlite_index_usage import children_usage, key_range, partial_usage, prefix_usage
 from .index import (
     MetadataIndex,
@@ -33,6 +34,7 @@ from .index import (
     check_bucket,
     glob_regex,
     literal_prefix,
+    narrow_prefix,
     parent_prefixes,
     regex_literal_prefix,
     timestamp,
@@ -448,13 +450,13 @@ class SQLiteIndex(MetadataIndex):
         patterns: list[Callable[[str], object]] = []
         if glob is not None:
             patterns.append(glob_regex(glob).fullmatch)
-            range_prefix = _narrow(range_prefix, literal_prefix(glob))
+            range_prefix = narrow_prefix(range_prefix, literal_prefix(glob))
         if regex is not None:
             try:
                 patterns.append(re.compile(regex).search)
             except re.error as error:
                 raise InvalidValue(f"bad regex {regex!r}: {error}") from None
-            range_prefix = _narrow(range_prefix, regex_literal_prefix(regex))
+            range_prefix = narrow_prefix(range_prefix, regex_literal_prefix(regex))
         if range_prefix is None:
             return iter(())
         sql = "".join(f" AND {f}" for f in filters)
@@ -534,14 +536,3 @@ class SQLiteIndex(MetadataIndex):
                 " ORDER BY 1"
             )
             return [row[0] for row in rows]
-
-
-def _narrow(prefix: str | None, literal: str) -> str | None:
-    """The longer of two prefixes when one extends the other; ``None`` when they conflict."""
-    if prefix is None:
-        return None
-    if literal.startswith(prefix):
-        return literal
-    if prefix.startswith(literal):
-        return prefix
-    return None
