@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from mirrorkv import MemoryStore
 from mirrorkv.errors import CorruptValue, InvalidValue, NotSupported, PreconditionFailed
 from mirrorkv.layers._compressed_common import SMALL
-from mirrorkv.layers._encrypted_format import SEGMENT, TAG, header_size, key_fingerprint
+from mirrorkv.layers._encrypted_format import SEGMENT, TAG, WHOLE, header_size, key_fingerprint
 from mirrorkv.layers.encrypted import ETAG, FORMAT, KEY_ID, MARK, Encrypted
 from mirrorkv.meta import etag_of
 from mirrorkv.store import Store
@@ -77,42 +77,53 @@ def test_if_match_takes_the_logical_etag(inner: SQLiteStore) -> None:
 
 
 def tampered_variants(stored: bytes, header: int) -> dict[str, bytes]:
-    """Ways an attacker may change a stored value of at least three segments."""
+    """Ways an attacker may change a stored value (segment swaps where it has three or more)."""
     sealed = SEGMENT + TAG
     first, second = header, header + sealed
     flip = bytearray(stored)
-    flip[second + 100] ^= 1
+    flip[min(header + 100, len(stored) - 1)] ^= 1
     flip_tag = bytearray(stored)
-    flip_tag[second - 1] ^= 0x80
+    flip_tag[-1] ^= 0x80
     flip_header = bytearray(stored)
     flip_header[5] ^= 1
-    swapped = (
-        stored[:first]
-        + stored[second : second + sealed]
-        + stored[first:second]
-        + stored[second + sealed :]
-    )
-    return {
+    flip_shift = bytearray(stored)
+    flip_shift[20] ^= 16  # the segment-size byte (after magic and salt)
+    variants = {
         "flipped byte": bytes(flip),
         "flipped tag": bytes(flip_tag),
         "flipped salt": bytes(flip_header),
-        "truncated in a segment": stored[:-7],
-        "truncated at a segment boundary": stored[: second + sealed],
-        "last segment dropped": stored[: header + sealed * ((len(stored) - header) // sealed)],
+        "flipped segment size": bytes(flip_shift),
+        "truncated": stored[:-7],
         "extended": stored + b"\x00" * 40,
-        "segments swapped": swapped,
         "header only": stored[:header],
         "empty": b"",
     }
+    if len(stored) - header > WHOLE + TAG:
+        variants["truncated at a segment boundary"] = stored[: second + sealed]
+        variants["last segment dropped"] = stored[
+            : header + sealed * ((len(stored) - header - 1) // sealed)
+        ]
+        variants["segments swapped"] = (
+            stored[:first]
+            + stored[second : second + sealed]
+            + stored[first:second]
+            + stored[second + sealed :]
+        )
+    return variants
 
 
-@pytest.mark.parametrize("size", [3 * SEGMENT + 10, 2 * MIB + 3])
+SIZES = [0, 1000, WHOLE, WHOLE + 2 * SEGMENT + 10, 2 * MIB + 3]
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_tampered_values_raise_corrupt_value(inner: SQLiteStore, size: int) -> None:
-    layer = Encrypted(inner, KEY)
+    layer = Encrypted(inner, KEY, key_id="k")
     value = random.Random(size).randbytes(size)
     layer.put_file("k", io.BytesIO(value))
     stored = inner.get("k")
-    for name, variant in tampered_variants(stored, header_size(layer.key_id)).items():
+    for name, variant in tampered_variants(stored, header_size("k")).items():
+        if variant == stored:
+            continue  # e.g. "flipped byte" past the end of an empty value
         rewrite(inner, "k", variant)
         with pytest.raises(CorruptValue):
             layer.get("k")
@@ -348,11 +359,11 @@ def test_import_without_cryptography_and_a_clear_error() -> None:
     assert "mirrorkv[crypto]" in result.stdout
 
 
-AROUND_SEGMENTS = st.sampled_from([0, 1, 15, 16, 17]) | st.builds(
-    lambda count, delta: max(0, count * SEGMENT + delta),
-    st.integers(1, 3),
+AROUND_SEGMENTS = st.sampled_from([0, 1, 15, 16, 17, WHOLE - 1, WHOLE]) | st.builds(
+    lambda count, delta: WHOLE + count * SEGMENT + delta,
+    st.integers(0, 2),
     st.integers(-2, 2),
-)
+).filter(lambda size: size > WHOLE)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,9 +3,14 @@
 A value is stored as ``header || segment_0 || ... || segment_{n-1}``:
 
 * ``header`` = ``b"mkE\\x01"`` (magic and version), a 16-byte random salt,
-  one byte giving the length of the key id, the key id (UTF-8);
-* each segment is at most 64 KiB of plaintext sealed with AES-256-GCM
-  (ciphertext and 16-byte tag); an empty value is one empty segment.
+  one byte giving the segment size (0: the whole value is one segment;
+  16: segments of 64 KiB), one byte giving the length of the key id, and
+  the key id (UTF-8);
+* each segment is plaintext sealed with AES-256-GCM (ciphertext and a
+  16-byte tag). A value of at most :data:`WHOLE` (1 MiB) bytes is one
+  segment, so ``get`` and ``put`` make one AES-GCM call; a larger one is cut
+  into 64 KiB segments, so that ``open`` checks each before handing it out
+  with bounded memory. An empty value is one empty segment.
 
 Each value has a key of its own, ``HMAC-SHA256(master, INFO || salt)``, so
 nonces never repeat however many values a master key seals: segment ``i``
@@ -30,11 +35,12 @@ from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 from ..errors import CorruptValue, InvalidValue, NotSupported
-from ._compressed_common import read_exact
+from ._compressed_common import SMALL, read_exact
 
 __all__ = [
     "KEY_BYTES",
     "SEGMENT",
+    "WHOLE",
     "Key",
     "Sealer",
     "key_fingerprint",
@@ -48,12 +54,15 @@ __all__ = [
 MAGIC = b"mkE\x01"
 SALT = 16
 TAG = 16
-#: Plaintext bytes per segment.
+#: Plaintext bytes per segment of a value larger than :data:`WHOLE`.
 SEGMENT = 64 * 1024
+#: Values of at most this many bytes are sealed as one segment.
+WHOLE = SMALL  # streams of at most this size are read whole and sealed whole
+_SHIFT = 16  # SEGMENT == 1 << _SHIFT
 #: Bytes of a master key (AES-256).
 KEY_BYTES = 32
 _SEALED = SEGMENT + TAG
-_FIXED = len(MAGIC) + SALT + 1
+_FIXED = len(MAGIC) + SALT + 2
 _INFO = b"mirrorkv encrypted v1 value key\x00"
 _ETAG_NONCE = b"\xff" * 11 + b"\x02"
 _LAST = (b"\x00", b"\x01")
@@ -126,17 +135,23 @@ def logical_size(name: str, stored: int, key_id: str) -> int:
     body = stored - header_size(key_id)
     if body < TAG:
         raise CorruptValue(f"{name!r} is too short to be an encrypted value")
+    if body <= WHOLE + TAG:
+        return body - TAG
     count = -(-body // _SEALED)
-    if body - (count - 1) * _SEALED < TAG:
+    size = body - count * TAG
+    if body - (count - 1) * _SEALED < TAG or size <= WHOLE:
         raise CorruptValue(f"{name!r} has the length of no encrypted value")
-    return body - count * TAG
+    return size
 
 
-def parse_header(name: str, head: bytes) -> tuple[bytes, int]:
-    """The salt and key-id length of a header's fixed part (:data:`_FIXED` bytes)."""
-    if len(head) < _FIXED or head[: len(MAGIC)] != MAGIC:
+def parse_header(name: str, head: bytes) -> tuple[bytes, bool, int]:
+    """The salt, whether the value is segmented, and the key-id length, from a header's start.
+
+    ``head`` is the header's first :data:`_FIXED` bytes.
+    """
+    if len(head) < _FIXED or head[: len(MAGIC)] != MAGIC or head[_FIXED - 2] not in (0, _SHIFT):
         raise CorruptValue(f"{name!r} is not an encrypted value (or not of this version)")
-    return head[len(MAGIC) : len(MAGIC) + SALT], head[_FIXED - 1]
+    return head[len(MAGIC) : len(MAGIC) + SALT], head[_FIXED - 2] == _SHIFT, head[_FIXED - 1]
 
 
 def _nonce(index: int, last: bool) -> bytes:
@@ -157,31 +172,47 @@ class Sealer:
         self._key = key
         self._salt = os.urandom(SALT)
         self._aead = _aesgcm()(self._key.value_key(self._salt))
-        self.header = MAGIC + self._salt + bytes([len(key.id.encode())]) + key.id.encode()
-        self._context = self.header + name.encode()
         self._name = name
+
+    def _header(self, segmented: bool) -> bytes:
+        key_id = self._key.id.encode()
+        shift = _SHIFT if segmented else 0
+        return MAGIC + self._salt + bytes([shift, len(key_id)]) + key_id
 
     def seal(self, data: bytes) -> bytes:
         """A whole value sealed: header and segments."""
+        size = len(data)
+        header = self._header(size > WHOLE)
+        context = header + self._name.encode()
+        if size <= WHOLE:
+            sealed: bytes = self._aead.encrypt(_nonce(0, True), data, context)
+            return header + sealed
         view = memoryview(data)
-        count = max(1, -(-len(data) // SEGMENT))
-        encrypt, context = self._aead.encrypt, self._context
-        parts = [self.header]
+        count = -(-size // SEGMENT)
+        parts = [header]
         for index in range(count):
             piece = view[index * SEGMENT : (index + 1) * SEGMENT]
-            parts.append(encrypt(_nonce(index, index == count - 1), piece, context))
+            parts.append(self._aead.encrypt(_nonce(index, index == count - 1), piece, context))
         return b"".join(parts)
 
     def seal_stream(self, source: IO[bytes], md5: Any) -> Iterator[bytes]:
-        """The header, then each segment of ``source`` sealed; ``md5`` sees the plaintext."""
-        yield self.header
+        """The header, then each segment of ``source`` sealed; ``md5`` sees the plaintext.
+
+        For sources of more than :data:`WHOLE` bytes (raises
+        :class:`InvalidValue` for a shorter one: seal it whole).
+        """
+        header = self._header(True)
+        context = header + self._name.encode()
+        yield header
         current = read_exact(source, SEGMENT)
         index = 0
         while True:
             following = read_exact(source, SEGMENT) if len(current) == SEGMENT else b""
             last = not following
+            if last and index * SEGMENT + len(current) <= WHOLE:
+                raise InvalidValue("a stream of at most 1 MiB is sealed whole, not streamed")
             md5.update(current)
-            yield self._aead.encrypt(_nonce(index, last), current, self._context)
+            yield self._aead.encrypt(_nonce(index, last), current, context)
             if last:
                 return
             current, index = following, index + 1
@@ -203,23 +234,23 @@ def _failed(name: str) -> CorruptValue:
 
 def open_value(name: str, data: bytes, keys: Mapping[str, Key]) -> bytes:
     """The plaintext of a whole stored value; :class:`CorruptValue` unless it authenticates."""
-    salt, id_length = parse_header(name, data[:_FIXED])
-    key = _key_for(name, data[_FIXED : _FIXED + id_length], keys)
+    salt, segmented, id_length = parse_header(name, data[:_FIXED])
     start = _FIXED + id_length
-    logical_size(name, len(data), key.id)
+    key = _key_for(name, data[_FIXED:start], keys)
+    size = logical_size(name, len(data), key.id)
+    if segmented != (size > WHOLE):
+        raise CorruptValue(f"{name!r} has the length of no encrypted value")
     aead = _aesgcm()(key.value_key(salt))
     context = data[:start] + name.encode()
     view = memoryview(data)
-    ends = range(start, len(data), _SEALED)
-    parts = []
-    invalid = _invalid_tag()
     try:
-        for index, offset in enumerate(ends):
-            last = offset + _SEALED >= len(data)
-            parts.append(
-                aead.decrypt(_nonce(index, last), view[offset : offset + _SEALED], context)
-            )
-    except invalid as error:
+        if not segmented:
+            return bytes(aead.decrypt(_nonce(0, True), view[start:], context))
+        parts = []
+        for index, offset in enumerate(range(start, len(data), _SEALED)):
+            nonce = _nonce(index, offset + _SEALED >= len(data))
+            parts.append(aead.decrypt(nonce, view[offset : offset + _SEALED], context))
+    except _invalid_tag() as error:
         raise _failed(name) from error
     return b"".join(parts)
 
@@ -228,16 +259,20 @@ def open_segments(name: str, source: IO[bytes], keys: Mapping[str, Key]) -> Iter
     """The plaintext of a stored stream, segment by segment, each checked before it is yielded.
 
     Raises :class:`CorruptValue` from the iteration where a segment fails,
-    the stream ends before its last segment or goes on after it.
+    the stream ends before its last segment or goes on after it. Holds at
+    most one segment (1 MiB for a value sealed whole) at a time.
     """
     fixed = read_exact(source, _FIXED)
-    salt, id_length = parse_header(name, fixed)
+    salt, segmented, id_length = parse_header(name, fixed)
     key_id = read_exact(source, id_length)
     key = _key_for(name, key_id, keys)
     aead = _aesgcm()(key.value_key(salt))
     context = fixed + key_id + name.encode()
     invalid = _invalid_tag()
-    current = read_exact(source, _SEALED)
+    sealed = _SEALED if segmented else WHOLE + TAG + 1
+    current = read_exact(source, sealed)
+    if not segmented and len(current) == sealed:
+        raise CorruptValue(f"{name!r} has the length of no encrypted value")
     index = 0
     while True:
         following = read_exact(source, _SEALED) if len(current) == _SEALED else b""
