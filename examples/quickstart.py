@@ -82,10 +82,8 @@ def main() -> None:
             report = mirror.sync("quickstart/")
             print(f"  sync: {report.added} keys recorded, {report.requests} listing request(s)")
             print(f"  du quickstart/photos/ -> {mirror.du('quickstart/photos/')}")
-            for child, usage in mirror.du("quickstart/photos/", depth=1).items():
-                print(
-                    f"    {child or '(files)':<28} {usage.objects} objects {usage.bytes:>4} bytes"
-                )
+            for child, usage in mirror.du("quickstart/photos/", depth=1).children.items():
+                print(f"    {child:<28} {usage.objects} objects {usage.bytes:>4} bytes")
             jpegs = mirror.find("quickstart/photos/*/*.jpg", min_size=3)
             print(f"  find */*.jpg of 3+ bytes -> {[m.key.rsplit('/', 1)[1] for m in jpegs]}")
             stats = mirror.stats()

@@ -91,6 +91,12 @@ class Usage:
     bytes: int = 0
     children: Mapping[str, Usage] = field(default_factory=lambda: _NO_CHILDREN, hash=False)
 
+    def __add__(self, other: Usage) -> Usage:
+        """The objects and bytes of both together (without a breakdown by child)."""
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(self.objects + other.objects, self.bytes + other.bytes)
+
     def as_dict(self) -> dict[str, Any]:
         """The record as plain dicts and ints (for JSON), children included."""
         return {

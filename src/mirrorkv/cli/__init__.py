@@ -27,11 +27,10 @@ import click
 from .. import __version__, bulk
 from .. import open as open_store
 from ..meta import Details, Meta
-from ..mirror import Mirror
 from ..store import CHUNK_SIZE, Store
 from ._errors import Group
 from ._mirror_output import usage_bar
-from ._mirrored import Filters, find, index_option, known_meta_json, mirror_usage, opened
+from ._mirrored import Filters, find, index_option, known_meta_json, opened
 from ._mirrored import parse_size as _parse_size
 from ._mirrored import parse_time as _parse_time
 from ._output import (
@@ -430,11 +429,10 @@ def du_command(settings: Settings, prefix: str, depth: int | None, index_url: st
     Values directly at PREFIX's level count in the total but in no child.
     With --index, the index's running totals answer without listing.
     """
+    if depth is None:
+        depth = 0 if index_url is None else 1
     with opened(settings.url, index_url) as store:
-        if isinstance(store, Mirror):
-            usage = mirror_usage(store, prefix, 1 if depth is None else depth)
-        else:
-            usage = bulk.usage(store, prefix, depth=depth or 0)
+        usage = bulk.usage(store, prefix, depth=depth)  # a mirror answers from its index
     out = Output(settings)
     if out.json:
         out.document({"prefix": prefix, **usage.as_dict()})

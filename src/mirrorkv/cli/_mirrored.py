@@ -14,12 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
 from typing import Any
 
 import click
 
-from .. import bulk
 from .. import open as open_store
 from ..errors import InvalidValue
 from ..meta import Details, Meta
@@ -32,7 +30,6 @@ __all__ = [
     "find",
     "index_option",
     "known_meta_json",
-    "mirror_usage",
     "opened",
     "parse_size",
     "parse_time",
@@ -127,31 +124,6 @@ def find(store: Store, prefix: str, filters: Filters) -> Iterator[Meta]:
         return filters.content_type is None or meta.content_type == filters.content_type
 
     return (meta for meta in store.list(scan) if passes(meta))
-
-
-def mirror_usage(mirror: Mirror, prefix: str, depth: int) -> bulk.Usage:
-    """:func:`mirrorkv.bulk.usage` answered from a mirror's index aggregates.
-
-    Same shape and meaning: children one level of ``/`` down per ``depth``,
-    values directly at a level counted in its total but in no child.
-    """
-    total = mirror.du(prefix)
-    return bulk.Usage(total.objects, total.bytes, _children(mirror, prefix, depth))
-
-
-def _children(mirror: Mirror, prefix: str, depth: int) -> MappingProxyType[str, bulk.Usage]:
-    if depth <= 0:
-        return MappingProxyType({})
-    if prefix == "" or prefix.endswith("/"):
-        level = {name: usage for name, usage in mirror.du(prefix, depth=1).items() if name}
-    else:  # "photos" -> "photos/", "photos2/": the index's common prefixes
-        level = {name: mirror.du(name) for name in mirror.ls(prefix).prefixes}
-    return MappingProxyType(
-        {
-            name: bulk.Usage(usage.objects, usage.bytes, _children(mirror, name, depth - 1))
-            for name, usage in level.items()
-        }
-    )
 
 
 def known_meta_json(meta: Meta) -> dict[str, Any]:

@@ -34,11 +34,11 @@ import importlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from ..bulk import Usage
 from ..errors import InvalidURL, InvalidValue
 from ..meta import Listing, Meta
 from ..urls import parse_url
@@ -55,20 +55,6 @@ __all__ = [
     "regex_literal_prefix",
     "timestamp",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """How many objects, and how many bytes, are under a prefix."""
-
-    objects: int = 0
-    bytes: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        """The usage of both together."""
-        if not isinstance(other, Usage):
-            return NotImplemented
-        return Usage(self.objects + other.objects, self.bytes + other.bytes)
 
 
 def check_bucket(bucket: object) -> str:

@@ -25,9 +25,10 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import IO, Any, BinaryIO, Literal, overload
+from types import MappingProxyType
+from typing import IO, Any, BinaryIO
 
 from ..errors import InvalidValue, KeyNotFound, MirrorKVError, StoreUnavailable
 from ..keys import check_key, check_prefix
@@ -498,36 +499,46 @@ class Mirror(Store):
         """Whether ``key`` exists, by the index."""
         return self.exists(check_key(key))
 
-    @overload
-    def du(self, prefix: str = "", *, depth: Literal[0] = 0, force: bool = False) -> Usage: ...
-
-    @overload
-    def du(
-        self, prefix: str = "", *, depth: Literal[1], force: bool = False
-    ) -> dict[str, Usage]: ...
-
-    def du(
-        self, prefix: str = "", *, depth: int = 0, force: bool = False
-    ) -> Usage | dict[str, Usage]:
+    def du(self, prefix: str = "", *, depth: int = 0, force: bool = False) -> Usage:
         """Objects and bytes under ``prefix``, from the index's aggregates.
 
-        ``depth=1`` breaks the total down by child prefix (``prefix`` must be
-        ``""`` or end with ``/``; the key ``""`` holds the objects directly
-        under ``prefix``). ``force=True`` syncs the prefix from the remote first.
+        ``depth=1`` adds a breakdown by child prefix (``photos/`` ->
+        ``photos/2025/``, ...), ``depth=2`` breaks those down too, and so on,
+        as :func:`mirrorkv.bulk.usage` does: values directly at a level count
+        in its total but in no child. ``force=True`` syncs ``prefix`` first.
         """
         check_prefix(prefix)
-        if depth not in (0, 1):
-            raise InvalidValue(f"du takes depth 0 or 1, not {depth!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise InvalidValue(f"depth must be a whole number of at least 0, not {depth!r}")
         if force:
             self.sync(prefix)
-        full = self._full(prefix)
-        usage = self._index.du(self._bucket, full)
+        usage = self._index.du(self._bucket, self._full(prefix))
         self._counter.local("du", "LIST", list_requests(usage.objects))
         if depth == 0:
             return usage
+        return Usage(usage.objects, usage.bytes, self._children(prefix, depth))
+
+    def _children(self, prefix: str, depth: int) -> Mapping[str, Usage]:
+        """The usage of each child prefix one ``/`` below ``prefix``, ``depth`` levels deep."""
         cut = len(self._key_prefix)
-        children = self._index.du_children(self._bucket, full)
-        return {(child[cut:] if child else child): value for child, value in children.items()}
+        full = self._full(prefix)
+        if prefix == "" or prefix.endswith("/"):
+            level = {
+                child[cut:]: usage
+                for child, usage in self._index.du_children(self._bucket, full).items()
+                if child
+            }
+        else:  # "photos" -> "photos/", "photos2/": the common prefixes under it
+            level = {
+                common[cut:]: self._index.du(self._bucket, common)
+                for common in self._index.ls(self._bucket, full).prefixes
+            }
+        if depth > 1:
+            level = {
+                name: Usage(usage.objects, usage.bytes, self._children(name, depth - 1))
+                for name, usage in level.items()
+            }
+        return MappingProxyType(level)
 
     def find(
         self,
