@@ -14,9 +14,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat as _repeat
+from operator import itemgetter
 from typing import Any
 
 from ..errors import MirrorKVError, StoreUnavailable
@@ -30,6 +33,8 @@ Batch = dict[str, Meta | None]
 #: The ``on_flush`` hook: sees ``key -> value`` (``None`` = delete) and returns the keys it
 #: refuses (an iterable), ``False`` to refuse them all, or ``True`` / ``None`` to accept all.
 OnFlush = Callable[[Mapping[str, bytes | None]], "bool | Iterable[str] | None"]
+
+_KEY, _VALUE, _VERSION = itemgetter(0), itemgetter(2), itemgetter(6)
 
 #: Marks the version of a write that ``on_flush`` held back (see ``writebehind._Version``).
 HELD: Any = object()
@@ -231,15 +236,17 @@ class Flusher:
             self.deletes += len(items)
             return
         if kind == "put_many":
-            written = back.put_many([(meta[0], meta[2]) for meta in items])
+            written = back.put_many(dict(zip(map(_KEY, items), map(_VALUE, items), strict=True)))
         else:
             meta = items[0]
             written = [
                 back.put(meta[0], meta[2], content_type=meta.content_type, metadata=meta.metadata)
             ]
-        for mine, theirs in zip(items, written, strict=True):
-            # The write's version is the back's record of it (read lazily: may be a Details).
-            mine[6].value = theirs
+        if len(written) != len(items):
+            raise MirrorKVError(f"{back!r} returned {len(written)} records for {len(items)} writes")
+        # Each write's version is the back's record of it (read lazily: it may be a Details).
+        # map() in C: the flusher holds the GIL, and so stalls the writers, as briefly as it can.
+        deque(map(setattr, map(_VERSION, items), _repeat("value"), written), maxlen=0)
         self.puts += len(items)
 
     def _run(self) -> None:
