@@ -100,7 +100,7 @@ def test_incompressible_streams_are_stored_raw_when_seekable(inner: SQLiteStore)
 
 def test_reserved_metadata_names_are_refused(inner: SQLiteStore) -> None:
     layer = Compressed(inner)
-    for name in (CODEC, SIZE, "mkv-codec-other"):
+    for name in (CODEC, SIZE, "mkv-codec-other", "MKV-Codec"):
         with pytest.raises(InvalidValue):
             layer.put("k", TEXT, metadata={name: "x"})
         with pytest.raises(InvalidValue):

@@ -45,9 +45,12 @@ def _reserved(name: str, prefix: str) -> bool:
 
 
 def check_reserved(metadata: Mapping[str, str], prefix: str, layer: str) -> None:
-    """Raise :class:`InvalidValue` where user metadata uses a name the layer reserves."""
+    """Raise :class:`InvalidValue` where user metadata uses a name the layer reserves.
+
+    In any case: stores such as S3 fold metadata names to lower case.
+    """
     for name in metadata:
-        if _reserved(name, prefix):
+        if _reserved(name.lower(), prefix):
             raise InvalidValue(
                 f"metadata name {name!r} is reserved by {layer} (names {prefix!r} and {prefix}-*)"
             )
