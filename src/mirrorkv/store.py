@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import IO, BinaryIO, NamedTuple, Self
 
 from .errors import InvalidValue, KeyNotFound, NotSupported, PreconditionFailed
-from .keys import check_key, check_keys, check_prefix
+from .keys import MAX_KEY_BYTES, check_key, check_keys, check_prefix
 from .meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Listing, Meta, freeze_metadata
 
 __all__ = [
@@ -156,6 +156,11 @@ class Store(ABC):
 
     #: The largest value the store accepts, in bytes (``None``: no limit of its own).
     max_value_size: int | None = None
+
+    @property
+    def max_key_bytes(self) -> int:
+        """The longest key this store accepts, in UTF-8 bytes (1024; less under a prefix)."""
+        return MAX_KEY_BYTES
 
     # -- primitives ---------------------------------------------------------
 

@@ -49,6 +49,11 @@ class Layer(Store):
         self.max_value_size = inner.max_value_size
 
     @property
+    def max_key_bytes(self) -> int:
+        """The wrapped store's key length limit (a layer that lengthens keys lowers it)."""
+        return self._inner.max_key_bytes
+
+    @property
     def inner(self) -> Store:
         """The store this layer wraps."""
         return self._inner

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, BinaryIO
 
 from ..errors import InvalidKey, KeyNotFound, MirrorKVError, Translator
-from ..keys import MAX_KEY_BYTES, check_key
+from ..keys import check_key
 from ..meta import Listing, Meta
 from ..store import PutOptions, Store
 from .base import Layer
@@ -41,7 +41,8 @@ class Prefixed(Layer):
         """
         super().__init__(inner)
         check_key(prefix)
-        if len(prefix.encode("utf-8")) >= MAX_KEY_BYTES:
+        self._limit = inner.max_key_bytes  # the wrapped store's, lower under another prefix
+        if len(prefix.encode("utf-8")) >= self._limit:
             raise InvalidKey(f"a prefix leaves no room for keys: {len(prefix.encode())} bytes")
         self._prefix = prefix
         self._cut = len(prefix)
@@ -54,8 +55,8 @@ class Prefixed(Layer):
 
     @property
     def max_key_bytes(self) -> int:
-        """The longest key this store takes, in bytes of UTF-8 (1024 less the prefix)."""
-        return MAX_KEY_BYTES - len(self._prefix.encode("utf-8"))
+        """The longest key this store takes, in UTF-8 bytes: the wrapped store's less the prefix."""
+        return self._limit - len(self._prefix.encode("utf-8"))
 
     def __repr__(self) -> str:
         return f"Prefixed({self._inner!r}, {self._prefix!r})"
@@ -65,7 +66,7 @@ class Prefixed(Layer):
     def _to_inner(self, key: str) -> str:
         """The wrapped store's key for ``key``; :class:`InvalidKey` where it grows too long."""
         full = self._prefix + key
-        if (len(full) > 256 or not full.isascii()) and len(full.encode()) > MAX_KEY_BYTES:
+        if (len(full) > 256 or not full.isascii()) and len(full.encode()) > self._limit:
             raise InvalidKey(
                 f"a key under prefix {self._prefix!r} is at most {self.max_key_bytes} "
                 f"bytes of UTF-8, this one is {len(key.encode())}"

@@ -111,6 +111,11 @@ class Mirror(Store):
         return self._remote
 
     @property
+    def max_key_bytes(self) -> int:
+        """The remote's key length limit."""
+        return self._remote.max_key_bytes
+
+    @property
     def index(self) -> MetadataIndex:
         """The metadata index."""
         return self._index
