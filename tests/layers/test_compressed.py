@@ -148,6 +148,35 @@ def test_large_streams_have_bounded_memory(inner: SQLiteStore, tmp_path: Path) -
     assert peak_in < 3 * MIB and peak_out < 3 * MIB, (peak_in, peak_out)
 
 
+def test_a_value_that_compresses_to_little_still_streams(
+    inner: SQLiteStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "zeros"
+    with open(source, "wb") as out:
+        for _ in range(32):
+            out.write(bytes(MIB))
+    layer = Compressed(inner)
+    layer.put_file("zeros", source)
+    assert inner.head("zeros").size < SMALL and layer.head("zeros").size == 32 * MIB
+    tracemalloc.start()
+    try:
+        size = 0
+        with layer.open("zeros") as stream:
+            while chunk := stream.read(64 * 1024):
+                size += len(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size == 32 * MIB and peak < 2 * MIB, peak
+
+
+def test_codec_none_streams_as_is(inner: SQLiteStore) -> None:
+    layer = Compressed(inner, codec="none")
+    value = compressible(2 * MIB + 1)
+    meta = layer.put_file("k", io.BytesIO(value))
+    assert inner.get("k") == value and (meta.size, meta.etag) == (len(value), etag_of(value))
+
+
 @pytest.mark.parametrize("size", [SMALL - 1, SMALL, SMALL + 1, 3 * SMALL + 7])
 def test_sizes_around_the_streaming_threshold(inner: SQLiteStore, size: int) -> None:
     layer = Compressed(inner)

@@ -196,8 +196,8 @@ class Compressed(Layer):
     def _open(self, key: str) -> BinaryIO:
         while True:
             before = self._inner._head(key)
-            if before.size <= SMALL:
-                return io.BytesIO(self._get(key))
+            if before.size <= SMALL and self._logical(before).size <= SMALL:
+                return io.BytesIO(self._get(key))  # small both ways: one atomic read
             source = self._inner._open(key)
             try:
                 after = self._inner._head(key)
