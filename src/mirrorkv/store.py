@@ -77,6 +77,8 @@ class Capability(enum.Flag):
     URLS = enum.auto()
     #: Several processes may open and write the same store at once.
     MULTI_PROCESS = enum.auto()
+    #: ``put(..., ttl=seconds)`` expires the value in the store itself.
+    NATIVE_TTL = enum.auto()
 
 
 class PutOptions(NamedTuple):

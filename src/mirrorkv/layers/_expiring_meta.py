@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Mapping
@@ -10,7 +9,7 @@ from types import MappingProxyType
 
 from ..errors import InvalidValue
 from ..meta import Meta
-from ..store import Store
+from ..store import Capability, Store
 
 __all__ = [
     "EXPIRES",
@@ -94,10 +93,5 @@ def visible(meta: Meta) -> Meta:
 
 
 def takes_ttl(store: Store) -> bool:
-    """Whether ``store.put`` takes ``ttl=`` seconds (a native expiry, as RedisStore's)."""
-    try:
-        parameters = inspect.signature(type(store).put).parameters
-    except (TypeError, ValueError):
-        return False
-    ttl = parameters.get("ttl")
-    return ttl is not None and ttl.kind is inspect.Parameter.KEYWORD_ONLY
+    """Whether ``store.put`` takes ``ttl=`` seconds (:attr:`Capability.NATIVE_TTL`, as Redis)."""
+    return Capability.NATIVE_TTL in store.capabilities

@@ -125,6 +125,7 @@ class RedisStore(Store):
         | Capability.TRANSACTIONS
         | Capability.MULTI_PROCESS
         | Capability.SERVER_SIDE_COPY
+        | Capability.NATIVE_TTL
     )
 
     #: Redis refuses strings above 512 MB (``proto-max-bulk-len`` by default).
