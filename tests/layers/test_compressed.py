@@ -230,6 +230,23 @@ def test_gzip_and_none_codecs(inner: SQLiteStore) -> None:
         Compressed(inner, level=99)
 
 
+def test_capabilities_the_layer_does_not_offer(inner: SQLiteStore) -> None:
+    from mirrorkv.store import Capability
+
+    class Native(MemoryStore):
+        capabilities = MemoryStore.capabilities | Capability.NATIVE_TTL | Capability.URLS
+
+    layer = Compressed(Native())
+    for dropped in (Capability.NATIVE_TTL, Capability.URLS, Capability.TRANSACTIONS):
+        assert dropped not in layer.capabilities
+    assert Capability.SERVER_SIDE_COPY & layer.capabilities == (
+        Capability.SERVER_SIDE_COPY & MemoryStore.capabilities
+    )
+    encrypted = Encrypted(Native(), bytes(32))
+    for dropped in (Capability.NATIVE_TTL, Capability.URLS, Capability.SERVER_SIDE_COPY):
+        assert dropped not in encrypted.capabilities
+
+
 def test_no_urls_and_a_plain_repr(inner: SQLiteStore) -> None:
     layer = Compressed(MemoryStore(), level=5)
     layer.put("k", b"v")

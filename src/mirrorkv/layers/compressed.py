@@ -39,7 +39,10 @@ ETAG = "mkv-codec-etag"
 # Values shorter than this never shrink enough to pay for a frame.
 _MIN_SIZE = 64
 
-_DROPPED = Capability.URLS | Capability.NATIVE_COUNTERS | Capability.TRANSACTIONS
+# put(ttl=) is not forwarded: a layer above must not think the wrapped store's TTL is ours.
+_DROPPED = (
+    Capability.URLS | Capability.NATIVE_COUNTERS | Capability.TRANSACTIONS | Capability.NATIVE_TTL
+)
 
 
 class Compressed(Layer):

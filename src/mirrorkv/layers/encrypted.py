@@ -54,6 +54,7 @@ _DROPPED = (
     | Capability.SERVER_SIDE_COPY
     | Capability.NATIVE_COUNTERS
     | Capability.TRANSACTIONS
+    | Capability.NATIVE_TTL  # put(ttl=) is not forwarded
 )
 
 OldKeys = Mapping[str, bytes] | Iterable[bytes]
