@@ -25,7 +25,6 @@ from .keys import MAX_KEY_BYTES, check_key
 from .meta import Listing, Meta
 from .store import Capability, Store
 from .stores.memory import MemoryStore
-from .urls import open_store as _open_store
 from .urls import register, registered_schemes
 
 __all__ = [
@@ -65,8 +64,16 @@ def open(url: str | None = None, **options: Any) -> Store:
     file ``./mirrorkv.db``. Options come from the URL's query string and from
     keyword arguments (which win); an unknown option, an unknown scheme or a
     malformed URL raises :class:`InvalidURL` naming what is accepted.
+
+    Options may also name layers, which wrap the store (innermost first:
+    ``mirror_index``, ``prefix``, encryption, ``compress``, ``ttl``,
+    ``cache_bytes``, ``write_behind``, ``read_only``, ``keygen``), e.g.
+    ``sqlite:///app.db?prefix=tenant-a/&compress=zstd&cache_bytes=64MiB``;
+    see ``docs/layers.md``. An encryption key is never read from a URL.
     """
-    return _open_store(url, **options)
+    from .layers.stack import open_stack
+
+    return open_stack(url, **options)
 
 
 def __getattr__(name: str) -> Any:

@@ -193,7 +193,11 @@ def open_store(url: str | None = None, **options: Any) -> Store:
     """Open the store a URL names; see :func:`mirrorkv.open`."""
     if url is None:
         url = os.environ.get(URL_ENV) or DEFAULT_URL
-    parsed = parse_url(url)
+    return open_parsed(parse_url(url), options)
+
+
+def open_parsed(parsed: StoreURL, options: Mapping[str, Any]) -> Store:
+    """Open the store of a parsed URL with ``options`` (which win over its query)."""
     factory = _resolve(parsed.scheme, parsed)
     merged: dict[str, Any] = {**parsed.query, **options}
     from_url = getattr(factory, "from_url", None)
