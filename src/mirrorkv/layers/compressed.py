@@ -106,11 +106,10 @@ class Compressed(Layer):
         metadata = meta.metadata
         if CODEC not in metadata:
             return meta
-        try:
-            size = int(metadata[SIZE])
-            etag = metadata[ETAG]
-        except (KeyError, ValueError) as error:
-            raise CorruptValue(f"{meta.key!r} has damaged compression metadata") from error
+        size = _size(meta.key, metadata)
+        etag = metadata.get(ETAG)
+        if etag is None:
+            raise CorruptValue(f"{meta.key!r} has damaged compression metadata")
         public = visible(metadata, CODEC)
         return Meta(meta.key, size, etag, meta[3], meta[4], public, meta[6])
 
