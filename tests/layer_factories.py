@@ -26,6 +26,23 @@ TEST_KEY = bytes(range(32))
 
 Wrap = Callable[[Any, Store, Path], Store]
 
+
+def _stack(cls: Any, inner: Store, tmp: Path) -> Store:
+    """Every value-and-key layer at once, in the documented order (docs/layers.md)."""
+    from mirrorkv.layers import Cached, Compressed, Encrypted, Expiring, Prefixed
+
+    stored = Encrypted(Prefixed(inner, "tenant-a/"), TEST_KEY)
+    return Cached(Expiring(Compressed(stored)), cache=MemoryStore(max_bytes=1 << 20))
+
+
+def _stack_reversed(cls: Any, inner: Store, tmp: Path) -> Store:
+    """The same layers the other way round: pointless for compression, but still correct."""
+    from mirrorkv.layers import Cached, Compressed, Encrypted, Expiring, Prefixed
+
+    stored = Compressed(Expiring(Cached(inner, cache=MemoryStore(max_bytes=1 << 20))))
+    return Prefixed(Encrypted(stored, TEST_KEY), "tenant-a/")
+
+
 #: ``name -> (module, class, wrap(cls, inner, tmp_path))``. ReadOnly is not here:
 #: the suite writes; tests/layers/test_readonly.py runs the reads on it.
 LAYERS: dict[str, tuple[str, str, Wrap]] = {
@@ -40,6 +57,8 @@ LAYERS: dict[str, tuple[str, str, Wrap]] = {
         lambda cls, inner, tmp: cls(inner, cache=MemoryStore(max_bytes=1 << 20)),
     ),
     "keygen": ("keygen", "KeyGen", lambda cls, inner, tmp: cls(inner)),
+    "stack": ("base", "Layer", _stack),
+    "stack-reversed": ("base", "Layer", _stack_reversed),
     "writebehind": (
         "writebehind",
         "WriteBehind",
