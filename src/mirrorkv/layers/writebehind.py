@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from ..errors import InvalidValue, MirrorKVError, StoreUnavailable
 from ..keys import check_key, check_prefix
-from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta
+from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Details, Meta
 from ..store import (
     Capability,
     PutOptions,
@@ -35,10 +35,11 @@ _WARM_CHUNK = 1000
 class _Version:
     """The version slot of a write made through a WriteBehind: the back store's, once flushed.
 
-    ``value`` is unset until the write is flushed, then the back store's
-    :class:`Meta` of it (turned into its version string when first read),
-    or :data:`HELD` while ``on_flush`` holds it back. Reading the version of
-    a write not yet flushed flushes first (see :meth:`WriteBehind._resolve`).
+    ``value`` is unset until the write is flushed, then the version slot of
+    the back store's record of it (a str, an int or a :class:`Details`,
+    turned into the version string when first read), or :data:`HELD` while
+    ``on_flush`` holds it back. Reading the version of a write not yet
+    flushed flushes first (see :meth:`WriteBehind._resolve`).
     """
 
     __slots__ = ("value",)
@@ -47,13 +48,18 @@ class _Version:
     owner: ClassVar[WriteBehind]
 
     def __str__(self) -> str:
+        return self.known() or self.owner._resolve(self)
+
+    def known(self) -> str | None:
+        """The version string where the write was flushed; ``None`` where not (yet)."""
         value = getattr(self, "value", None)
         if value.__class__ is str:
             return value
-        if isinstance(value, Meta):
-            self.value = text = value.version
-            return text
-        return self.owner._resolve(self)
+        if value is None or value is HELD:
+            return None
+        text = value.meta().version if value.__class__ is Details else str(value)
+        self.value = text
+        return text
 
 
 class _Closed(dict[str, Meta | None]):
@@ -227,18 +233,23 @@ class WriteBehind(Store):
                 if key not in pending:
                     pending[key] = meta
 
+    def _seal(self) -> bool:
+        """Refuse further writes if nothing is pending; whether it did."""
+        with self._lock:
+            if self._pending:
+                return False
+            self._pending = _Closed()
+            return True
+
     def _resolve(self, version: _Version) -> str:
         """The version of a write whose version was not known: flush, then look again."""
         if self._flusher.in_flush:
             raise MirrorKVError("the version of an unflushed write cannot be read inside on_flush")
         self._flusher.flush()
-        value = getattr(version, "value", None)
-        if isinstance(value, Meta):
-            version.value = text = value.version
+        text = version.known()
+        if text is not None:
             return text
-        if value.__class__ is str:
-            return value
-        if value is HELD:
+        if getattr(version, "value", None) is HELD:
             raise StoreUnavailable(
                 "on_flush holds this write back: its version is known once it is flushed"
             )
@@ -268,7 +279,9 @@ class WriteBehind(Store):
         deadline = time.monotonic() + self._close_timeout
         while True:
             try:
-                self._flusher.flush()
+                # Sealed under the flush lock: no flush in flight can put writes back after it.
+                if self._flusher.flush(then=self._seal):
+                    break
             except StoreUnavailable as error:
                 if time.monotonic() >= deadline:
                     raise StoreUnavailable(
@@ -276,11 +289,6 @@ class WriteBehind(Store):
                         "the back store still fails; they stay queued"
                     ) from error
                 time.sleep(min(self._flusher.backoff(), max(0.0, deadline - time.monotonic())))
-                continue
-            with self._lock:
-                if not self._pending:
-                    self._pending = _Closed()
-                    break
         self._closed = True
         self._flusher.stop()
         self._front.close()
