@@ -26,11 +26,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from mirrorkv import MemoryStore
+from mirrorkv import open as open_store
 from mirrorkv.errors import InvalidKey, InvalidValue, KeyNotFound, MirrorKVError, StoreUnavailable
 from mirrorkv.layers import WriteBehind
 from mirrorkv.store import Store
 from mirrorkv.stores.sqlite import SQLiteStore
 from mirrorkv.testing.crash import read_seq
+from services import ServiceUnavailable, skip_unavailable
+from services.redis import start_redis
 
 NEVER = 3600.0  # an interval that never comes during a test
 BIG = 10**9  # a max_pending that is never reached
@@ -322,6 +325,32 @@ def test_back_failure_keeps_writes_queued_and_recovers(back_path: Path) -> None:
         assert contents(again) == {"a": b"newer", "b": b"2", "c": b"3"}
 
 
+def test_redis_back_store_stopped_and_restarted(tmp_path: Path) -> None:
+    """A real network outage: the back store's own Redis server stopped, then started again."""
+    try:
+        process, url = start_redis(tmp_path)
+    except ServiceUnavailable as error:
+        skip_unavailable(error)
+        raise
+    try:
+        wb = WriteBehind(open_store(url), interval=0.02, max_pending=BIG, close_timeout=0.2)
+        wb.put("before", b"0")
+        wb.flush()
+        process.stop()
+        wb.put_many({f"k{i}": b"%d" % i for i in range(50)})
+        wb.incr("n", 3)
+        with pytest.raises(StoreUnavailable):
+            wb.flush()
+        assert wb.stats.pending == 51 and wb.get("k7") == b"7"
+        process.start()  # same port; persistence off, so "before" is gone from the server
+        wait_until(lambda: wb.stats.pending == 0, timeout=30)
+        wb.close()
+        with open_store(url) as again:
+            assert contents(again) == {**{f"k{i}": b"%d" % i for i in range(50)}, "n": b"3"}
+    finally:
+        process.stop()
+
+
 # -- versions -----------------------------------------------------------------
 
 
@@ -509,6 +538,14 @@ class WriteBehindMachine(RuleBasedStateMachine):
     def flush(self) -> None:
         self.wb.flush()
         assert contents(self.back) == self.model
+
+    @rule()
+    def reopen(self) -> None:
+        """Closing flushes; a new WriteBehind warms its front from the back store."""
+        self.wb.close()
+        self.back = SQLiteStore(Path(self._dir.name) / "back.db")
+        assert contents(self.back) == self.model
+        self.wb = WriteBehind(self.back, interval=NEVER, max_pending=4)
 
     @invariant()
     def reads_see_the_latest_write(self) -> None:
