@@ -33,20 +33,24 @@ import builtins
 import importlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
 from ..bulk import Usage
 from ..errors import InvalidURL, InvalidValue
-from ..meta import Listing, Meta
+from ..keys import check_prefix
+from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
 from ..urls import parse_url
 
 __all__ = [
+    "FindQuery",
     "MetadataIndex",
     "Usage",
     "check_bucket",
+    "find_query",
     "glob_regex",
     "literal_prefix",
     "narrow_prefix",
@@ -175,6 +179,114 @@ def regex_literal_prefix(regex: str) -> str:
         literal.append(char)
         at += step
     return "".join(literal)
+
+
+@dataclass(frozen=True, slots=True)
+class FindQuery:
+    """The arguments of one :meth:`MetadataIndex.find`, checked and prepared for a backend.
+
+    ``range_prefix`` is the key range to scan (the prefix narrowed by the
+    patterns' literal start), or None where nothing can match. The size,
+    time and content type bounds go to the backend's query where it can
+    (:meth:`sql`); :meth:`keep` filters the key patterns, and
+    :meth:`matches` everything, for a backend that filters in Python.
+    """
+
+    range_prefix: str | None
+    min_size: int | None = None
+    max_size: int | None = None
+    modified_after: float | None = None
+    modified_before: float | None = None
+    content_type: str | None = None
+    patterns: tuple[Callable[[str], object], ...] = ()
+
+    def sql(self, placeholder: str) -> tuple[str, tuple[Any, ...]]:
+        """``(" AND size >= ? ...", args)`` for the bounds, with the driver's placeholder.
+
+        The columns are those of the SQL backends: ``size``, ``modified`` (a
+        float POSIX time) and ``content_type`` (NULL for the default type).
+        """
+        clauses: list[str] = []
+        args: list[Any] = []
+        for clause, value in (
+            ("size >= ", self.min_size),
+            ("size <= ", self.max_size),
+            ("modified > ", self.modified_after),
+            ("modified < ", self.modified_before),
+        ):
+            if value is not None:
+                clauses.append(clause + placeholder)
+                args.append(value)
+        if self.content_type == DEFAULT_CONTENT_TYPE:
+            clauses.append("content_type IS NULL")
+        elif self.content_type is not None:
+            clauses.append("content_type = " + placeholder)
+            args.append(self.content_type)
+        return "".join(f" AND {clause}" for clause in clauses), tuple(args)
+
+    def keep(self, metas: Iterator[Meta]) -> Iterator[Meta]:
+        """``metas`` whose keys match every pattern."""
+        patterns = self.patterns
+        if not patterns:
+            return metas
+        return (meta for meta in metas if all(pattern(meta[0]) for pattern in patterns))
+
+    def matches(self, meta: Meta) -> bool:
+        """Whether ``meta`` passes every filter (patterns, bounds and type)."""
+        size, modified = meta[1], meta[3]
+        if modified.__class__ is not float:
+            modified = timestamp(meta.modified)
+        return (
+            (self.min_size is None or size >= self.min_size)
+            and (self.max_size is None or size <= self.max_size)
+            and (self.modified_after is None or modified > self.modified_after)
+            and (self.modified_before is None or modified < self.modified_before)
+            and (self.content_type is None or meta.content_type == self.content_type)
+            and all(pattern(meta[0]) for pattern in self.patterns)
+        )
+
+    @property
+    def filters(self) -> bool:
+        """Whether any filter beyond the key range was given."""
+        bounds = (self.min_size, self.max_size, self.modified_after, self.modified_before)
+        return bool(self.patterns) or self.content_type is not None or bounds != (None,) * 4
+
+
+def find_query(
+    prefix: str = "",
+    glob: str | None = None,
+    regex: str | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    modified_after: datetime | float | None = None,
+    modified_before: datetime | float | None = None,
+    content_type: str | None = None,
+) -> FindQuery:
+    """Check ``find``'s arguments (:class:`InvalidValue`, :class:`InvalidKey`) and prepare them."""
+    check_prefix(prefix)
+    for name, bound in (("min_size", min_size), ("max_size", max_size)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)):
+            raise InvalidValue(f"{name} must be an int, not {bound!r}")
+    range_prefix: str | None = prefix
+    patterns: list[Callable[[str], object]] = []
+    if glob is not None:
+        patterns.append(glob_regex(glob).fullmatch)
+        range_prefix = narrow_prefix(range_prefix, literal_prefix(glob))
+    if regex is not None:
+        try:
+            patterns.append(re.compile(regex).search)
+        except re.error as error:
+            raise InvalidValue(f"bad regex {regex!r}: {error}") from None
+        range_prefix = narrow_prefix(range_prefix, regex_literal_prefix(regex))
+    return FindQuery(
+        range_prefix,
+        min_size,
+        max_size,
+        None if modified_after is None else timestamp(modified_after),
+        None if modified_before is None else timestamp(modified_before),
+        content_type,
+        tuple(patterns),
+    )
 
 
 class MetadataIndex(ABC):

@@ -13,7 +13,7 @@ import builtins
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -38,11 +38,7 @@ from .index import (
     MetadataIndex,
     Usage,
     check_bucket,
-    glob_regex,
-    literal_prefix,
-    narrow_prefix,
-    regex_literal_prefix,
-    timestamp,
+    find_query,
 )
 
 __all__ = ["CHUNK", "DEFAULT_NAMESPACE", "RedisIndex"]
@@ -466,43 +462,13 @@ class RedisIndex(MetadataIndex):
     ) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.find`: a key range read in pages, filtered here."""
         names = self.redis_names(bucket)
-        check_prefix(prefix)
-        for name, bound in (("min_size", min_size), ("max_size", max_size)):
-            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)):
-                raise InvalidValue(f"{name} must be an int, not {bound!r}")
-        after = None if modified_after is None else timestamp(modified_after)
-        before = None if modified_before is None else timestamp(modified_before)
-        patterns: builtins.list[Callable[[str], object]] = []
-        range_prefix: str | None = prefix
-        if glob is not None:
-            patterns.append(glob_regex(glob).fullmatch)
-            range_prefix = narrow_prefix(range_prefix, literal_prefix(glob))
-        if regex is not None:
-            try:
-                patterns.append(re.compile(regex).search)
-            except re.error as error:
-                raise InvalidValue(f"bad regex {regex!r}: {error}") from None
-            range_prefix = narrow_prefix(range_prefix, regex_literal_prefix(regex))
-
-        def keep(meta: Meta) -> bool:
-            # The raw fields: a record read from Redis holds a float time and a str type.
-            size, modified = meta[1], meta[3]
-            return (
-                (min_size is None or size >= min_size)
-                and (max_size is None or size <= max_size)
-                and (after is None or modified > after)
-                and (before is None or modified < before)
-                and (content_type is None or meta[4] == content_type)
-                and all(pattern(meta[0]) for pattern in patterns)
-            )
-
-        if range_prefix is None:
+        query = find_query(
+            prefix, glob, regex, min_size, max_size, modified_after, modified_before, content_type
+        )
+        if query.range_prefix is None:
             return iter(())
-        metas = self._pages(names, *byte_range(range_prefix))
-        filtered = (min_size, max_size, after, before, content_type, glob, regex)
-        if all(value is None for value in filtered):
-            return metas
-        return filter(keep, metas)
+        metas = self._pages(names, *byte_range(query.range_prefix))
+        return filter(query.matches, metas) if query.filters else metas
 
     # -- journal, checkpoints, buckets -----------------------------------------
 

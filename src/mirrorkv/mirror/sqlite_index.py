@@ -13,15 +13,14 @@ from __future__ import annotations
 import builtins
 import itertools
 import os
-import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 from ..errors import InvalidValue
 from ..keys import check_key, check_prefix, prefix_upper_bound
-from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
+from ..meta import Listing, Meta
 from ..stores._sqlite_connections import file_options, file_url
 from ..stores._sqlite_io import ErrorTranslator, transaction
 from ..urls import StoreURL
@@ -32,12 +31,8 @@ from .index import (
     MetadataIndex,
     Usage,
     check_bucket,
-    glob_regex,
-    literal_prefix,
-    narrow_prefix,
+    find_query,
     parent_prefixes,
-    regex_literal_prefix,
-    timestamp,
 )
 
 __all__ = ["CHUNK", "SQLiteIndex"]
@@ -425,47 +420,14 @@ class SQLiteIndex(MetadataIndex):
     ) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.find`: size, time and type filter in SQL, patterns here."""
         check_bucket(bucket)
-        check_prefix(prefix)
-        filters: list[str] = []
-        args: list[Any] = []
-        for name, bound, op in (("min_size", min_size, ">="), ("max_size", max_size, "<=")):
-            if bound is not None:
-                if isinstance(bound, bool) or not isinstance(bound, int):
-                    raise InvalidValue(f"{name} must be an int, not {bound!r}")
-                filters.append(f"size {op} ?")
-                args.append(bound)
-        if modified_after is not None:
-            filters.append("modified > ?")
-            args.append(timestamp(modified_after))
-        if modified_before is not None:
-            filters.append("modified < ?")
-            args.append(timestamp(modified_before))
-        if content_type is not None:
-            if content_type == DEFAULT_CONTENT_TYPE:
-                filters.append("content_type IS NULL")
-            else:
-                filters.append("content_type = ?")
-                args.append(content_type)
-        range_prefix: str | None = prefix
-        patterns: list[Callable[[str], object]] = []
-        if glob is not None:
-            patterns.append(glob_regex(glob).fullmatch)
-            range_prefix = narrow_prefix(range_prefix, literal_prefix(glob))
-        if regex is not None:
-            try:
-                patterns.append(re.compile(regex).search)
-            except re.error as error:
-                raise InvalidValue(f"bad regex {regex!r}: {error}") from None
-            range_prefix = narrow_prefix(range_prefix, regex_literal_prefix(regex))
-        if range_prefix is None:
-            return iter(())
-        sql = "".join(f" AND {f}" for f in filters)
-        metas = self._pages(
-            bucket, range_prefix, True, prefix_upper_bound(range_prefix), sql, tuple(args)
+        query = find_query(
+            prefix, glob, regex, min_size, max_size, modified_after, modified_before, content_type
         )
-        if not patterns:
-            return metas
-        return (m for m in metas if all(p(m.key) for p in patterns))
+        if query.range_prefix is None:
+            return iter(())
+        sql, args = query.sql("?")
+        low = query.range_prefix
+        return query.keep(self._pages(bucket, low, True, prefix_upper_bound(low), sql, args))
 
     # -- journal and checkpoints ---------------------------------------------
 
