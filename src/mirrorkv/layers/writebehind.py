@@ -426,7 +426,11 @@ class WriteBehind(Store):
                 content_type: Any = DEFAULT_CONTENT_TYPE
                 metadata: Any = NO_METADATA
             else:
-                value = parse_counter(key, current[2]) + delta
+                data = current[2]
+                if data.isdigit() and len(data) < 19:  # plain and short: int() accepts it as is
+                    value = int(data) + delta
+                else:
+                    value = parse_counter(key, data) + delta
                 content_type, metadata = current[4], current[5]
             data = b"%d" % value
             meta = _new_meta(Meta, (key, len(data), data, _now(), content_type, metadata, version))
