@@ -25,7 +25,7 @@ from typing import IO, BinaryIO
 
 from ..errors import InvalidValue
 from ..meta import Listing, Meta
-from ..store import PutOptions, Store
+from ..store import Capability, PutOptions, Store
 
 __all__ = ["Layer"]
 
@@ -33,8 +33,8 @@ __all__ = ["Layer"]
 class Layer(Store):
     """A store over ``inner``: every primitive goes to ``inner`` unless overridden.
 
-    Closing the layer closes ``inner``. Capabilities and the value size
-    limit are ``inner``'s unless the layer says otherwise.
+    Closing the layer closes ``inner``. Capabilities (less ``NATIVE_TTL``)
+    and the value size limit are ``inner``'s unless the layer says otherwise.
     """
 
     #: True for a layer that changes neither keys nor values: then the value
@@ -45,7 +45,8 @@ class Layer(Store):
         if not isinstance(inner, Store):
             raise InvalidValue(f"{type(self).__name__} wraps a Store, not {type(inner).__name__}")
         self._inner = inner
-        self.capabilities = inner.capabilities
+        # put(ttl=) reaches the wrapped store only through a layer that forwards it.
+        self.capabilities = inner.capabilities & ~Capability.NATIVE_TTL
         self.max_value_size = inner.max_value_size
 
     @property

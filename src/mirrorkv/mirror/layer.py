@@ -33,7 +33,7 @@ from typing import IO, Any, BinaryIO
 from ..errors import InvalidValue, KeyNotFound, MirrorKVError, StoreUnavailable
 from ..keys import check_key, check_prefix
 from ..meta import Details, Listing, Meta
-from ..store import PutOptions, Store
+from ..store import Capability, PutOptions, Store
 from .index import MetadataIndex, Usage, open_index
 from .ingest import EventReport, apply_events
 from .stats import PAGE, MirrorStats, RequestCounter, RequestPrices, list_requests
@@ -101,7 +101,7 @@ class Mirror(Store):
         self._counter = RequestCounter(prices)
         self._unjournaled: set[str] = set()
         self._lock = threading.Lock()
-        self.capabilities = remote.capabilities
+        self.capabilities = remote.capabilities & ~Capability.NATIVE_TTL  # put takes no ttl
         self.max_value_size = remote.max_value_size
         self._cache = None if cache is None else _ValueCache(cache, cache_bytes)
 
