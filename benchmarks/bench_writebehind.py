@@ -18,6 +18,8 @@ a time. Figures are operations per second over the timed calls: the best of
 
 The contenders, and what each has on disk when the loop ends:
 
+* ``memory``: a MemoryStore alone, for reference (nothing on disk): the
+  floor under writebehind's calls, which land in one.
 * ``writebehind``: ``WriteBehind(front=MemoryStore(), back=SQLiteStore(path))``
   with its defaults (max_pending=1000, interval=1.0): calls land in memory, a
   background thread flushes what changed. Shown twice: the loop alone, and
@@ -57,6 +59,7 @@ from dataclasses import dataclass, field
 
 from mirrorkv import MemoryStore
 from mirrorkv.layers import WriteBehind
+from mirrorkv.store import Store
 from mirrorkv.stores.sqlite import SQLiteStore
 
 VALUE_SIZE = 100
@@ -99,13 +102,13 @@ def timed(loop: Callable[[], None], calls: int) -> float:
     return calls / (time.perf_counter() - start)
 
 
-def put_loop(store: WriteBehind, pairs: list[tuple[str, bytes]]) -> None:
+def put_loop(store: Store, pairs: list[tuple[str, bytes]]) -> None:
     put = store.put
     for key, value in pairs:
         put(key, value)
 
 
-def incr_loop(store: WriteBehind, counters: list[str]) -> None:
+def incr_loop(store: Store, counters: list[str]) -> None:
     incr = store.incr
     for key in counters:
         incr(key)
@@ -156,6 +159,25 @@ def run_writebehind(keys: list[str], plan: Plan) -> Result:
             f"the final flush after the puts wrote {flush_rows:,} rows of {len(keys):,} "
             "(the pending keys; the background flushes wrote the rest)"
         )
+    return result
+
+
+def run_memory(keys: list[str], plan: Plan) -> Result:
+    result = Result("memory")
+    best_put = best_incr = 0.0
+    for _ in range(plan.rounds):
+        store = MemoryStore()
+        store.put_many({key: plan.values[i % len(plan.values)] for i, key in enumerate(keys)})
+        gc.collect()
+        began = time.perf_counter()
+        put_loop(store, plan.put_pairs)
+        best_put = max(best_put, len(plan.put_pairs) / (time.perf_counter() - began))
+        gc.collect()
+        began = time.perf_counter()
+        incr_loop(store, plan.counters)
+        best_incr = max(best_incr, len(plan.counters) / (time.perf_counter() - began))
+    result.put, result.incr = best_put, best_incr
+    result.notes.append("MemoryStore alone, nothing durable: the floor under writebehind's calls")
     return result
 
 
@@ -281,6 +303,7 @@ def run_redis(keys: list[str], plan: Plan) -> Result:
 
 CONTENDERS: dict[str, Callable[[list[str], Plan], Result]] = {
     "writebehind": run_writebehind,
+    "memory": run_memory,
     "dict+pickle": run_dict_pickle,
     "shelve": run_shelve,
     "diskcache": run_diskcache,
