@@ -40,8 +40,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from ..bulk import Usage
-from ..errors import InvalidURL, InvalidValue
-from ..keys import check_prefix
+from ..errors import InvalidURL, InvalidValue, NotSupported
+from ..keys import check_key, check_prefix
 from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
 from ..urls import parse_url
 
@@ -50,6 +50,8 @@ __all__ = [
     "MetadataIndex",
     "Usage",
     "check_bucket",
+    "check_swap",
+    "entry_state",
     "find_query",
     "glob_regex",
     "literal_prefix",
@@ -59,6 +61,18 @@ __all__ = [
     "regex_literal_prefix",
     "timestamp",
 ]
+
+
+def entry_state(meta: Meta | None) -> tuple[str, str] | None:
+    """What :meth:`MetadataIndex.compare_and_set` compares: ``(etag, version)``, or None."""
+    return None if meta is None else (meta.etag, meta.version)
+
+
+def check_swap(key: str, meta: Meta | None) -> None:
+    """Check :meth:`MetadataIndex.compare_and_set`'s record: a ``Meta`` of ``key``, or None."""
+    check_key(key)
+    if meta is not None and (not isinstance(meta, Meta) or meta.key != key):
+        raise InvalidValue(f"compare_and_set of {key!r} takes a Meta of that key or None")
 
 
 def check_bucket(bucket: object) -> str:
@@ -316,6 +330,21 @@ class MetadataIndex(ABC):
     @abstractmethod
     def forget_many(self, bucket: str, keys: Iterable[str]) -> None:
         """Remove the entries of ``keys`` (absent ones are ignored); atomic per chunk."""
+
+    def compare_and_set(
+        self, bucket: str, key: str, expected: tuple[str, str] | None, meta: Meta | None
+    ) -> bool:
+        """Atomically replace the entry of ``key`` if it is still ``expected``; return whether.
+
+        ``expected`` is the ``(etag, version)`` of the entry the caller saw,
+        or None for "no entry"; ``meta`` the record to store (its key must be
+        ``key``), or None to forget the key. Where the entry has changed
+        since, nothing changes and False is returned. The aggregates change
+        in the same transaction. This is what lets several mirrors writing
+        the same keys keep the index exact (see ``docs/mirror.md``).
+        :class:`NotSupported` where a backend does not implement it.
+        """
+        raise NotSupported(f"{type(self).__name__} has no compare_and_set")
 
     @abstractmethod
     def get(self, bucket: str, key: str) -> Meta | None:

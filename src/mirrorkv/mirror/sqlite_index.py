@@ -31,6 +31,7 @@ from .index import (
     MetadataIndex,
     Usage,
     check_bucket,
+    check_swap,
     find_query,
     parent_prefixes,
 )
@@ -44,6 +45,7 @@ _FIRST_PAGE = 64
 _LAST_PAGE = 4096
 _UPSERT = f"INSERT OR REPLACE INTO entries (bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _OLD_SIZE = "SELECT size FROM entries WHERE bucket = ? AND key = ?"
+_OLD_STATE = "SELECT size, etag, version FROM entries WHERE bucket = ? AND key = ?"
 _DELETE = "DELETE FROM entries WHERE bucket = ? AND key = ?"
 _ADD = (
     "INSERT INTO aggregates (bucket, prefix, objects, bytes) VALUES (?, ?, ?, ?)"
@@ -206,6 +208,28 @@ class SQLiteIndex(MetadataIndex):
                 delta[1] -= old[0]
         self._apply(conn, bucket, deltas)
         return removed
+
+    def compare_and_set(
+        self, bucket: str, key: str, expected: tuple[str, str] | None, meta: Meta | None
+    ) -> bool:
+        """See :meth:`MetadataIndex.compare_and_set`: one ``BEGIN IMMEDIATE`` transaction."""
+        check_bucket(bucket)
+        check_swap(key, meta)
+        row = None if meta is None else meta_row(meta)
+        with self._errors:
+            conn = self._conn()
+            with transaction(conn):
+                old = conn.execute(_OLD_STATE, (bucket, key)).fetchone()
+                if (None if old is None else (old[1], old[2])) != expected:
+                    return False
+                if row is None:
+                    self._forget(conn, bucket, (key,))
+                    return True
+                conn.execute(_UPSERT, (bucket, key, *row))
+                objects, size = (1, row[0]) if old is None else (0, row[0] - old[0])
+                if objects or size:
+                    self._apply(conn, bucket, {p: [objects, size] for p in parent_prefixes(key)})
+                return True
 
     def replace_range(
         self,

@@ -28,12 +28,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ..errors import InvalidKey, InvalidValue, MirrorKVError
+from ..errors import InvalidKey, InvalidValue, MirrorKVError, NotSupported
 from ..meta import Details, Meta
-from ..mirror.index import MetadataIndex, Usage, open_index, parent_prefixes
+from ..mirror.index import MetadataIndex, Usage, entry_state, open_index, parent_prefixes
 from .keysets import ORDER_KEYS, utf8_sorted
 
-__all__ = ["IndexConformance", "IndexFactory", "record_and_forget"]
+__all__ = ["IndexConformance", "IndexFactory", "count_with_swaps", "record_and_forget"]
 
 BUCKET = "s3://conformance"
 
@@ -85,6 +85,28 @@ def record_and_forget(url: str, worker: int, rounds: int, barrier: object) -> No
                 index.record_many(BUCKET, batch)
             else:
                 index.record(BUCKET, meta(key, rng.randrange(1000)))
+
+
+def count_with_swaps(url: str, worker: int, rounds: int, barrier: object) -> None:
+    """A child process: add 1 to the size of shared keys by compare-and-set loops."""
+    rng = random.Random(worker)
+    barrier.wait()  # type: ignore[attr-defined]
+    with open_index(url) as index:
+        for i in range(rounds):
+            key = f"c/k{rng.randrange(3)}"
+            while True:
+                old = index.get(BUCKET, key)
+                size = 1 if old is None else old.size + 1
+                new = meta(key, size, version=f"{worker}-{i}")
+                if index.compare_and_set(BUCKET, key, entry_state(old), new):
+                    break
+
+
+def _swaps_or_skip(index: MetadataIndex, name: str) -> None:
+    try:
+        index.compare_and_set(BUCKET, "probe", ("x", "y"), None)
+    except NotSupported:
+        pytest.skip(f"{name} has no compare_and_set")
 
 
 class IndexConformance:
@@ -480,6 +502,50 @@ class IndexConformance:
         for thread in threads:
             thread.join()
         assert not failures
+        _assert_consistent(index, BUCKET)
+
+    def test_compare_and_set(self, index: MetadataIndex, index_factory: IndexFactory) -> None:
+        _swaps_or_skip(index, index_factory.name)
+        first = meta("a/k", 10, version="v1")
+        assert index.compare_and_set(BUCKET, "a/k", None, first)
+        assert not index.compare_and_set(BUCKET, "a/k", None, meta("a/k", 99))
+        assert index.get(BUCKET, "a/k") == first and index.du(BUCKET, "a/") == Usage(1, 10)
+        second = meta("a/k", 4, version="v2")
+        assert not index.compare_and_set(BUCKET, "a/k", (first.etag, "v0"), second)
+        assert not index.compare_and_set(BUCKET, "a/k", ("other", "v1"), second)
+        assert index.compare_and_set(BUCKET, "a/k", entry_state(first), second)
+        assert index.du(BUCKET) == Usage(1, 4) and index.get(BUCKET, "a/k") == second
+        assert not index.compare_and_set(BUCKET, "a/k", entry_state(first), None)
+        assert index.compare_and_set(BUCKET, "a/k", entry_state(second), None)
+        assert index.get(BUCKET, "a/k") is None and index.du(BUCKET) == Usage()
+        assert index.compare_and_set(BUCKET, "a/k", None, None)  # absent stays absent
+        listed = meta("a/l", 3, version="")  # a record a listing made
+        assert index.compare_and_set(BUCKET, "a/l", None, listed)
+        assert index.compare_and_set(BUCKET, "a/l", (listed.etag, ""), meta("a/l", 5))
+        with pytest.raises(InvalidValue):
+            index.compare_and_set(BUCKET, "a/k", None, meta("a/other", 1))
+        with pytest.raises(InvalidKey):
+            index.compare_and_set(BUCKET, "", None, None)
+
+    @pytest.mark.slow
+    def test_processes_swap_exactly(
+        self, index: MetadataIndex, index_factory: IndexFactory
+    ) -> None:
+        if not index_factory.multi_process or index_factory.url is None:
+            pytest.skip(f"{index_factory.name} is not shared between processes")
+        _swaps_or_skip(index, index_factory.name)
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(3)
+        workers = [
+            context.Process(target=count_with_swaps, args=(index_factory.url, i, 200, barrier))
+            for i in range(3)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert [worker.exitcode for worker in workers] == [0, 0, 0]
+        assert sum(m.size for m in index.list(BUCKET, "c/")) == 600  # no increment lost
         _assert_consistent(index, BUCKET)
 
     @pytest.mark.slow
