@@ -56,7 +56,7 @@ MAX_BACKOFF = 5.0
 class FlushStats:
     """A snapshot of a write-behind queue: what waits, what was written, what went wrong."""
 
-    #: Writes queued and not yet in the back store (one per key).
+    #: Writes queued for the next flush (one per key; a flush in progress holds the rest).
     pending: int
     #: Flushes that wrote something.
     flushes: int
