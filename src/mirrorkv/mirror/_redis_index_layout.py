@@ -37,6 +37,7 @@ __all__ = [
     "BucketNames",
     "bucket_names",
     "byte_range",
+    "expected_fields",
     "fields_meta",
     "meta_fields",
     "upper_bound",
@@ -99,6 +100,24 @@ def meta_fields(meta: Meta) -> tuple[str, str, str, str, str, str, str]:
         metadata or "{}",
         version,
     )
+
+
+def expected_fields(expected: object) -> tuple[str, str, str]:
+    """A swap's expected entry as its script reads it: ``("1", etag, version)`` or ``("",) * 3``.
+
+    ``expected`` is ``(etag, version)`` (two str) or None for "no entry";
+    anything else raises :class:`InvalidValue`.
+    """
+    if expected is None:
+        return ("", "", "")
+    if (
+        isinstance(expected, tuple)
+        and len(expected) == 2
+        and isinstance(expected[0], str)
+        and isinstance(expected[1], str)
+    ):
+        return ("1", expected[0], expected[1])
+    raise InvalidValue(f"an expected entry is (etag, version) or None, not {expected!r}")
 
 
 _new_meta = tuple.__new__

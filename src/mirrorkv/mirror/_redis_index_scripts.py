@@ -33,6 +33,7 @@ __all__ = [
     "PARTIAL_DU",
     "RECORD",
     "REPLACE",
+    "SWAP",
 ]
 
 #: The fields of an object hash after ``Key``, in the order the scripts return them.
@@ -91,22 +92,36 @@ local function store(name, at)
 end
 """
 
-# record(keys, usage, dirs; base, then per record: key, size, etag, modified,
-# content type, metadata JSON, version) -> 1.
-RECORD = Script(
-    _AGGREGATES
-    + """
-for at = 2, #ARGV, 7 do
+# How record and forget (and swap, which does either) change one entry: ``old``
+# is the entry's Size as the caller read it (false where there is none).
+_ENTRY = """
+local function put(at, old)
   local key = ARGV[at]
-  local name = base .. key
-  local old = redis.call('HGET', name, 'Size')
-  store(name, at)
+  store(base .. key, at)
   if old then
     note(key, 0, tonumber(ARGV[at + 1]) - tonumber(old))
   else
     redis.call('ZADD', index, 0, key)
     note(key, 1, tonumber(ARGV[at + 1]))
   end
+end
+local function drop(key, old)
+  if not old then return 0 end
+  redis.call('DEL', base .. key)
+  redis.call('ZREM', index, key)
+  note(key, -1, -tonumber(old))
+  return 1
+end
+"""
+
+# record(keys, usage, dirs; base, then per record: key, size, etag, modified,
+# content type, metadata JSON, version) -> 1.
+RECORD = Script(
+    _AGGREGATES
+    + _ENTRY
+    + """
+for at = 2, #ARGV, 7 do
+  put(at, redis.call('HGET', base .. ARGV[at], 'Size'))
 end
 apply()
 return 1
@@ -116,21 +131,47 @@ return 1
 # forget(keys, usage, dirs; base, key...) -> how many entries were removed.
 FORGET = Script(
     _AGGREGATES
+    + _ENTRY
     + """
 local removed = 0
 for at = 2, #ARGV do
-  local key = ARGV[at]
-  local name = base .. key
-  local old = redis.call('HGET', name, 'Size')
-  if old then
-    redis.call('DEL', name)
-    redis.call('ZREM', index, key)
-    note(key, -1, -tonumber(old))
-    removed = removed + 1
-  end
+  removed = removed + drop(ARGV[at], redis.call('HGET', base .. ARGV[at], 'Size'))
 end
 apply()
 return removed
+"""
+)
+
+# swap(keys, usage, dirs; base, key, expected ('1' where there is an entry to
+# expect, else ''), its etag, its version[, then the record as for record]) ->
+# 1 applied, 0 not (the entry is not the expected one), 2 not applied but the
+# entry already is the record in every field: what a resent swap whose first
+# reply was lost finds (the client counts it applied). With no record, the
+# entry is forgotten; an absent entry is then never counted as applied, since
+# any concurrent forget leaves the same.
+SWAP = Script(
+    _AGGREGATES
+    + _ENTRY
+    + """
+local key = ARGV[2]
+local old = redis.call('HMGET', base .. key, 'Size', 'ETag', 'LastModified', 'ContentType',
+  'Metadata', 'VersionId')
+local expected
+if ARGV[3] == '1' then
+  expected = old[1] ~= false and old[2] == ARGV[4] and old[6] == ARGV[5]
+else
+  expected = old[1] == false
+end
+if not expected then
+  if not old[1] or #ARGV < 6 then return 0 end
+  for i = 1, 6 do
+    if old[i] ~= ARGV[6 + i] then return 0 end
+  end
+  return 2
+end
+if #ARGV >= 6 then put(6, old[1]) else drop(key, old[1]) end
+apply()
+return 1
 """
 )
 

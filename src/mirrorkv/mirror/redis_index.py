@@ -29,15 +29,27 @@ from ._redis_index_layout import (
     BucketNames,
     bucket_names,
     byte_range,
+    expected_fields,
     fields_meta,
     meta_fields,
     upper_bound,
 )
-from ._redis_index_scripts import CHILDREN, FORGET, KEY_PAGE, LS, PAGE, PARTIAL_DU, RECORD, REPLACE
+from ._redis_index_scripts import (
+    CHILDREN,
+    FORGET,
+    KEY_PAGE,
+    LS,
+    PAGE,
+    PARTIAL_DU,
+    RECORD,
+    REPLACE,
+    SWAP,
+)
 from .index import (
     MetadataIndex,
     Usage,
     check_bucket,
+    check_swap,
     find_query,
 )
 
@@ -94,6 +106,8 @@ class RedisIndex(MetadataIndex):
     aggregate changes from what it finds, so a write whose reply was lost
     may be applied twice (a record of the same key by another writer in
     between is then replaced, as if this write had come later).
+    ``compare_and_set`` is one script too; a resent swap reports True where
+    it finds the entry already equal to its record (see the method).
     Sizes above 2**53 - 1 raise :class:`InvalidValue` (Lua adds doubles).
     """
 
@@ -245,6 +259,41 @@ class RedisIndex(MetadataIndex):
                     *dict.fromkeys(chunk),
                     retry=True,
                 )
+
+    def compare_and_set(
+        self, bucket: str, key: str, expected: tuple[str, str] | None, meta: Meta | None
+    ) -> bool:
+        """See :meth:`MetadataIndex.compare_and_set`: one script.
+
+        The script compares the hash's ``ETag`` and ``VersionId`` with
+        ``expected``, then stores or deletes as :meth:`record` and
+        :meth:`forget` do. Like every write it is sent again after a
+        connection error; so that a swap which had applied before its reply
+        was lost is still reported as applied, True is also returned where
+        the entry is not ``expected`` but already equals ``meta`` in every
+        field (nothing changes then). A resent forget (``meta`` None) that
+        had applied finds no entry and returns False, as it would after
+        another writer's forget: the key is gone either way.
+        """
+        check_swap(key, meta)
+        condition = expected_fields(expected)
+        if meta is None:
+            names = self.redis_names(bucket)
+            record: tuple[str, ...] = ()
+        else:
+            record = meta_fields(meta)
+            names = self._writable(bucket)
+        with self._errors:
+            done = SWAP(
+                self._caller,
+                names.scripts,
+                names.object_prefix,
+                key,
+                *condition,
+                *record,
+                retry=True,
+            )
+        return bool(done)
 
     def replace_range(
         self,
