@@ -315,7 +315,7 @@ def test_back_failure_keeps_writes_queued_and_recovers(back_path: Path) -> None:
         wb.put("a", b"newer")  # written while failing: must not be replaced by the old batch
         assert wb.get("a") == b"newer"
         assert "last_error='StoreUnavailable" in repr(wb) and "pending=4" in repr(wb)
-        with pytest.raises(StoreUnavailable, match="4 writes remain unflushed"):
+        with pytest.raises(StoreUnavailable, match="4 unflushed writes remain"):
             wb.close()
         assert wb.get("b") == b"2"  # still open, nothing dropped
     wait_until(lambda: wb.stats.pending == 0)  # recovered in the background
@@ -367,6 +367,32 @@ def test_versions_are_the_back_stores_and_survive_reopen(back_path: Path) -> Non
     with quiet(SQLiteStore(back_path)) as again:
         assert again.head("k").version == version
         assert again.put("k", b"3").version != version
+
+
+def test_version_of_a_held_write_is_not_invented(back: SQLiteStore) -> None:
+    holding = {"k"}
+    with quiet(back, on_flush=lambda batch: holding) as wb:
+        meta = wb.put("k", b"v")
+        with pytest.raises(StoreUnavailable, match="on_flush"):
+            meta.version  # noqa: B018 - reading it is the test
+        holding.clear()
+        assert meta.version == back.head("k").version == wb.head("k").version
+
+
+def test_on_flush_must_not_read_unflushed_versions(back: SQLiteStore) -> None:
+    metas = []
+
+    def on_flush(batch: object) -> None:
+        if metas:
+            metas.pop().version  # noqa: B018 - reading it is the test
+
+    with quiet(back, on_flush=on_flush) as wb:
+        metas.append(wb.put("k", b"v"))
+        with pytest.raises(StoreUnavailable, match="inside on_flush"):
+            wb.flush()
+        assert wb.stats.pending == 1
+        wb.flush()
+        assert back.get("k") == b"v"
 
 
 # -- crashes ------------------------------------------------------------------

@@ -285,8 +285,8 @@ class WriteBehind(Store):
             except StoreUnavailable as error:
                 if time.monotonic() >= deadline:
                     raise StoreUnavailable(
-                        f"{len(self._pending)} writes remain unflushed in {self!r}: "
-                        "the back store still fails; they stay queued"
+                        f"{len(self._pending)} unflushed writes remain in {self!r}: flushing"
+                        f" still fails after {self._close_timeout:g} s; they stay queued"
                     ) from error
                 time.sleep(min(self._flusher.backoff(), max(0.0, deadline - time.monotonic())))
         self._closed = True
