@@ -11,6 +11,7 @@ import multiprocessing
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,10 +237,11 @@ def test_events_apply_in_sequencer_order(tmp_path: Path) -> None:
         assert other.skipped == 1 and "x" not in mirror
 
 
-def _write_through_mirror(store: str, index: str, worker: int) -> None:
+def _write_through_mirror(store: str, index: str, worker: int, barrier: Any) -> None:
     with Mirror(SQLiteStore(store), SQLiteIndex(index), bucket="shared") as mirror:
-        for i in range(40):
-            key = f"shared/w{worker}/k{i % 10}"  # one writer per key (see docs/mirror.md)
+        barrier.wait()
+        for i in range(300):
+            key = f"shared/w{i % 2}/k{i % 3}"  # every key written by every process
             if i % 7 == 3:
                 mirror.delete(key)
             else:
@@ -249,8 +251,10 @@ def _write_through_mirror(store: str, index: str, worker: int) -> None:
 def test_processes_sharing_an_index_keep_it_exact(tmp_path: Path) -> None:
     store, index = str(tmp_path / "s.db"), str(tmp_path / "i.db")
     context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
     workers = [
-        context.Process(target=_write_through_mirror, args=(store, index, w)) for w in range(4)
+        context.Process(target=_write_through_mirror, args=(store, index, w, barrier))
+        for w in range(4)
     ]
     for worker in workers:
         worker.start()
@@ -262,9 +266,47 @@ def test_processes_sharing_an_index_keep_it_exact(tmp_path: Path) -> None:
         truth = {m.key: m.size for m in remote.list()}
         assert {m.key: m.size for m in mirror.list()} == truth
         assert mirror.du() == Usage(len(truth), sum(truth.values()))
-        mine = [key for key in truth if key.startswith("shared/w3/")]
-        assert mirror.du("shared/", depth=1).children["shared/w3/"].objects == len(mine)
+        mine = [key for key in truth if key.startswith("shared/w1/")]
+        assert mirror.du("shared/", depth=1).children["shared/w1/"].objects == len(mine)
         assert mirror.sync().added == mirror.sync().changed == 0
+
+
+@pytest.mark.parametrize("late_write_wins", [True, False])
+def test_concurrent_writers_of_one_key_leave_the_remote_state(
+    tmp_path: Path, late_write_wins: bool
+) -> None:
+    """Two mirrors write one key; each records after its own remote write, in either order.
+
+    The interleaving is made by hand: mirror A's put is split into its steps
+    around a whole put by mirror B. Whatever the order, the index ends up
+    holding what the remote holds.
+    """
+    remote = SQLiteStore(tmp_path / "s.db")
+    a = Mirror(remote, SQLiteIndex(tmp_path / "i.db"), bucket="b")
+    b = Mirror(remote, SQLiteIndex(tmp_path / "i.db"), bucket="b")
+    a.put("k", b"0")
+    seen = a._seen("k")  # A reads the entry, then writes the remote...
+    if late_write_wins:
+        b.put("k", b"from B")  # ...B writes and records in between...
+        meta_a = remote.put("k", b"from A, last")
+    else:
+        meta_a = remote.put("k", b"from A")
+        b.put("k", b"from B, last")
+    a._settle("k", seen, meta_a, wrote=True)  # ...and A records last.
+    assert a.head("k") == remote.head("k")
+    assert a.dirty() == []
+
+
+def test_a_reader_never_overwrites_a_newer_record(tmp_path: Path) -> None:
+    remote = SQLiteStore(tmp_path / "s.db")
+    a = Mirror(remote, SQLiteIndex(tmp_path / "i.db"), bucket="b")
+    b = Mirror(remote, SQLiteIndex(tmp_path / "i.db"), bucket="b")
+    a.put("k", b"old")
+    seen = a._seen("k")
+    stale = remote.head("k")  # A's HEAD answers...
+    b.put("k", b"new")  # ...then B writes and records...
+    a._settle("k", seen, stale, wrote=False)  # ...and A's late record of its read gives way.
+    assert a.head("k").size == 3
 
 
 def test_bucket_naming(tmp_path: Path) -> None:

@@ -351,4 +351,3 @@ class Expiring(Layer):
         # the clean-up worked: the value is gone either way to callers.
         with contextlib.suppress(MirrorKVError):
             self._remove(key, seen)
-

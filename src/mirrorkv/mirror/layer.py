@@ -28,13 +28,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
-from ..errors import InvalidValue, KeyNotFound, MirrorKVError, StoreUnavailable
+from ..errors import InvalidValue, KeyNotFound, MirrorKVError, NotSupported, StoreUnavailable
 from ..keys import check_key, check_prefix
 from ..meta import Details, Listing, Meta
 from ..store import Capability, PutOptions, Store
-from .index import MetadataIndex, Usage, open_index
+from .index import MetadataIndex, Usage, entry_state, open_index
 from .ingest import EventReport, apply_events
 from .stats import PAGE, MirrorStats, RequestCounter, RequestPrices, list_requests
 from .sync import LISTED, Progress, SyncReport, listed_record, sync_keys, sync_listing, timed
@@ -47,6 +47,11 @@ log = logging.getLogger("mirrorkv.mirror")
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 
 _new_meta = tuple.__new__
+
+# The index could not be read before a remote call: record without comparing.
+_UNSEEN: Any = object()
+#: How many times a write re-reads the remote when other writers keep recording its key.
+_SETTLE_TRIES = 8
 
 
 def mirror_bucket(remote: Store) -> tuple[str, str]:
@@ -100,6 +105,7 @@ class Mirror(Store):
         self._key_prefix = key_prefix
         self._counter = RequestCounter(prices)
         self._unjournaled: set[str] = set()
+        self._swaps = True  # the index has compare_and_set (until it says otherwise)
         self._lock = threading.Lock()
         self.capabilities = remote.capabilities & ~Capability.NATIVE_TTL  # put takes no ttl
         self.max_value_size = remote.max_value_size
@@ -152,11 +158,65 @@ class Mirror(Store):
 
     def _fetch_details(self, key: str) -> Meta:
         """The remote's full record of ``key``, recorded in the index (one HEAD)."""
-        meta = self._remote_head(key)
-        self._record([meta])
+        seen = self._seen(key)
+        try:
+            meta = self._head_remote(key)
+        except KeyNotFound:
+            self._settle(key, seen, None, wrote=False)
+            raise
+        self._settle(key, seen, meta, wrote=False)
         return meta
 
     # -- recording -------------------------------------------------------------
+
+    def _seen(self, key: str) -> object:
+        """The state of ``key``'s entry before a remote call (for compare_and_set), or _UNSEEN."""
+        if not self._swaps:
+            return _UNSEEN
+        try:
+            return entry_state(self._index.get(self._bucket, self._full(key)))
+        except Exception:  # the recording that follows journals the key if need be
+            return _UNSEEN
+
+    def _settle(self, key: str, seen: object, meta: Meta | None, *, wrote: bool) -> None:
+        """Make the entry of ``key`` what the remote told us (``meta``; None: absent).
+
+        The entry is replaced only if it is still what it was before the
+        remote call (``seen``). If another process recorded the key since: a
+        read gives way (that record is at least as new); a write asks the
+        remote what the key holds now and records that, so whichever of
+        several concurrent writers records last, the index ends up holding
+        the remote's final state.
+        """
+        if seen is _UNSEEN:
+            if meta is None:
+                self._forget([key])
+            else:
+                self._record([meta])
+            return
+        full = self._full(key)
+        expected = cast("tuple[str, str] | None", seen)
+        record = None if meta is None else _new_meta(Meta, (full, *meta[1:]))
+        try:
+            for _ in range(_SETTLE_TRIES):
+                try:
+                    if self._index.compare_and_set(self._bucket, full, expected, record):
+                        return
+                except NotSupported:
+                    self._swaps = False
+                    self._settle(key, _UNSEEN, meta, wrote=wrote)
+                    return
+                if not wrote:
+                    return
+                expected = entry_state(self._index.get(self._bucket, full))
+                try:
+                    current: Meta | None = self._head_remote(key)
+                except KeyNotFound:
+                    current = None
+                record = None if current is None else _new_meta(Meta, (full, *current[1:]))
+            raise MirrorKVError(f"the entry of {key!r} kept changing under concurrent writers")
+        except Exception as error:
+            self._mark_dirty([full], error)
 
     def _record(self, metas: builtins.list[Meta]) -> None:
         """Record metas the remote confirmed; journal their keys dirty if that fails."""
@@ -222,28 +282,26 @@ class Mirror(Store):
 
     # -- remote reads ------------------------------------------------------------
 
-    def _remote_head(self, key: str) -> Meta:
+    def _head_remote(self, key: str) -> Meta:
         self._counter.remote("HEAD")
-        try:
-            return self._remote.head(key)
-        except KeyNotFound:
-            self._forget([key])
-            raise
+        return self._remote.head(key)
 
     # -- primitives: writes go remote first, then to the index ---------------------
 
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
+        seen = self._seen(key)
         meta: Meta = self._remote_write("PUT", [key], lambda: self._remote._put(key, data, options))
-        self._record([meta])
+        self._settle(key, seen, meta, wrote=True)
         if self._cache is not None:
             self._cache.store(key, meta.etag, data)
         return meta
 
     def _put_stream(self, key: str, stream: IO[bytes], options: PutOptions) -> Meta:
+        seen = self._seen(key)
         meta: Meta = self._remote_write(
             "PUT", [key], lambda: self._remote._put_stream(key, stream, options)
         )
-        self._record([meta])
+        self._settle(key, seen, meta, wrote=True)
         if self._cache is not None:
             self._cache.drop(key)
         return meta
@@ -261,8 +319,9 @@ class Mirror(Store):
         return metas
 
     def _delete(self, key: str) -> None:
+        seen = self._seen(key)
         self._remote_write("DELETE", [key], lambda: self._remote._delete(key))
-        self._forget([key])
+        self._settle(key, seen, None, wrote=True)
         if self._cache is not None:
             self._cache.drop(key)
 
@@ -279,23 +338,27 @@ class Mirror(Store):
         """Copy on the remote (server-side where it can), then record the target."""
         check_key(source)
         check_key(target)
+        seen = self._seen(target)
         meta: Meta = self._remote_write("COPY", [target], lambda: self._remote.copy(source, target))
-        self._record([meta])
+        self._settle(target, seen, meta, wrote=True)
         if self._cache is not None:
             self._cache.drop(target)
         return meta
 
     def incr(self, key: str, delta: int = 1, *, initial: int = 0) -> int:
         """The remote's (atomic) counter, then one HEAD to record its new state."""
+        seen = self._seen(key)
         value: int = self._remote_write(
             "PUT", [key], lambda: self._remote.incr(key, delta, initial=initial)
         )
         try:
-            self._fetch_details(key)
+            current: Meta | None = self._head_remote(key)
         except KeyNotFound:  # deleted by someone else since
-            pass
+            current = None
         except MirrorKVError as error:
             self._mark_dirty([self._full(key)], error)
+            return value
+        self._settle(key, seen, current, wrote=True)
         return value
 
     def _url_for(self, key: str, method: str, expires: float | None) -> str:
@@ -311,29 +374,32 @@ class Mirror(Store):
                 return data
             return self._get_and_record(key)
         self._counter.remote("GET")
+        seen = self._seen(key)
         try:
             return self._remote._get(key)
         except KeyNotFound:
-            self._forget([key])
+            self._settle(key, seen, None, wrote=False)
             raise
 
     def _get_and_record(self, key: str) -> bytes:
         """Read the value and its metadata remotely; record both (index and cache)."""
         self._counter.remote("GET")
+        seen = self._seen(key)
         try:
             data, meta = self._remote._get_with_meta(key)
         except KeyNotFound:
-            self._forget([key])
+            self._settle(key, seen, None, wrote=False)
             raise
-        self._record([meta])
+        self._settle(key, seen, meta, wrote=False)
         if self._cache is not None:
             self._cache.store(key, meta.etag, data)
         return data
 
     def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
         self._counter.remote("GET")
+        seen = self._seen(key)
         data, meta = self._remote._get_with_meta(key)
-        self._record([meta])
+        self._settle(key, seen, meta, wrote=False)
         return data, meta
 
     def _open(self, key: str) -> BinaryIO:
