@@ -44,6 +44,10 @@ class Queries:
     record: str
     #: ``(bucket, keys)``: the number of entries deleted.
     forget: str
+    #: ``(bucket, key, expected etag, expected version, size, etag, modified,
+    #: content_type, metadata, version)``, the expected pair NULL for "no entry",
+    #: the record NULL to forget: whether the swap applied.
+    swap: str
     #: ``(bucket, keys, sizes, etags, modifieds, content_types, metadatas, versions)``,
     #: every key of the range (sorted), the size NULL for those to delete:
     #: ``(added, changed, removed)``.
@@ -186,6 +190,10 @@ def queries(n: Names) -> Queries:
         record_one=_record_one(n),
         record=_record(n),
         forget=f"SELECT {n.forget}(%s, %s::text[])",
+        swap=(
+            f"SELECT {n.swap}(%s::text, %s::text, %s::text, %s::text, %s::bigint, %s::text, "
+            "%s::double precision, %s::text, %s::text, %s::text)"
+        ),
         replace_range=(
             f"SELECT * FROM {n.replace_range}(%s, %s::text[], %s::bigint[], %s::text[], "
             "%s::double precision[], %s::text[], %s::text[], %s::text[])"

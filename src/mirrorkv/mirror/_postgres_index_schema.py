@@ -19,6 +19,9 @@ Layout (index schema version 1) for the table option ``T``:
 * Functions ``T_forget`` and ``T_replace_range`` (PL/pgSQL): deletes (and a
   range's upserts) with their aggregates in one call; ``record`` and
   ``record_many`` are single statements (see :mod:`._postgres_index_queries`).
+* Function ``T_swap`` (PL/pgSQL): ``compare_and_set`` in one call. Added
+  after version 1 was fixed, so an index made before it gets it at its next
+  open (it changes no table: the schema version stays 1).
 
 Creation runs in one transaction under an advisory lock on the table name,
 so processes opening a new index at once neither race nor fail.
@@ -63,6 +66,7 @@ class Names:
     schema: str
     forget: str
     replace_range: str
+    swap: str
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -85,6 +89,7 @@ def names(table: str) -> Names:
         schema=quoted("schema"),
         forget=quoted("forget"),
         replace_range=quoted("replace_range"),
+        swap=quoted("swap"),
     )
 
 
@@ -267,9 +272,72 @@ def _replace_range(n: Names) -> str:
     END $f$"""
 
 
+def _swap(n: Names) -> str:
+    # Lock the key's row (or find none), compare its (etag, version) with the
+    # expected one (want_etag NULL: no entry), then write as record/forget do: the
+    # entry first, then the aggregates in prefix order. Where no row was found, the
+    # race is another writer's insert: ON CONFLICT DO NOTHING waits for it and, if
+    # it commits, inserts nothing, so the swap fails. A row deleted while we waited
+    # for its lock is not found by FOR UPDATE: the key counts as absent. new_size
+    # NULL means forget. Returns whether the swap applied. (Variables have long
+    # names: the aggregate SQL of _apply uses short aliases such as s, n, d, p.)
+    fields = ", ".join(FIELDS)
+    values = "(b, the_key, new_size, new_etag, new_modified, new_type, new_metadata, new_version)"
+    deltas = "x AS (SELECT the_key AS key, delta_n AS n, delta_s AS s)"
+    return f"""CREATE OR REPLACE FUNCTION {n.swap}(
+        b text, the_key text, want_etag text, want_version text, new_size bigint,
+        new_etag text, new_modified double precision, new_type text, new_metadata text,
+        new_version text) RETURNS boolean LANGUAGE plpgsql AS $f$
+    DECLARE
+        cur record;
+        delta_n bigint;
+        delta_s bigint;
+        emptied text[];
+        total bigint;
+    BEGIN
+        SELECT size, etag, version INTO cur FROM {n.entries}
+        WHERE bucket = b AND key = the_key FOR UPDATE;
+        IF FOUND THEN
+            IF ROW(cur.etag, cur.version) IS DISTINCT FROM ROW(want_etag, want_version) THEN
+                RETURN false;
+            END IF;
+            IF new_size IS NULL THEN
+                DELETE FROM {n.entries} WHERE bucket = b AND key = the_key;
+                delta_n := -1;
+                delta_s := -cur.size;
+            ELSE
+                UPDATE {n.entries} SET size = new_size, etag = new_etag,
+                    modified = new_modified, content_type = new_type,
+                    metadata = new_metadata, version = new_version, replaced_size = cur.size
+                WHERE bucket = b AND key = the_key;
+                delta_n := 0;
+                delta_s := new_size - cur.size;
+            END IF;
+        ELSE
+            IF want_etag IS NOT NULL THEN
+                RETURN false;
+            END IF;
+            IF new_size IS NULL THEN
+                RETURN true;
+            END IF;
+            INSERT INTO {n.entries} (bucket, key, {fields}) VALUES {values}
+            ON CONFLICT (bucket, key) DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN false;
+            END IF;
+            delta_n := 1;
+            delta_s := new_size;
+        END IF;
+        IF delta_n <> 0 OR delta_s <> 0 THEN
+            {_apply(n, deltas)}
+        END IF;
+        RETURN true;
+    END $f$"""
+
+
 def create_sql(n: Names) -> list[str]:
     """The statements that create an index's tables and functions, in order."""
-    return [*_tables(n), _forget(n), _replace_range(n)]
+    return [*_tables(n), _forget(n), _replace_range(n), _swap(n)]
 
 
 def drop_sql(n: Names) -> list[str]:
@@ -277,6 +345,7 @@ def drop_sql(n: Names) -> list[str]:
     return [
         f"DROP FUNCTION IF EXISTS {n.forget}",
         f"DROP FUNCTION IF EXISTS {n.replace_range}",
+        f"DROP FUNCTION IF EXISTS {n.swap}",
         *(f"DROP TABLE IF EXISTS {table}" for table in reversed(n.tables)),
     ]
 
@@ -323,3 +392,8 @@ def prepare(cursor: Any, n: Names, where: str) -> None:
             f"{where}: index schema version {version} (tables present: {all(present)}); this "
             f"mirrorkv reads version {INDEX_SCHEMA_VERSION} (upgrade mirrorkv if it is newer)"
         )
+    # An index made before T_swap existed gets it now; one that has it is left
+    # alone (replacing a function needs its owner, who may not be this user).
+    cursor.execute("SELECT to_regproc(%s) IS NULL", (n.swap,))
+    if cursor.fetchone()[0]:
+        cursor.execute(_swap(n))

@@ -31,6 +31,7 @@ from .index import (
     MetadataIndex,
     Usage,
     check_bucket,
+    check_swap,
     find_query,
     parent_prefixes,
 )
@@ -82,8 +83,9 @@ class PostgresIndex(MetadataIndex):
     of their keys. ``record`` is one upsert statement
     that returns the size of the row it replaced (under that row's lock);
     ``record_many`` the same over arrays, one per :data:`CHUNK` records;
-    ``forget``/``forget_many`` and ``replace_range`` one call of a
-    server-side function each (``forget_many`` per :data:`CHUNK` keys).
+    ``forget``/``forget_many``, ``replace_range`` and ``compare_and_set``
+    one call of a server-side function each (``forget_many`` per
+    :data:`CHUNK` keys).
     Entry rows are locked in key order and aggregate rows in prefix order,
     so concurrent writers wait rather than deadlock; a write that still
     meets a deadlock or serialization failure runs again (up to 20 times).
@@ -219,6 +221,29 @@ class PostgresIndex(MetadataIndex):
         while chunk := list(itertools.islice(iterator, CHUNK)):
             rows = dict(_row(meta) for meta in chunk)
             self._write(self._sql.record, (bucket, *_columns(rows), bucket))
+
+    def compare_and_set(
+        self, bucket: str, key: str, expected: tuple[str, str] | None, meta: Meta | None
+    ) -> bool:
+        """See :meth:`MetadataIndex.compare_and_set`: one call of the server-side function.
+
+        The function locks the key's row (``FOR UPDATE``) and compares it;
+        where there is none, it inserts with ``ON CONFLICT DO NOTHING``, so a
+        concurrent insert of the key makes the swap fail rather than be
+        overwritten. Entry, then aggregates in prefix order, as every writer.
+        """
+        check_bucket(bucket)
+        check_swap(key, meta)
+        want: tuple[str | None, ...] = (None, None)
+        if expected is not None:
+            if not isinstance(expected, tuple) or [type(part) for part in expected] != [str, str]:
+                raise InvalidValue(f"expected is (etag, version) or None, not {expected!r}")
+            if any("\x00" in part for part in expected):
+                return False  # text holds no NUL, so no stored entry is that one
+            want = expected
+        row = (None,) * 6 if meta is None else _row(meta)[1]
+        result = self._write(self._sql.swap, (bucket, key, *want, *row))
+        return bool(result[0])
 
     def forget(self, bucket: str, key: str) -> None:
         """See :meth:`MetadataIndex.forget`."""
