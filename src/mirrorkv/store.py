@@ -65,7 +65,8 @@ class Capability(enum.Flag):
     """What a store does natively, so callers (and layers) can check before they start."""
 
     NONE = 0
-    #: ``if_match`` / ``if_none_match`` are checked atomically by the store itself.
+    #: ``if_match`` / ``if_none_match`` on put, and ``if_match`` on delete, are
+    #: checked atomically by the store itself.
     CONDITIONAL_WRITES = enum.auto()
     #: ``copy`` happens inside the store without the value passing through Python.
     SERVER_SIDE_COPY = enum.auto()
@@ -178,6 +179,16 @@ class Store(ABC):
     def _delete(self, key: str) -> None:
         """Remove ``key``; nothing happens where it is absent."""
 
+    def _delete_if(self, key: str, etag: str) -> None:
+        """Remove ``key`` only if its value's etag is ``etag``, atomically.
+
+        :class:`PreconditionFailed` where the key is absent or its etag
+        differs. Stores with :attr:`Capability.CONDITIONAL_WRITES` implement
+        it under the same lock or transaction as their conditional puts; the
+        default raises :class:`NotSupported`.
+        """
+        raise NotSupported(f"{type(self).__name__} has no conditional delete")
+
     @abstractmethod
     def _head(self, key: str) -> Meta:
         """The metadata of ``key``; :class:`KeyNotFound` where absent."""
@@ -237,9 +248,22 @@ class Store(ABC):
         )
         return self._put(key, self._checked_size(to_bytes(data)), options)
 
-    def delete(self, key: str) -> None:
-        """Remove ``key``. Deleting an absent key is not an error."""
-        self._delete(check_key(key))
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove ``key``. Deleting an absent key is not an error.
+
+        ``if_match=etag`` removes the value only while it still has that etag
+        (atomically, on stores with :attr:`Capability.CONDITIONAL_WRITES`);
+        otherwise, and where the key is absent, :class:`PreconditionFailed`
+        is raised and nothing changes. So a value written since the caller
+        looked is never deleted by mistake.
+        """
+        check_key(key)
+        if if_match is None:
+            self._delete(key)
+            return
+        if not isinstance(if_match, str) or not if_match:
+            raise InvalidValue(f"if_match takes an etag (a non-empty str), not {if_match!r}")
+        self._delete_if(key, if_match)
 
     def head(self, key: str) -> Meta:
         """The metadata of ``key`` without its value. Raises :class:`KeyNotFound` where absent."""

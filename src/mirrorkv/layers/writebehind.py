@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from ..errors import InvalidValue, MirrorKVError, StoreUnavailable
+from ..errors import InvalidValue, MirrorKVError, PreconditionFailed, StoreUnavailable
 from ..keys import check_key, check_prefix
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Details, Meta
 from ..store import (
@@ -375,9 +375,18 @@ class WriteBehind(Store):
         self._maybe_kick(pending)
         return written
 
-    def delete(self, key: str) -> None:
-        """Remove ``key`` from the front and queue its delete; absent keys too."""
-        if key.__class__ is str and 0 < len(key) <= 256 and key.isascii() and "\x00" not in key:
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove ``key`` from the front and queue its delete; absent keys too.
+
+        ``if_match`` is checked against the front (the truth while the process lives).
+        """
+        if (
+            if_match is None
+            and key.__class__ is str
+            and 0 < len(key) <= 256
+            and key.isascii()
+            and "\x00" not in key
+        ):
             self._acquire()
             try:
                 pending = self._pending
@@ -388,10 +397,19 @@ class WriteBehind(Store):
             if len(pending) >= self._max_pending and not self._flusher.kicked:
                 self._flusher.kick()
             return
-        super().delete(key)
+        super().delete(key, if_match=if_match)
 
     def _delete(self, key: str) -> None:
         self._delete_many([key])
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        with self._lock:
+            current = self._entries.get(key)
+            if current is None or current.etag != etag:
+                raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
+            self._pending[key] = None
+            self._remove(key)
+        self._maybe_kick(self._pending)
 
     def _delete_many(self, keys: builtins.list[str]) -> None:
         with self._lock:

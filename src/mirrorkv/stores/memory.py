@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ..errors import InvalidKey, KeyNotFound
+from ..errors import InvalidKey, KeyNotFound, PreconditionFailed
 from ..keys import check_key, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta
 from ..store import (
@@ -146,16 +146,22 @@ class MemoryStore(Store):
             if_none_match=if_none_match,
         )
 
-    def delete(self, key: str) -> None:
-        """Remove ``key``. Deleting an absent key is not an error."""
-        if key.__class__ is str and 0 < len(key) <= 256 and key.isascii() and "\x00" not in key:
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove ``key`` (while its etag is ``if_match``, if given); see :meth:`Store.delete`."""
+        if (
+            if_match is None
+            and key.__class__ is str
+            and 0 < len(key) <= 256
+            and key.isascii()
+            and "\x00" not in key
+        ):
             self._acquire()
             try:
                 self._remove(key)
             finally:
                 self._release()
             return
-        super().delete(key)
+        super().delete(key, if_match=if_match)
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` exists. An invalid key raises :class:`InvalidKey`."""
@@ -209,6 +215,13 @@ class MemoryStore(Store):
 
     def _delete(self, key: str) -> None:
         with self._lock:
+            self._remove(key)
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        with self._lock:
+            current = self._entries.get(key)
+            if current is None or current.etag != etag:
+                raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
             self._remove(key)
 
     def _head(self, key: str) -> Meta:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ..errors import InvalidValue, PreconditionFailed
+from ..errors import InvalidValue, NotSupported, PreconditionFailed
 from ..meta import etag_of
 from ..store import Store
 from . import StoreFactory
@@ -79,6 +79,45 @@ class WriteContract:
         assert sorted(key for key, _ in wins) == sorted(f"k{i}" for i in range(20))
         for key, worker in wins:
             assert store.get(key) == b"%d" % worker
+
+    def test_conditional_delete(self, store: Store) -> None:
+        first = store.put("k", b"1")
+        store.put("other", b"o")
+        if not _deletes_conditionally(store):
+            return
+        second = store.put("k", b"2")
+        with pytest.raises(PreconditionFailed):
+            store.delete("k", if_match=first.etag)  # written since: kept
+        assert store.get("k") == b"2"
+        store.delete("k", if_match=second.etag)
+        assert "k" not in store and store.get("other") == b"o"
+        with pytest.raises(PreconditionFailed):
+            store.delete("k", if_match=second.etag)  # absent: nothing to match
+        with pytest.raises(InvalidValue):
+            store.delete("other", if_match="")
+        assert list(store.keys()) == ["other"]
+
+    def test_conditional_delete_races_a_rewrite(self, store: Store) -> None:
+        """A delete conditional on an etag never removes a value written after it was read."""
+        if not _deletes_conditionally(store):
+            return
+        barrier = threading.Barrier(2)
+        rounds = 10 if getattr(store, "remote", False) else 50
+
+        def rewrite(worker: int) -> None:
+            for i in range(rounds):
+                barrier.wait()
+                if worker == 0:
+                    store.put(f"k{i}", b"fresh")
+                else:
+                    with contextlib.suppress(PreconditionFailed):
+                        store.delete(f"k{i}", if_match=etag_of(b"stale"))
+
+        for i in range(rounds):
+            store.put(f"k{i}", b"stale")
+        run_threads(rewrite, 2)
+        for i in range(rounds):  # each key: deleted before the rewrite, or rewritten and kept
+            assert store.get_many([f"k{i}"]).get(f"k{i}", b"fresh") == b"fresh"
 
     # -- counters -----------------------------------------------------------
 
@@ -196,3 +235,15 @@ def spawned(
     for worker in workers:
         worker.join(120)
     assert [worker.exitcode for worker in workers] == [0] * len(workers)
+
+
+def _deletes_conditionally(store: Store) -> bool:
+    """Whether ``store`` has conditional deletes; a store claiming conditional writes must."""
+    try:
+        store.delete("absent-probe", if_match="0" * 32)
+    except PreconditionFailed:
+        return True
+    except NotSupported:
+        # Until every backend has it: CONDITIONAL_WRITES stores are expected to (see store.py).
+        return False
+    raise AssertionError("a conditional delete of an absent key must raise PreconditionFailed")
