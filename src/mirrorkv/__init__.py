@@ -66,8 +66,8 @@ def open(url: str | None = None, **options: Any) -> Store:
     malformed URL raises :class:`InvalidURL` naming what is accepted.
 
     Options may also name layers, which wrap the store (innermost first:
-    ``mirror_index``, ``prefix``, encryption, ``compress``, ``ttl``,
-    ``cache_bytes``, ``write_behind``, ``read_only``, ``keygen``), e.g.
+    ``mirror_index``, ``prefix``, encryption, ``compress``, ``cache_bytes``,
+    ``write_behind``, ``ttl``, ``read_only``, ``keygen``), e.g.
     ``sqlite:///app.db?prefix=tenant-a/&compress=zstd&cache_bytes=64MiB``;
     see ``docs/layers.md``. An encryption key is never read from a URL.
     """

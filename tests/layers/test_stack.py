@@ -46,8 +46,8 @@ def chain(store: Store) -> list[type]:
 def test_a_whole_stack_from_one_url(tmp_path: Path) -> None:
     url = f"sqlite://{tmp_path}/app.db?prefix=tenant-a/&compress=zstd&cache_bytes=1MiB&ttl=3600"
     with mirrorkv.open(url) as store:
-        assert chain(store) == [Cached, Expiring, Compressed, Prefixed, SQLiteStore]
-        store.put("k", b"v" * 1000)
+        assert chain(store) == [Expiring, Cached, Compressed, Prefixed, SQLiteStore]
+        store.put("k", b"v" * 1000, ttl=60)
         assert store.get("k") == b"v" * 1000 and store.head("k").size == 1000
     with SQLiteStore(tmp_path / "app.db") as raw:
         stored = raw.head("tenant-a/k")
@@ -65,9 +65,9 @@ def test_every_layer_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     with mirrorkv.open(url) as store:
         assert chain(store) == [
             KeyGen,
+            Expiring,
             WriteBehind,
             Cached,
-            Expiring,
             Compressed,
             Encrypted,
             Prefixed,

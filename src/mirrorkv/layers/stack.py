@@ -86,9 +86,9 @@ def wrap_layers(store: Store, options: Mapping[str, Any]) -> Store:
 
     The order is fixed so that each layer sees what it should: the mirror
     indexes the objects as the remote holds them; the prefix applies to the
-    stored keys; values are compressed before they are encrypted; expiry,
-    the cache and the write-behind queue work on plain values; ``read_only``
-    and ``keygen`` are outermost.
+    stored keys; values are compressed before they are encrypted; the cache
+    and the write-behind queue work on plain values; expiry comes next, so
+    the stack's ``put`` takes ``ttl=``; ``read_only`` and ``keygen`` are outermost.
     """
     unknown = sorted(set(options) - set(LAYER_OPTIONS))
     if unknown:
@@ -278,9 +278,9 @@ _LAYERS: tuple[Callable[[Store, _Reader], Store], ...] = (
     _prefixed,
     _encrypted,
     _compressed,
-    _expiring,
     _cached,
     _write_behind,
+    _expiring,
     _read_only,
     _keygen,
 )
