@@ -32,14 +32,14 @@ def _stack(cls: Any, inner: Store, tmp: Path) -> Store:
     from mirrorkv.layers import Cached, Compressed, Encrypted, Expiring, Prefixed
 
     stored = Encrypted(Prefixed(inner, "tenant-a/"), TEST_KEY)
-    return Cached(Expiring(Compressed(stored)), cache=MemoryStore(max_bytes=1 << 20))
+    return Expiring(Cached(Compressed(stored), cache=MemoryStore(max_bytes=1 << 20)))
 
 
 def _stack_reversed(cls: Any, inner: Store, tmp: Path) -> Store:
     """The same layers the other way round: pointless for compression, but still correct."""
     from mirrorkv.layers import Cached, Compressed, Encrypted, Expiring, Prefixed
 
-    stored = Compressed(Expiring(Cached(inner, cache=MemoryStore(max_bytes=1 << 20))))
+    stored = Compressed(Cached(Expiring(inner), cache=MemoryStore(max_bytes=1 << 20)))
     return Prefixed(Encrypted(stored, TEST_KEY), "tenant-a/")
 
 
