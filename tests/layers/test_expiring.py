@@ -113,11 +113,25 @@ def test_purge_removes_expired_keys_and_counts_them(inner: Store) -> None:
 
 
 class RacingStore(MemoryStore):
-    """A real MemoryStore where another client writes right after a chosen read."""
+    """A real MemoryStore where another client writes right after a chosen read.
+
+    ``after_read`` runs once, after the next value read or listed record;
+    ``on_head`` holds one action (or None) per coming ``_head`` call, run
+    after it answered.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.after_read: Callable[[], None] | None = None
+        self.on_head: list[Callable[[], None] | None] = []
+
+    def _head(self, key: str) -> Meta:
+        found = super()._head(key)
+        if self.on_head:
+            action = self.on_head.pop(0)
+            if action is not None:
+                action()
+        return found
 
     def _race(self) -> None:
         action, self.after_read = self.after_read, None
@@ -156,6 +170,77 @@ def test_purge_leaves_a_key_rewritten_after_it_was_listed() -> None:
     inner.after_read = lambda: Expiring(inner).put("a", b"fresh")
     assert store.purge() == 1
     assert store.get("a") == b"fresh" and "b" not in inner
+
+
+class PlainDeletes(RacingStore):
+    """A RacingStore without conditional deletes (as a backend that has none yet)."""
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        Store._delete_if(self, key, etag)  # NotSupported
+
+
+@pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "plain"])
+def test_a_rewrite_between_the_check_and_the_delete(conditional: bool) -> None:
+    """The removal's last check and its delete race a rewrite.
+
+    Where the wrapped store has conditional deletes the removal is one: the
+    fresh value survives. Without them it falls back to a plain delete, and
+    a rewrite landing in that one round trip is lost (docs: Limits).
+    """
+    inner = RacingStore() if conditional else PlainDeletes()
+    store = Expiring(inner)
+
+    def rewrite() -> None:
+        Expiring(inner).put("k", b"fresh", ttl=60)
+
+    for removal in ("read", "purge"):
+        store.put("k", b"old", ttl=TTL)
+        time.sleep(WAIT)
+        if removal == "read":
+            inner.on_head = [None, rewrite]  # the read's head, then the removal's check
+            assert "k" not in store  # answers for the value it read
+        else:
+            inner.on_head = [rewrite]  # the removal's check (the listing reads no head)
+            assert store.purge() == (0 if conditional else 1)
+        assert inner.on_head == []
+        if conditional:
+            assert store.get("k") == b"fresh"
+        else:
+            assert "k" not in inner
+
+
+def test_conditional_delete_of_an_expiring_value(inner: Store) -> None:
+    try:
+        inner.delete("probe", if_match="0" * 32)
+    except NotSupported:
+        pytest.skip(f"{type(inner).__name__} has no conditional delete yet")
+    except PreconditionFailed:
+        pass
+    store = Expiring(inner)
+    live = store.put("live", b"v", ttl=60)
+    stale = store.put("stale", b"v", ttl=TTL)
+    with pytest.raises(PreconditionFailed):
+        store.delete("live", if_match=stale.etag + "0")
+    store.delete("live", if_match=live.etag)
+    assert "live" not in inner
+    time.sleep(WAIT)
+    assert "stale" in inner
+    with pytest.raises(PreconditionFailed):
+        store.delete("stale", if_match=stale.etag)  # expired: absent, nothing matches
+    assert "stale" not in inner  # and removed on the way
+
+
+def test_without_conditional_deletes_the_answer_is_always_not_supported() -> None:
+    inner = PlainDeletes()
+    store = Expiring(inner)
+    live = store.put("live", b"v", ttl=60)
+    stale = store.put("stale", b"v", ttl=TTL)
+    time.sleep(WAIT)
+    for key in ("live", "stale", "absent"):
+        with pytest.raises(NotSupported):
+            store.delete(key, if_match=live.etag)
+    assert "live" in store and "stale" in inner
+    assert inner.head("stale").etag == stale.etag
 
 
 def test_create_only_over_an_expired_value(inner: Store) -> None:

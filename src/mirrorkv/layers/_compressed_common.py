@@ -3,7 +3,8 @@
 Both store a transformed value and keep, in reserved metadata names beside
 it, what callers must see instead: the logical size and etag. This module
 holds the pieces of that bookkeeping common to both: reserved names, the
-mapping of a caller's ``if_match`` (a logical etag) to the stored etag, a
+mapping of a caller's ``if_match`` (a logical etag) to the stored etag for
+conditional puts and deletes, a
 reader over decoded chunks, and the spool a stream is encoded into before
 its metadata is known.
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import IO, BinaryIO, cast
 
-from ..errors import InvalidValue, KeyNotFound
+from ..errors import InvalidValue, KeyNotFound, PreconditionFailed
 from ..meta import NO_METADATA, Meta
 from ..store import PutOptions, Store, check_precondition
 
@@ -25,6 +26,7 @@ __all__ = [
     "SPOOL_BYTES",
     "ChunkReader",
     "check_reserved",
+    "delete_if_logical",
     "inner_condition",
     "read_exact",
     "rejoined",
@@ -83,6 +85,34 @@ def inner_condition(
         raise  # unreachable: if_match on an absent key always fails
     check_precondition(key, Meta(key, 0, logical_etag(current), 0.0), options)
     return options._replace(if_match=current.etag)
+
+
+# An etag no stored value has (an MD5 nobody knows a preimage of): asked for
+# when the answer is already "no", only to learn whether the store can say it.
+_NO_ETAG = "0" * 32
+
+
+def delete_if_logical(
+    inner: Store, key: str, etag: str, logical_etag: Callable[[Meta], str]
+) -> None:
+    """Remove ``key`` from ``inner`` only while its logical etag is ``etag``.
+
+    Reads the stored record once, then deletes on the condition of the
+    stored etag, so a write racing in between makes the delete fail
+    (:class:`PreconditionFailed`) as the caller's condition would.
+    :class:`PreconditionFailed` where the key is absent or its logical etag
+    differs; :class:`NotSupported` in every case where ``inner`` has no
+    conditional delete (so the answer does not depend on what the key holds).
+    """
+    try:
+        current: Meta | None = inner._head(key)
+    except KeyNotFound:
+        current = None
+    if current is not None and logical_etag(current) == etag:
+        inner._delete_if(key, current.etag)
+        return
+    inner._delete_if(key, _NO_ETAG)  # raises PreconditionFailed, or NotSupported
+    raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
 
 
 def read_exact(stream: IO[bytes], size: int) -> bytes:

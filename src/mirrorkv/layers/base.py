@@ -3,10 +3,11 @@
 A layer subclasses :class:`Layer` and overrides only what it changes. The
 base class passes to the wrapped store:
 
-* always: the primitives ``_get``, ``_put``, ``_delete``, ``_head``,
-  ``_list``, ``_keys``, ``_delete_many`` and ``_url_for`` (a layer that
-  transforms keys, such as ``Prefixed``, overrides every one of them; one
-  that transforms values overrides ``_get``, ``_put``, ``_head``, ``_list``);
+* always: the primitives ``_get``, ``_put``, ``_delete``, ``_delete_if``,
+  ``_head``, ``_list``, ``_keys``, ``_delete_many`` and ``_url_for`` (a
+  layer that transforms keys, such as ``Prefixed``, overrides every one of
+  them; one that transforms values overrides ``_get``, ``_put``, ``_head``,
+  ``_list``, and ``_delete_if`` where its etags are not the stored ones);
 * only for a :attr:`Layer.transparent` layer (one that changes neither keys
   nor values, such as ``ReadOnly``): the value paths ``_open``,
   ``_put_stream``, ``_put_many``, ``_get_with_meta`` and the derived
@@ -72,6 +73,9 @@ class Layer(Store):
 
     def _delete(self, key: str) -> None:
         self._inner._delete(key)
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        self._inner._delete_if(key, etag)
 
     def _head(self, key: str) -> Meta:
         return self._inner._head(key)

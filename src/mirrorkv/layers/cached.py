@@ -202,6 +202,11 @@ class Cached(Layer):
         self._wrote([key])
         self._inner._delete(key)
 
+    def _delete_if(self, key: str, etag: str) -> None:
+        # Dropped first, as every write does: a copy must never outlive the value.
+        self._wrote([key])
+        self._inner._delete_if(key, etag)
+
     def _delete_many(self, keys: builtins.list[str]) -> None:
         self._wrote(keys)
         self._inner._delete_many(keys)

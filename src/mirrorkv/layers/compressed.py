@@ -19,6 +19,7 @@ from ._compressed_common import (
     SMALL,
     ChunkReader,
     check_reserved,
+    delete_if_logical,
     inner_condition,
     read_exact,
     rejoined,
@@ -55,12 +56,12 @@ class Compressed(Layer):
     ``mkv-codec`` (the codec), ``mkv-codec-size`` and ``mkv-codec-etag`` (the
     uncompressed size and MD5), hidden from callers, who see the logical
     size and etag everywhere (``put``, ``head``, ``list``) and may use that
-    etag in ``if_match``. User metadata may not use those names
+    etag in ``if_match`` (of ``put`` and ``delete``). User metadata may not use those names
     (:class:`InvalidValue`). Values without ``mkv-codec`` (written without
     the layer, or not shrinking) are read as they are.
 
-    Holds no state but the codec. Conditional writes stay atomic where the
-    wrapped store's are (one extra ``head`` each); ``copy`` is the wrapped
+    Holds no state but the codec. Conditional writes and deletes stay atomic
+    where the wrapped store's are (one extra ``head`` each); ``copy`` is the wrapped
     store's own; counters, batches and ``get_many`` go through the layer one
     key at a time; ``url_for`` raises :class:`NotSupported` (a URL would
     hand out compressed bytes). Damaged compressed data raises
@@ -147,6 +148,9 @@ class Compressed(Layer):
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
         return map(self._logical, self._inner._list(prefix, start_after))
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        delete_if_logical(self._inner, key, etag, self._etag)
 
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
         check_reserved(options.metadata, CODEC, "Compressed")

@@ -19,6 +19,7 @@ from ._compressed_common import (
     SMALL,
     ChunkReader,
     check_reserved,
+    delete_if_logical,
     inner_condition,
     read_exact,
     rejoined,
@@ -70,7 +71,7 @@ class Encrypted(Layer):
     alone (named by fingerprint). New values always use ``key``.
 
     Callers see plaintext, its size and its MD5 etag (usable in
-    ``if_match``); the wrapped store holds ciphertext and the reserved
+    ``if_match`` of ``put`` and ``delete``); the wrapped store holds ciphertext and the reserved
     metadata ``mkv-enc`` (format), ``mkv-enc-key`` (key id) and
     ``mkv-enc-etag`` (the etag, sealed and bound to the key id, store key,
     size, content type and user metadata). User metadata may not use those
@@ -84,8 +85,8 @@ class Encrypted(Layer):
     plaintext values).
 
     Keys never appear in reprs, logs or errors. Holds the keys and nothing
-    else; conditional writes stay atomic where the wrapped store's are (one
-    extra ``head`` each); ``copy``, counters and batches go through the
+    else; conditional writes and deletes stay atomic where the wrapped
+    store's are (one extra ``head`` each); ``copy``, counters and batches go through the
     layer key by key (values are bound to their key, so ``copy``
     re-encrypts); ``url_for`` raises :class:`NotSupported`.
     """
@@ -186,6 +187,9 @@ class Encrypted(Layer):
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
         return map(self._logical, self._inner._list(prefix, start_after))
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        delete_if_logical(self._inner, key, etag, self._etag)
 
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
         check_reserved(options.metadata, MARK, "Encrypted")

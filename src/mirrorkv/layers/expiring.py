@@ -54,10 +54,13 @@ class Expiring(Layer):
     absent to every call: ``get``, ``head``, ``in``, ``open``, ``get_many``,
     ``list``, ``keys``, ``ls``, ``copy`` (as source), ``url_for``;
     ``incr`` counts from ``initial`` and ``put(..., if_none_match="*")``
-    succeeds. An expired value is removed lazily by the read that finds it
-    (best effort, errors ignored) and by :meth:`purge`; a removal first
-    checks that the key still holds the same version, so a fresh write is
-    not deleted (but see the docs: the check and the delete are two calls).
+    succeeds, and ``delete(..., if_match=)`` fails (:class:`PreconditionFailed`).
+    An expired value is removed lazily by the read that finds it (best
+    effort, errors ignored) and by :meth:`purge`; a removal first checks that
+    the key still holds the same version, then deletes on the condition of
+    its etag where the wrapped store has conditional deletes, so a fresh
+    write is not deleted (see the docs for the one case it cannot tell, and
+    for stores without conditional deletes).
 
     ``put`` and ``put_file`` take ``ttl``; ``put_many`` and ``incr``'s new
     counters use ``default_ttl`` (``None``: no expiry); ``incr`` and
@@ -75,6 +78,8 @@ class Expiring(Layer):
         super().__init__(inner)
         self._default_ttl = None if default_ttl is None else check_ttl(default_ttl)
         self._native = takes_ttl(inner)
+        # Until the wrapped store answers NotSupported once, removals are conditional.
+        self._conditional_deletes = True
         # incr is a compare-and-swap loop here; copy is a read and a write
         # where the expiry must be set natively; put_many loops where it stamps.
         lost = Capability.NATIVE_COUNTERS
@@ -220,6 +225,22 @@ class Expiring(Layer):
         )
         return visible(meta)
 
+    def _delete_if(self, key: str, etag: str) -> None:
+        # The etags are the wrapped store's own: only an expired value needs a say.
+        try:
+            held = self._inner._head(key)
+        except KeyNotFound:
+            held = None
+        if held is None or not expired(held):
+            self._inner._delete_if(key, etag)
+            return
+        # Expired: absent to the caller, so no etag matches. Removed on the way
+        # (conditionally, as a read would); NotSupported propagates so the answer
+        # over a store without conditional deletes never depends on the value.
+        with contextlib.suppress(PreconditionFailed):
+            self._inner._delete_if(key, held.etag)
+        raise PreconditionFailed(f"{key!r} does not have etag {etag!r} (it expired)")
+
     # -- reads ------------------------------------------------------------------
 
     def _live(self, key: str, meta: Meta) -> Meta:
@@ -336,13 +357,28 @@ class Expiring(Layer):
         return removed + sum(self._remove(held.key, held) for held in found)
 
     def _remove(self, key: str, seen: Meta) -> bool:
-        """Delete ``key`` if it still holds the expired value ``seen``; whether it did."""
+        """Delete ``key`` if it still holds the expired value ``seen``; whether it did.
+
+        The delete is conditional on the etag of the value just checked,
+        where the wrapped store has conditional deletes: a value written
+        after the check is left alone. Without them (:class:`NotSupported`)
+        it is a plain delete, so a write in that one round trip is lost.
+        """
         try:
             held = self._inner._head(key)
         except KeyNotFound:
             return False
         if held.version != seen.version or not expired(held):
             return False
+        if self._conditional_deletes:
+            try:
+                self._inner._delete_if(key, held.etag)
+            except PreconditionFailed:
+                return False  # rewritten (or removed) since the check: leave it
+            except NotSupported:
+                self._conditional_deletes = False
+            else:
+                return True
         self._inner._delete(key)
         return True
 

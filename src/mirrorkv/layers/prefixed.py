@@ -95,6 +95,9 @@ class Prefixed(Layer):
     def _delete(self, key: str) -> None:
         self._inner._delete(self._to_inner(key))
 
+    def _delete_if(self, key: str, etag: str) -> None:
+        self._inner._delete_if(self._to_inner(key), etag)
+
     def _head(self, key: str) -> Meta:
         with self._missing:
             return self._out(self._inner._head(self._to_inner(key)))

@@ -23,8 +23,8 @@ class ReadOnly(Layer):
     It holds no state. Reads (``get``, ``head``, ``in``, ``list``, ``keys``,
     ``ls``, ``open``, ``get_many``, ``get_file``, ``url_for(method="GET")``)
     are ``inner``'s own, batches and streams included. Writes (``put``,
-    ``put_file``, ``put_many``, ``delete``, ``delete_many``, ``copy``,
-    ``incr``/``decr``, ``url_for(method="PUT")``) raise
+    ``put_file``, ``put_many``, ``delete`` with or without ``if_match``,
+    ``delete_many``, ``copy``, ``incr``/``decr``, ``url_for(method="PUT")``) raise
     :class:`ReadOnlyError` and leave ``inner`` unchanged; arguments are
     checked first, so an invalid key still raises :class:`InvalidKey`; an
     empty ``put_many`` or ``delete_many`` writes nothing and raises nothing.
@@ -54,6 +54,9 @@ class ReadOnly(Layer):
         self._refuse(f"put_many of {len(keys)} keys")
 
     def _delete(self, key: str) -> None:
+        self._refuse(f"delete {key!r}")
+
+    def _delete_if(self, key: str, etag: str) -> None:
         self._refuse(f"delete {key!r}")
 
     def _delete_many(self, keys: builtins.list[str]) -> None:

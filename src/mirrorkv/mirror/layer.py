@@ -325,6 +325,15 @@ class Mirror(Store):
         if self._cache is not None:
             self._cache.drop(key)
 
+    def _delete_if(self, key: str, etag: str) -> None:
+        # The remote decides (atomically where it can); on PreconditionFailed
+        # or NotSupported nothing was deleted, so the entry stays as it is.
+        seen = self._seen(key)
+        self._remote_write("DELETE", [key], lambda: self._remote._delete_if(key, etag))
+        self._settle(key, seen, None, wrote=True)
+        if self._cache is not None:
+            self._cache.drop(key)
+
     def _delete_many(self, keys: builtins.list[str]) -> None:
         for start in range(0, len(keys), PAGE):
             chunk = keys[start : start + PAGE]
