@@ -113,6 +113,7 @@ def writes(view: Store, tmp_path: Path) -> list[tuple[str, Callable[[], Any]]]:
         ("put_many empty", lambda: view.put_many({})),
         ("delete", lambda: view.delete("a")),
         ("delete absent", lambda: view.delete("absent")),
+        ("delete if_match", lambda: view.delete("a", if_match=view.head("a").etag)),
         ("delete_many", lambda: view.delete_many(["a", "b"])),
         ("delete_many empty", lambda: view.delete_many([])),
         ("copy", lambda: view.copy("a", "b")),
