@@ -31,7 +31,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-__all__ = ["COPY", "DELETE", "HEAD", "INCR", "LIST", "PUT", "Script"]
+__all__ = ["COPY", "DELETE", "DELETE_IF", "HEAD", "INCR", "LIST", "PUT", "Script"]
 
 
 class Script:
@@ -104,6 +104,26 @@ return 1
 # delete(value, meta, index; member) -> 1.
 DELETE = Script(
     """
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+)
+
+# delete_if(value, meta, index; member, condition, expected) -> 1 deleted,
+# 0 precondition failed, {value} where the value has no stored etag (the
+# caller compares the MD5 itself and retries with condition "v", as for PUT).
+DELETE_IF = Script(
+    """
+local meta = redis.call('GET', KEYS[2])
+if not meta then return 0 end
+if ARGV[2] == 'v' then
+  if redis.call('GET', KEYS[1]) ~= ARGV[3] then return 0 end
+else
+  local etag = cjson.decode(meta).etag
+  if not etag then return {redis.call('GET', KEYS[1])} end
+  if etag ~= ARGV[3] then return 0 end
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1

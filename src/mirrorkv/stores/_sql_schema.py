@@ -137,6 +137,10 @@ class Statements:
     read_chunks: str
     delete_chunks: str
     delete: str
+    #: Delete a key and its chunks where its etag matches; params ``(name, etag)``.
+    #: PostgreSQL returns one row holding the count of keys deleted (0 or 1); on
+    #: MySQL the row count is nonzero exactly where the key was deleted.
+    delete_if: str
     #: ``SELECT`` column lists for listings.
     list_columns: str
     #: Which rows hold large values among some keys (locked); on MySQL the ``%s``
@@ -211,6 +215,11 @@ def statements(name: str, dialect: sa.Dialect) -> Statements:
             f"WITH gone AS (DELETE FROM {table} WHERE name = %s RETURNING blob_id) "
             f"DELETE FROM {chunks} WHERE blob_id IN (SELECT blob_id FROM gone)"
         )
+        delete_if = (
+            f"WITH gone AS (DELETE FROM {table} WHERE name = %s AND {etag} = %s "
+            f"RETURNING blob_id), dropped AS (DELETE FROM {chunks} "
+            "WHERE blob_id IN (SELECT blob_id FROM gone)) SELECT count(*) FROM gone"
+        )
         begin_snapshot: tuple[str, ...] = ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",)
         large_among = (
             f"SELECT name, blob_id FROM {table} WHERE name = ANY(%s) AND blob_id IS NOT NULL "
@@ -239,6 +248,10 @@ def statements(name: str, dialect: sa.Dialect) -> Statements:
         delete = (
             f"DELETE e, c FROM {table} AS e LEFT JOIN {chunks} AS c ON c.blob_id = e.blob_id "
             "WHERE e.name = %s"
+        )
+        delete_if = (
+            f"DELETE e, c FROM {table} AS e LEFT JOIN {chunks} AS c ON c.blob_id = e.blob_id "
+            "WHERE e.name = %s AND COALESCE(e.etag, MD5(e.value)) = %s"
         )
         begin_snapshot = (
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
@@ -278,6 +291,7 @@ def statements(name: str, dialect: sa.Dialect) -> Statements:
         read_chunks=f"SELECT data FROM {chunks} WHERE blob_id = %s ORDER BY seq",
         delete_chunks=f"DELETE FROM {chunks} WHERE blob_id = %s",
         delete=delete,
+        delete_if=delete_if,
         list_columns=f"name, size, {etag}, modified, content_type, metadata, version",
         large_among=large_among,
         begin_snapshot=begin_snapshot,

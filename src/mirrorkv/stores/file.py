@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from ..errors import KeyNotFound, NotSupported, StoreUnavailable
+from ..errors import KeyNotFound, NotSupported, PreconditionFailed, StoreUnavailable
 from ..keys import check_key
-from ..meta import DEFAULT_CONTENT_TYPE, EtagSource, Meta
+from ..meta import DEFAULT_CONTENT_TYPE, EtagSource, Meta, etag_of
 from ..store import (
     Capability,
     PutOptions,
@@ -560,6 +560,54 @@ class FileStore(Store):
         with self._errors(key), self._lock:
             self._remove(path)
 
+    def _delete_if(self, key: str, etag: str) -> None:
+        """Remove ``key`` under the lock if its value's etag is ``etag``.
+
+        Plain writes take no lock, so the value file is first renamed aside:
+        the file the rename took is the one checked, and a write landing after
+        it is kept. A file that turns out not to match is put back unless a
+        newer value took its name meanwhile.
+        """
+        path = self._prefix + encode_key(key)
+        with self._errors(key), self._lock:
+            found = self._load(path)
+            if found is None or etag_of(found[0]) != etag:
+                raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
+            seen, where = found[1], found[2]
+            aside = f"{where[: where.rfind('/')]}/{TEMP_PREFIX}{self._token}{next(self._counter):x}"
+            try:
+                os.rename(where, aside)
+            except (FileNotFoundError, NotADirectoryError):
+                raise PreconditionFailed(f"{key!r} does not have etag {etag!r}") from None
+            taken = os.stat(aside)
+            same = (taken.st_ino, taken.st_size, taken.st_mtime_ns)
+            if same != (seen.st_ino, seen.st_size, seen.st_mtime_ns):
+                fd = os.open(aside, _READ_FLAGS)  # replaced between the check and the rename
+                try:
+                    data = read_all(fd)
+                finally:
+                    os.close(fd)
+                if etag_of(data) != etag:
+                    self._put_back(aside, where, path)
+                    raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
+            os.unlink(aside)
+            self._tidy(where)
+
+    def _put_back(self, aside: str, where: str, path: str) -> None:
+        """Put value file ``aside`` back at ``where`` unless a newer value is there (locked)."""
+        if where == path and os.path.isdir(path):
+            where = path + "/" + VALUE_NAME  # a key below made the name a directory meanwhile
+        try:
+            os.link(aside, where, follow_symlinks=False)
+        except FileExistsError:
+            pass  # a newer value is there: it wins
+        except OSError:
+            if os.path.lexists(where):
+                raise
+            os.rename(aside, where)  # no hard links here; the lock keeps other movers out
+            return
+        unlink_quietly(aside)
+
     def _delete_many(self, keys: list[str]) -> None:
         with self._errors(None), self._lock:
             for key in keys:
@@ -580,6 +628,10 @@ class FileStore(Store):
                 return
         except (FileNotFoundError, NotADirectoryError):
             return
+        self._tidy(target)
+
+    def _tidy(self, target: str) -> None:
+        """After value file ``target`` was removed: its sidecar and the parents left empty."""
         unlink_quietly(sidecar_of(target))
         directory = target[: target.rfind("/")]
         while len(directory) >= len(self._prefix):
@@ -590,8 +642,6 @@ class FileStore(Store):
             directory = directory[: directory.rfind("/")]
         if self._fsync:
             fsync_dir(directory)
-
-    # -- listing ------------------------------------------------------------
 
     # -- listing ------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from ..store import (
 )
 from ..urls import StoreURL, reject_unknown
 from ._redis_client import URL_OPTIONS, Caller, RedisErrors, client_from_url, describe
-from ._redis_scripts import COPY, DELETE, HEAD, INCR, LIST, PUT
+from ._redis_scripts import COPY, DELETE, DELETE_IF, HEAD, INCR, LIST, PUT
 
 __all__ = ["DEFAULT_NAMESPACE", "RedisStore"]
 
@@ -271,6 +271,24 @@ class RedisStore(Store):
         keys = (self._value_prefix + key, self._meta_prefix + key, self._index)
         with self._errors:
             DELETE(self._caller, keys, key)
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        """Remove ``key`` in one script if its etag is ``etag`` (see ``DELETE_IF``)."""
+        keys = (self._value_prefix + key, self._meta_prefix + key, self._index)
+        args: list[Any] = [key, "m", etag]
+        while True:
+            with self._errors:
+                result = DELETE_IF(self._caller, keys, *args)
+            if result == 1:
+                return
+            if result == 0 or not isinstance(result, list) or not result or result[0] is None:
+                raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
+            # A counter written by INCRBY has no stored etag: compare it here,
+            # then delete only if the value is still the one compared.
+            current: bytes = result[0]
+            if etag_of(current) != etag:
+                raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
+            args[1:] = ["v", current]
 
     def _fetch(self, key: str, with_value: bool) -> list[Any]:
         keys = (self._value_prefix + key, self._meta_prefix + key)

@@ -421,6 +421,18 @@ class SQLStore(Store):
     def _delete(self, key: str) -> None:
         self._write(self._sql.delete, (key,))
 
+    def _delete_if(self, key: str, etag: str) -> None:
+        """Remove ``key`` and its chunks in one statement that matches the etag column."""
+        lease = self._leases.get()
+        try:
+            cursor = lease.cursor
+            cursor.execute(self._sql.delete_if, (key, etag))
+            deleted = cursor.fetchone()[0] if self._postgres else cursor.rowcount
+        except self._errors.catches as error:
+            raise self._failed(lease, error) from error
+        if not deleted:
+            raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
+
     def _head(self, key: str) -> Meta:
         row = self._read(self._sql.head, (key,))
         if row is None:

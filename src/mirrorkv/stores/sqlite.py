@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, cast
 
-from ..errors import InvalidValue, KeyNotFound, MirrorKVError
+from ..errors import InvalidValue, KeyNotFound, MirrorKVError, PreconditionFailed
 from ..keys import check_key, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Meta
 from ..store import (
@@ -315,6 +315,15 @@ class SQLiteStore(Store):
         conn = self._conn()
         with self._errors:
             conn.execute(DELETE, (key,))
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        """Remove ``key`` (and its blob row) in one write transaction if its etag is ``etag``."""
+        conn = self._conn()
+        with self._errors, transaction(conn):
+            row = conn.execute(ETAG, (key,)).fetchone()
+            if row is None or Meta(key, 0, row[0], 0.0).etag != etag:
+                raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
+            conn.execute(DELETE, (key,))  # the entries_drop_blob trigger removes a large value
 
     def _head(self, key: str) -> Meta:
         conn = self._conn()
