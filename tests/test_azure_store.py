@@ -30,6 +30,8 @@ from mirrorkv import (
     PreconditionFailed,
     StoreUnavailable,
 )
+from mirrorkv.meta import Meta
+from mirrorkv.store import PutOptions
 from mirrorkv.stores._azure_names import (
     decode_metadata,
     decode_name,
@@ -274,6 +276,36 @@ def test_copy_is_server_side(store: AzureBlobStore) -> None:
     assert copied.version != source.version
     with pytest.raises(KeyNotFound):
         store.copy("absent", "c/e")
+
+
+class _RewrittenAfterRead(AzureBlobStore):
+    """Writes ``rewrite`` over the key once, just after a conditional write or delete read it."""
+
+    rewrite: bytes | None = None
+
+    def _check_condition(self, key: str, options: PutOptions) -> Meta:
+        current = super()._check_condition(key, options)
+        if self.rewrite is not None:
+            value, self.rewrite = self.rewrite, None
+            self.put(key, value)
+        return current
+
+
+def test_conditional_delete_refused_after_a_rewrite_since_its_read(
+    azure_connection_string: str, container: str
+) -> None:
+    """The service checks the ETag read beside the MD5: a rewrite in between keeps the key."""
+    with _RewrittenAfterRead(container, connection_string=azure_connection_string) as store:
+        stale = store.put("k", b"stale")
+        store.rewrite = b"fresh"
+        with pytest.raises(PreconditionFailed):
+            store.delete("k", if_match=stale.etag)
+        assert store.get("k") == b"fresh"
+        # Rewritten with the same value: the etag still holds, so the delete goes through.
+        same = store.put("k", b"same")
+        store.rewrite = b"same"
+        store.delete("k", if_match=same.etag)
+        assert "k" not in store
 
 
 def test_delete_many_in_batches(

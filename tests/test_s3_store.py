@@ -42,6 +42,8 @@ from services.s3 import (
 
 pytest.importorskip("boto3")
 
+from botocore.exceptions import ClientError
+
 from mirrorkv.stores._s3_errors import S3Errors
 from mirrorkv.stores.s3 import S3Store
 
@@ -136,6 +138,69 @@ def test_conditional_writes_over_a_value_uploaded_in_parts(
         third = store.put_file("big", source, if_match=second.etag)
         assert third.etag == hashlib.md5(data).hexdigest()
         assert store.get("big") == data
+
+
+def test_conditional_delete_of_a_value_uploaded_in_parts(
+    bucket: tuple[str, str], tmp_path: Path
+) -> None:
+    """The etag (MD5) is not S3's ETag for parts: the delete is conditioned on the latter."""
+    endpoint, name = bucket
+    source = tmp_path / "big.bin"
+    source.write_bytes(random.Random(9).randbytes(6 * MIB))
+    with S3Store(
+        name,
+        endpoint_url=endpoint,
+        region=REGION,
+        multipart_threshold=5 * MIB,
+        multipart_chunksize=5 * MIB,
+    ) as store:
+        meta = store.put_file("big", source)
+        with pytest.raises(PreconditionFailed):
+            store.delete("big", if_match=hashlib.md5(b"other").hexdigest())
+        store.delete("big", if_match=meta.etag)
+        assert "big" not in store
+
+
+def test_conditional_delete_refused_after_a_rewrite_since_its_read(
+    store: S3Store, bucket: tuple[str, str], admin: Any
+) -> None:
+    """S3 checks the ETag the HEAD returned: a rewrite between HEAD and delete keeps the key."""
+    _, name = bucket
+    rewrites: list[bytes] = []
+
+    def rewrite_after_head(**_: Any) -> None:
+        if rewrites:
+            admin.put_object(Bucket=name, Key="k", Body=rewrites.pop())
+
+    store.client.meta.events.register("after-call.s3.HeadObject", rewrite_after_head)
+    stale = store.put("k", b"stale")
+    rewrites.append(b"fresh")
+    with pytest.raises(PreconditionFailed):
+        store.delete("k", if_match=stale.etag)
+    assert store.get("k") == b"fresh"
+    # Rewritten with the same value: the etag still holds, so the delete goes through.
+    same = store.put("k", b"same")
+    rewrites.append(b"same")
+    store.delete("k", if_match=same.etag)
+    assert "k" not in store and not rewrites
+
+
+def test_server_checks_the_condition_of_a_delete(bucket: tuple[str, str], admin: Any) -> None:
+    """S3 refuses DeleteObject with a stale If-Match (412) or on an absent key (404).
+
+    S3Store's HEAD maps our etag to S3's ETag; the server closes the race
+    between that HEAD and the delete.
+    """
+    _, name = bucket
+    stale = admin.put_object(Bucket=name, Key="k", Body=b"first")["ETag"]
+    admin.put_object(Bucket=name, Key="k", Body=b"second")
+    with pytest.raises(ClientError) as refused:
+        admin.delete_object(Bucket=name, Key="k", IfMatch=stale)
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert admin.get_object(Bucket=name, Key="k")["Body"].read() == b"second"
+    with pytest.raises(ClientError) as absent:
+        admin.delete_object(Bucket=name, Key="absent", IfMatch=stale)
+    assert absent.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
 # -- presigned URLs ----------------------------------------------------------

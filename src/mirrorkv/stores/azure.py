@@ -98,7 +98,8 @@ class AzureBlobStore(PooledBatches):
     Guarantees: a put is one Put Blob, or staged blocks committed by one Put
     Block List, so readers see the old value or the new; ``if_match`` /
     ``if_none_match`` are checked by the service against the blob's ETag, so
-    they are atomic across processes; ``copy`` runs inside the service;
+    they are atomic across processes, as is ``delete(key, if_match=etag)``;
+    ``copy`` runs inside the service;
     listings are in UTF-8 byte order, lazily, page by page. Streams from
     :meth:`open` hold one 1 MiB range at a time and fail with
     :class:`StoreUnavailable` rather than mix two values where the key is
@@ -226,6 +227,29 @@ class AzureBlobStore(PooledBatches):
                 self._blob(key).delete_blob(delete_snapshots="include")
         except KeyNotFound:
             pass
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        """Delete on condition of the blob's ETag, read with the MD5 beside it.
+
+        As a conditional put (see :meth:`_write`): the service refuses the
+        delete if anything replaced the blob since it was read, and the
+        check then starts again, so only a value with another MD5 fails it.
+        """
+        options = PutOptions(if_match=etag)
+        while True:
+            current = self._check_condition(key, options)
+            try:
+                with self._errors(key, conditional=True):
+                    self._blob(key).delete_blob(
+                        delete_snapshots="include",
+                        etag=f'"{current.version}"',
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+            except PreconditionFailed as failure:
+                if isinstance(failure.__cause__, ResourceModifiedError):
+                    continue
+                raise
+            return
 
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
         digest = hashlib.md5(data, usedforsecurity=False)

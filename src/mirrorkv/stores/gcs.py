@@ -83,7 +83,8 @@ class GCSStore(PooledBatches):
     ``ifGenerationMatch=0``; ``if_match=etag`` reads the current generation,
     compares the MD5 and writes with ``ifGenerationMatch`` of that
     generation, so a concurrent writer in between makes it fail with
-    :class:`PreconditionFailed`. ``incr`` is such a compare-and-swap loop.
+    :class:`PreconditionFailed`; ``delete(key, if_match=etag)`` deletes with
+    ``ifGenerationMatch`` the same way. ``incr`` is such a compare-and-swap loop.
     Listing is GCS's, in name order, which is key order; lazily, a page at
     a time. ``open`` reads one generation a chunk at a time (see
     :class:`~mirrorkv.stores._gcs_io.GenerationReader`); ``put_file`` of
@@ -289,6 +290,25 @@ class GCSStore(PooledBatches):
                 blob.delete(**self._call)
         except KeyNotFound:
             pass
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        """Delete with ``ifGenerationMatch`` of the generation read with the MD5.
+
+        GCS refuses the delete (412, or 404 where the object went) if
+        anything replaced the object since it was read; the check then
+        starts again, so only a value with another MD5 fails it.
+        """
+        options = PutOptions(if_match=etag)
+        while True:
+            generation = self._generation_match(key, options)
+            try:
+                with self._errors(key):
+                    self._bucket.blob(self._name(key)).delete(
+                        if_generation_match=generation, **self._call
+                    )
+            except (KeyNotFound, PreconditionFailed):
+                continue  # replaced or removed since it was read: look again
+            return
 
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
         if len(data) > self._chunk:

@@ -90,7 +90,8 @@ class S3Store(PooledBatches):
     Guarantees: S3 gives strong read-after-write consistency, so a read or
     listing after a write sees it. A put is atomic (one PutObject, or one
     CompleteMultipartUpload). Conditional writes are checked by S3 itself
-    (``If-None-Match``/``If-Match``), so they are atomic across processes.
+    (``If-None-Match``/``If-Match``), so they are atomic across processes;
+    so is ``delete(key, if_match=etag)``, a DeleteObject with ``If-Match``.
     ``put_many``, ``delete_many`` and ``incr`` are not transactions: a batch
     that fails half-way leaves the keys written (or deleted) so far.
 
@@ -334,6 +335,32 @@ class S3Store(PooledBatches):
     def _delete(self, key: str) -> None:
         with S3Errors(self._bucket, key, "delete"):
             self._client.delete_object(Bucket=self._bucket, Key=self._full(key))
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        """Delete on condition of S3's ETag, read with the MD5 beside it by a HEAD.
+
+        Our etag is the value's MD5, S3's ETag is not for a value uploaded
+        in parts, so the HEAD maps one to the other and DeleteObject carries
+        ``If-Match`` with the ETag it returned: S3 refuses the delete (412,
+        or 404 where the key went) if anything replaced the object since. A
+        refusal is checked again by a new HEAD, so a rewrite with the same
+        value does not fail the delete.
+        """
+        full = self._full(key)
+        while True:
+            try:
+                with S3Errors(self._bucket, key, "head"):
+                    head = self._client.head_object(Bucket=self._bucket, Key=full)
+            except KeyNotFound:
+                raise PreconditionFailed(f"{key!r} does not exist (if_match={etag!r})") from None
+            if meta_from_head(key, head).etag != etag:
+                raise PreconditionFailed(f"{key!r} does not have etag {etag!r}")
+            try:
+                with S3Errors(self._bucket, key, "conditional delete"):
+                    self._client.delete_object(Bucket=self._bucket, Key=full, IfMatch=head["ETag"])
+            except (KeyNotFound, PreconditionFailed):
+                continue  # replaced or removed since the HEAD: look again
+            return
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
         for page in self._pages(prefix, start_after):
