@@ -217,3 +217,20 @@ def _gcs(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
 
 #: Conformance-suite stores this backend provides (merged into ``STORE_FACTORIES``).
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], StoreFactory]] = {"gcs": _gcs}
+
+
+#: Conformance tests fake-gcs-server cannot pass for certain: (test name, reason).
+EMULATOR_GAPS = {
+    "test_conditional_delete_races_a_rewrite[gcs]": (
+        "fake-gcs-server ignores ifGenerationMatch on DELETE (fsouza/fake-gcs-server#1282,"
+        " fixed upstream in #2343, not in the bundled binary): the race may go unseen"
+    ),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the conformance tests the GCS emulator cannot decide as non-strict xfails."""
+    for item in items:
+        reason = EMULATOR_GAPS.get(item.name)
+        if reason is not None and "conformance" in item.nodeid:
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=False))

@@ -13,7 +13,7 @@ import pytest
 
 from ..errors import InvalidValue, NotSupported, PreconditionFailed
 from ..meta import etag_of
-from ..store import Store
+from ..store import Capability, Store
 from . import StoreFactory
 from ._support import run_threads, same_value
 from .crash import count_up, read_seq, write_values
@@ -244,6 +244,8 @@ def _deletes_conditionally(store: Store) -> bool:
     except PreconditionFailed:
         return True
     except NotSupported:
-        # Until every backend has it: CONDITIONAL_WRITES stores are expected to (see store.py).
+        assert Capability.CONDITIONAL_WRITES not in store.capabilities, (
+            "a store with CONDITIONAL_WRITES must delete conditionally too"
+        )
         return False
     raise AssertionError("a conditional delete of an absent key must raise PreconditionFailed")
