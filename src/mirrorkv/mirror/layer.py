@@ -24,7 +24,6 @@ import re
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -34,6 +33,7 @@ from ..errors import InvalidValue, KeyNotFound, MirrorKVError, NotSupported, Sto
 from ..keys import check_key, check_prefix
 from ..meta import Details, Listing, Meta
 from ..store import Capability, PutOptions, Store
+from ._value_cache import ValueCache
 from .index import MetadataIndex, Usage, entry_state, open_index
 from .ingest import EventReport, apply_events
 from .stats import PAGE, MirrorStats, RequestCounter, RequestPrices, list_requests
@@ -109,7 +109,7 @@ class Mirror(Store):
         self._lock = threading.Lock()
         self.capabilities = remote.capabilities & ~Capability.NATIVE_TTL  # put takes no ttl
         self.max_value_size = remote.max_value_size
-        self._cache = None if cache is None else _ValueCache(cache, cache_bytes)
+        self._cache = None if cache is None else ValueCache(cache, cache_bytes)
 
     @property
     def remote(self) -> Store:
@@ -783,74 +783,3 @@ def _is_s3(store: Store) -> bool:
 def _escape_glob(text: str) -> str:
     """``text`` as a glob matching itself (wildcard characters in brackets)."""
     return "".join(f"[{char}]" if char in "*?[" else char for char in text)
-
-
-class _ValueCache:
-    """Values in a store, with their etags, bounded by bytes (LRU), for one process."""
-
-    def __init__(self, store: Store, max_bytes: int) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise InvalidValue(f"cache_bytes is an int > 0, not {max_bytes!r}")
-        self._store = store
-        self._max = max_bytes
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        self._bytes = 0
-        for meta in store.list():
-            etag = meta.metadata.get("mirror-etag")
-            if etag is None:
-                store.delete(meta.key)
-            else:
-                self._remember(meta.key, etag, meta.size)
-
-    def _remember(self, key: str, etag: str, size: int) -> builtins.list[str]:
-        """Note ``key``; return the keys evicted to stay within bounds (caller deletes)."""
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= old[1]
-        self._entries[key] = (etag, size)
-        self._bytes += size
-        evicted: builtins.list[str] = []
-        while self._bytes > self._max and self._entries:
-            victim, (_, victim_size) = self._entries.popitem(last=False)
-            self._bytes -= victim_size
-            evicted.append(victim)
-        return evicted
-
-    def load(self, key: str, etag: str) -> bytes | None:
-        """The cached value of ``key`` if its etag is ``etag``; else None."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry[0] != etag:
-                return None
-            self._entries.move_to_end(key)
-        try:
-            return self._store.get(key)
-        except KeyNotFound:
-            self.drop(key)
-            return None
-
-    def store(self, key: str, etag: str, data: bytes) -> None:
-        """Cache ``data`` as the value of ``key`` with ``etag`` (unless larger than the bound)."""
-        if len(data) > self._max:
-            self.drop(key)
-            return
-        self._store.put(key, data, metadata={"mirror-etag": etag})
-        with self._lock:
-            evicted = self._remember(key, etag, len(data))
-        for victim in evicted:
-            if victim != key:
-                self._store.delete(victim)
-
-    def drop(self, key: str) -> None:
-        """Forget the cached value of ``key``."""
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is None:
-                return
-            self._bytes -= old[1]
-        self._store.delete(key)
-
-    def close(self) -> None:
-        """Close the cache store."""
-        self._store.close()
