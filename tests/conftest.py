@@ -84,7 +84,9 @@ def _mirror_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFacto
     return StoreFactory(
         "mirror-sqlite",
         lambda: Mirror(SQLiteStore(path), SQLiteIndex(index)),
+        url=f"sqlite://{path}?mirror_index=sqlite://{index}",  # the same stack, by URL
         persistent=True,
+        multi_process=True,
         bounded_streaming=True,
     )
 
