@@ -33,7 +33,7 @@ import builtins
 import importlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -41,7 +41,7 @@ from typing import Any, Self
 
 from ..bulk import Usage
 from ..errors import InvalidURL, InvalidValue, NotSupported
-from ..keys import check_key, check_prefix
+from ..keys import check_key, check_prefix, prefix_upper_bound
 from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
 from ..urls import parse_url
 
@@ -50,6 +50,7 @@ __all__ = [
     "MetadataIndex",
     "Usage",
     "check_bucket",
+    "check_delimiter",
     "check_swap",
     "entry_state",
     "find_query",
@@ -59,6 +60,7 @@ __all__ = [
     "open_index",
     "parent_prefixes",
     "regex_literal_prefix",
+    "seek_listing",
     "timestamp",
 ]
 
@@ -193,6 +195,61 @@ def regex_literal_prefix(regex: str) -> str:
         literal.append(char)
         at += step
     return "".join(literal)
+
+
+#: A reader of one page of entry rows for :func:`seek_listing`:
+#: ``(low, low_inclusive, high, limit) -> rows``, each row starting with its key.
+PageReader = Callable[[str, bool, "str | None", int], "Sequence[tuple[Any, ...]]"]
+
+
+def seek_listing(
+    prefix: str,
+    delimiter: str,
+    read: PageReader,
+    to_meta: Callable[[tuple[Any, ...]], Meta],
+    last_page: int,
+) -> Listing:
+    """:meth:`MetadataIndex.ls` over a backend that reads key ranges in pages.
+
+    Skips over each common prefix with one seek: after a seek it reads one
+    row (the next is often another prefix), and pages grow (x4, up to
+    ``last_page``) while rows are objects directly at this level.
+    ``prefix`` and ``delimiter`` must be checked already.
+    """
+    listing = Listing()
+    low, inclusive, high = prefix, True, prefix_upper_bound(prefix)
+    start = len(prefix)
+    page = 1
+    while True:
+        rows = read(low, inclusive, high, page)
+        seeked = False
+        for row in rows:
+            key = row[0]
+            at = key.find(delimiter, start)
+            if at == -1:
+                listing.objects.append(to_meta(row))
+                low, inclusive = key, False
+                continue
+            common = key[: at + len(delimiter)]
+            listing.prefixes.append(common)
+            bound = prefix_upper_bound(common)
+            if bound is None:
+                return listing
+            low, inclusive, seeked = bound, True, True
+            break
+        if seeked:
+            page = 1
+        elif len(rows) < page:
+            return listing
+        else:
+            page = min(page * 4, last_page)
+
+
+def check_delimiter(delimiter: object) -> str:
+    """``delimiter`` if it is a non-empty str; else :class:`InvalidValue`."""
+    if not isinstance(delimiter, str) or not delimiter:
+        raise InvalidValue(f"delimiter must be a non-empty str, not {delimiter!r}")
+    return delimiter
 
 
 @dataclass(frozen=True, slots=True)

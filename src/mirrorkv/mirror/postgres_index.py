@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,9 +31,11 @@ from .index import (
     MetadataIndex,
     Usage,
     check_bucket,
+    check_delimiter,
     check_swap,
     find_query,
     parent_prefixes,
+    seek_listing,
 )
 
 __all__ = ["CHUNK", "DEFAULT_TABLE", "PostgresIndex"]
@@ -352,38 +354,14 @@ class PostgresIndex(MetadataIndex):
         """See :meth:`MetadataIndex.ls`; skips over each common prefix with one seek."""
         check_bucket(bucket)
         check_prefix(prefix)
-        if not isinstance(delimiter, str) or not delimiter:
-            raise InvalidValue(f"delimiter must be a non-empty str, not {delimiter!r}")
-        listing = Listing()
-        low, inclusive, high = prefix, True, prefix_upper_bound(prefix)
-        start = len(prefix)
-        # After a seek past a common prefix, read one row: the next is often another
-        # prefix. Pages grow while rows are objects directly at this level.
-        page = 1
-        while True:
+        check_delimiter(delimiter)
+
+        def read(low: str, inclusive: bool, high: str | None, limit: int) -> Sequence[Any]:
             condition, args = key_range(low, inclusive, high)
-            rows = self._read(self._sql.page(condition), (bucket, *args, page))
-            seeked = False
-            for row in rows:
-                key = row[0]
-                at = key.find(delimiter, start)
-                if at == -1:
-                    listing.objects.append(row_meta(row))
-                    low, inclusive = key, False
-                    continue
-                common = key[: at + len(delimiter)]
-                listing.prefixes.append(common)
-                bound = prefix_upper_bound(common)
-                if bound is None:
-                    return listing
-                low, inclusive, seeked = bound, True, True
-                break
-            if seeked:
-                page = 1
-            elif len(rows) < page:
-                return listing
-            else:
-                page = min(page * 4, _LAST_PAGE)
+            rows: Sequence[Any] = self._read(self._sql.page(condition), (bucket, *args, limit))
+            return rows
+
+        return seek_listing(prefix, delimiter, read, row_meta, _LAST_PAGE)
 
     def du(self, bucket: str, prefix: str = "") -> Usage:
         """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes.
