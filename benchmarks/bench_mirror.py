@@ -332,7 +332,7 @@ def questions(
             lambda: boto3_children(client, bucket),
             lambda: {
                 child: (usage.objects, usage.bytes)
-                for child, usage in mirror.du("", depth=1).items()
+                for child, usage in mirror.du("", depth=1).children.items()
             },
         ),
         Question(
