@@ -124,6 +124,12 @@ def main() -> None:
             )
             rows.append(
                 (
+                    "du('tenant') (every key: 100 tenants)",
+                    per_call(lambda i: index.du(BUCKET, "tenant"), 20),
+                )
+            )
+            rows.append(
+                (
                     "du('tenant0') forced to a range scan",
                     forced_scan(lambda i: index.du(BUCKET, f"tenant{i % 10}"), 5),
                 )

@@ -25,6 +25,8 @@ __all__ = [
 #: they hold this many keys each on average, else scans the key range: measured, a
 #: seek costs about as much as summing 60-80 keys.
 SEEK_WORTH = 100
+#: How many subdirectories ``du`` seeks before it judges whether seeking pays.
+_PROBE = 8
 
 _USAGE = "SELECT objects, bytes FROM aggregates WHERE bucket = ? AND prefix = ?"
 _CHILD = "SELECT prefix, objects, bytes FROM aggregates WHERE bucket = ?"
@@ -64,27 +66,31 @@ def partial_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> Usage:
 
     The subdirectories are those of the directory the prefix is in whose
     names start with the rest of the prefix; the gaps hold the objects
-    directly in that directory. Small subdirectories (under
-    :data:`SEEK_WORTH` keys on average): one range sum instead.
+    directly in that directory. Each subdirectory is found with one seek in
+    the aggregates (its row sorts before any deeper one), so the cost
+    follows the number of subdirectories, not of the keys or directories
+    below them. Where the first few subdirectories turn out small (under
+    :data:`SEEK_WORTH` keys on average), the rest of the range is summed
+    instead.
     """
     depth = prefix.rfind("/") + 1  # the length of the directory the prefix is in
     high = prefix_upper_bound(prefix)
     bound = "" if high is None else " AND prefix < ?"
-    args: tuple[Any, ...] = (bucket, prefix, depth + 1, depth)
-    if high is not None:
-        args = (bucket, prefix, high, depth + 1, depth)
-    children = conn.execute(
-        f"{_CHILD} AND prefix >= ?{bound}"
-        " AND instr(substr(prefix, ?), '/') = length(prefix) - ? ORDER BY prefix",
-        args,
-    ).fetchall()
-    if sum(row[1] for row in children) < SEEK_WORTH * len(children):
-        return range_sum(conn, bucket, prefix, high)
+    seek = f"{_CHILD} AND prefix >= ?{bound} ORDER BY prefix LIMIT 1"
     total = Usage()
     low: str | None = prefix
-    for child, objects, size in children:
-        total = total + Usage(objects, size) + range_sum(conn, bucket, low, child)
+    seen = 0
+    while low is not None:
+        if seen >= _PROBE and total.objects < SEEK_WORTH * seen:
+            break  # small subdirectories: one range sum beats a seek each
+        row = conn.execute(seek, (bucket, low) if high is None else (bucket, low, high)).fetchone()
+        if row is None:
+            break
+        child = row[0][: row[0].index("/", depth) + 1]
+        usage = Usage(row[1], row[2]) if child == row[0] else prefix_usage(conn, bucket, child)
+        total = total + usage + range_sum(conn, bucket, low, child)
         low = prefix_upper_bound(child)
+        seen += 1
     return total + range_sum(conn, bucket, low, high)
 
 
