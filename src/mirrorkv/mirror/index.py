@@ -55,11 +55,13 @@ __all__ = [
     "entry_state",
     "find_query",
     "glob_regex",
+    "key_bounds",
     "literal_prefix",
     "narrow_prefix",
     "open_index",
     "parent_prefixes",
     "regex_literal_prefix",
+    "replace_range_check",
     "seek_listing",
     "timestamp",
 ]
@@ -243,6 +245,43 @@ def seek_listing(
             return listing
         else:
             page = min(page * 4, last_page)
+
+
+def key_bounds(prefix: str, start_after: str | None) -> tuple[str, bool, str | None]:
+    """``(low, inclusive, high)`` of a listing: keys ``>= low`` (``> low`` where not
+    inclusive) and ``< high`` (None: unbounded) that start with ``prefix``, after ``start_after``.
+    """
+    if start_after is not None and start_after >= prefix:
+        return start_after, False, prefix_upper_bound(prefix)
+    return prefix, True, prefix_upper_bound(prefix)
+
+
+def replace_range_check(
+    bucket: str, prefix: str, start_after: str | None, until: str | None
+) -> Callable[[str], str]:
+    """Check :meth:`MetadataIndex.replace_range`'s arguments; return a checker of its keys.
+
+    The checker returns a record's key if it is valid (else :class:`InvalidKey`)
+    and lies in the range being replaced (else :class:`InvalidValue`).
+    """
+    check_bucket(bucket)
+    check_prefix(prefix)
+    if start_after is not None:
+        check_key(start_after)
+    if until is not None:
+        check_key(until)
+
+    def inside(key: str) -> str:
+        check_key(key)
+        if (
+            not key.startswith(prefix)
+            or (start_after is not None and key <= start_after)
+            or (until is not None and key > until)
+        ):
+            raise InvalidValue(f"{key!r} is outside the range being replaced")
+        return key
+
+    return inside
 
 
 def check_delimiter(delimiter: object) -> str:

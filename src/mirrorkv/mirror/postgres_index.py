@@ -34,7 +34,9 @@ from .index import (
     check_delimiter,
     check_swap,
     find_query,
+    key_bounds,
     parent_prefixes,
+    replace_range_check,
     seek_listing,
 )
 
@@ -61,13 +63,6 @@ def _row(meta: Meta) -> tuple[str, _Row]:
         if isinstance(text, str) and "\x00" in text:
             raise InvalidValue(f"a record of {key!r} holds a NUL character, which text cannot")
     return key, row
-
-
-def _range(prefix: str, start_after: str | None) -> tuple[str, bool, str | None]:
-    """``(low, inclusive, high)``: keys ``>= low`` (``> low``) and ``< high`` (None: unbounded)."""
-    if start_after is not None and start_after >= prefix:
-        return start_after, False, prefix_upper_bound(prefix)
-    return prefix, True, prefix_upper_bound(prefix)
 
 
 def _columns(rows: dict[str, Any]) -> list[list[Any]]:
@@ -278,20 +273,12 @@ class PostgresIndex(MetadataIndex):
         writer adds to the range between the read and the call stays (as if
         written after this replace).
         """
-        check_bucket(bucket)
-        check_prefix(prefix)
-        if start_after is not None:
-            check_key(start_after)
-        if until is not None:
-            check_key(until)
-        low, inclusive, high = _range(prefix, start_after)
+        inside = replace_range_check(bucket, prefix, start_after, until)
+        low, inclusive, high = key_bounds(prefix, start_after)
         rows: dict[str, _Row] = {}
         for meta in metas:
             key, row = _row(meta)
-            inside = (key >= low if inclusive else key > low) and key.startswith(prefix)
-            if not inside or (until is not None and key > until):
-                raise InvalidValue(f"{key!r} is outside the range being replaced")
-            rows[key] = row
+            rows[inside(key)] = row
         condition, args = key_range(low, inclusive, high)
         if until is not None:
             condition += " AND key <= %s"
@@ -339,7 +326,7 @@ class PostgresIndex(MetadataIndex):
         check_prefix(prefix)
         if start_after is not None:
             check_key(start_after)
-        return map(row_meta, self._pages(bucket, *_range(prefix, start_after)))
+        return map(row_meta, self._pages(bucket, *key_bounds(prefix, start_after)))
 
     def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         """See :meth:`MetadataIndex.keys`: reads the keys only."""
@@ -347,7 +334,7 @@ class PostgresIndex(MetadataIndex):
         check_prefix(prefix)
         if start_after is not None:
             check_key(start_after)
-        rows = self._pages(bucket, *_range(prefix, start_after), columns="key")
+        rows = self._pages(bucket, *key_bounds(prefix, start_after), columns="key")
         return (row[0] for row in rows)
 
     def ls(self, bucket: str, prefix: str = "", delimiter: str = "/") -> Listing:

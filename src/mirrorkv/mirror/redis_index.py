@@ -51,6 +51,7 @@ from .index import (
     check_bucket,
     check_swap,
     find_query,
+    replace_range_check,
 )
 
 __all__ = ["CHUNK", "DEFAULT_NAMESPACE", "RedisIndex"]
@@ -305,22 +306,12 @@ class RedisIndex(MetadataIndex):
         until: str | None = None,
     ) -> tuple[int, int, int]:
         """See :meth:`MetadataIndex.replace_range`: one script reading the range whole."""
-        check_bucket(bucket)
-        check_prefix(prefix)
-        if start_after is not None:
-            check_key(start_after)
-        if until is not None:
-            check_key(until)
+        inside = replace_range_check(bucket, prefix, start_after, until)
         low, high = byte_range(prefix, start_after)
-        after = start_after if start_after is not None and start_after >= prefix else None
         rows: dict[str, tuple[str, ...]] = {}
         for meta in metas:
             fields = meta_fields(meta)
-            key = check_key(fields[0])
-            inside = key.startswith(prefix) and (after is None or key > after)
-            if not inside or (until is not None and key > until):
-                raise InvalidValue(f"{key!r} is outside the range being replaced")
-            rows[key] = fields
+            rows[inside(fields[0])] = fields
         if until is not None:
             last = until.encode()
             if high == b"+" or last < high[1:]:  # the tighter of until and the prefix's bound

@@ -34,7 +34,9 @@ from .index import (
     check_delimiter,
     check_swap,
     find_query,
+    key_bounds,
     parent_prefixes,
+    replace_range_check,
     seek_listing,
 )
 
@@ -55,13 +57,6 @@ _ADD = (
     " SET objects = objects + excluded.objects, bytes = bytes + excluded.bytes"
 )
 _DROP_EMPTY = "DELETE FROM aggregates WHERE bucket = ? AND prefix = ? AND objects <= 0"
-
-
-def _range(prefix: str, start_after: str | None) -> tuple[str, bool, str | None]:
-    """``(low, inclusive, high)``: keys ``>= low`` (``> low``) and ``< high`` (None: unbounded)."""
-    if start_after is not None and start_after >= prefix:
-        return start_after, False, prefix_upper_bound(prefix)
-    return prefix, True, prefix_upper_bound(prefix)
 
 
 class SQLiteIndex(MetadataIndex):
@@ -243,20 +238,9 @@ class SQLiteIndex(MetadataIndex):
         until: str | None = None,
     ) -> tuple[int, int, int]:
         """See :meth:`MetadataIndex.replace_range`."""
-        check_bucket(bucket)
-        check_prefix(prefix)
-        if start_after is not None:
-            check_key(start_after)
-        if until is not None:
-            check_key(until)
-        low, inclusive, high = _range(prefix, start_after)
-        rows: dict[str, tuple[Any, ...]] = {}
-        for meta in metas:
-            key = check_key(meta.key)
-            inside = (key >= low if inclusive else key > low) and key.startswith(prefix)
-            if not inside or (until is not None and key > until):
-                raise InvalidValue(f"{key!r} is outside the range being replaced")
-            rows[key] = meta_row(meta)
+        inside = replace_range_check(bucket, prefix, start_after, until)
+        low, inclusive, high = key_bounds(prefix, start_after)
+        rows = {inside(meta.key): meta_row(meta) for meta in metas}
         where, args = key_range(bucket, low, inclusive, high)
         if until is not None:
             where += " AND key <= ?"
@@ -337,7 +321,7 @@ class SQLiteIndex(MetadataIndex):
         check_prefix(prefix)
         if start_after is not None:
             check_key(start_after)
-        return self._pages(bucket, *_range(prefix, start_after))
+        return self._pages(bucket, *key_bounds(prefix, start_after))
 
     def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         """See :meth:`MetadataIndex.keys`."""
@@ -345,7 +329,7 @@ class SQLiteIndex(MetadataIndex):
         check_prefix(prefix)
         if start_after is not None:
             check_key(start_after)
-        return self._key_pages(bucket, *_range(prefix, start_after))
+        return self._key_pages(bucket, *key_bounds(prefix, start_after))
 
     def _key_pages(self, bucket: str, low: str, inclusive: bool, high: str | None) -> Iterator[str]:
         page = _FIRST_PAGE
