@@ -20,8 +20,8 @@ from ..keys import check_key, check_prefix, prefix_upper_bound
 from ..meta import Listing, Meta
 from ..stores._sql_errors import ErrorTranslator
 from ..stores._sql_schema import check_table_name
-from ..stores._sql_setup import create_engine, parse_option
-from ..urls import StoreURL, parse_url, reject_unknown
+from ..stores._sql_setup import create_engine, url_arguments
+from ..urls import StoreURL, parse_url
 from . import _postgres_index_queries as _queries
 from ._index_rows import meta_row, row_meta
 from ._postgres_index_io import Runner
@@ -49,7 +49,6 @@ CHUNK = 10_000
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
-_OPTIONS = ("table", "pool_size", "max_overflow", "pool_timeout", "connect_timeout")
 _SCHEMES = ("postgresql", "postgres")
 
 _Row = tuple[int, str, float, str | None, str | None, str]
@@ -164,17 +163,7 @@ class PostgresIndex(MetadataIndex):
         ``connect_timeout`` (seconds, 30 and 10). Anything else is an
         :class:`InvalidURL`.
         """
-        reject_unknown(url, options, _OPTIONS)
-        kwargs: dict[str, Any] = {}
-        if "table" in options:
-            kwargs["table"] = str(options["table"])
-        for name in ("pool_size", "max_overflow"):
-            if name in options:
-                kwargs[name] = parse_option(name, options[name], int)
-        for name in ("pool_timeout", "connect_timeout"):
-            if name in options:
-                kwargs[name] = parse_option(name, options[name], float)
-        return cls(url, **kwargs)
+        return cls(url, **url_arguments(url, options))
 
     @property
     def table(self) -> str:

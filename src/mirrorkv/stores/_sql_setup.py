@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..errors import InvalidURL, MirrorKVError
-from ..urls import StoreURL
+from ..urls import StoreURL, reject_unknown
 from ._sql_errors import ErrorTranslator, is_duplicate, is_retryable_conflict
 from ._sql_schema import SCHEMA_VERSION, tables
 
-__all__ = ["DRIVERS", "create_engine", "parse_option", "prepare"]
+__all__ = ["DRIVERS", "URL_OPTIONS", "create_engine", "parse_option", "prepare", "url_arguments"]
 
 #: The SQLAlchemy driver each URL scheme opens.
 DRIVERS = {
@@ -130,3 +131,22 @@ def parse_option(name: str, value: Any, kind: type[int | float]) -> Any:
         return kind(value)
     except (TypeError, ValueError):
         raise InvalidURL(f"option {name} takes a number, not {value!r}") from None
+
+
+#: The options a SQL URL (a store's or a PostgreSQL index's) accepts.
+URL_OPTIONS = ("table", "pool_size", "max_overflow", "pool_timeout", "connect_timeout")
+
+
+def url_arguments(url: StoreURL, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments that a SQL URL's ``options`` give; :class:`InvalidURL` otherwise."""
+    reject_unknown(url, options, URL_OPTIONS)
+    kwargs: dict[str, Any] = {}
+    if "table" in options:
+        kwargs["table"] = str(options["table"])
+    for name in ("pool_size", "max_overflow"):
+        if name in options:
+            kwargs[name] = parse_option(name, options[name], int)
+    for name in ("pool_timeout", "connect_timeout"):
+        if name in options:
+            kwargs[name] = parse_option(name, options[name], float)
+    return kwargs

@@ -30,7 +30,7 @@ from ..store import (
     check_precondition,
     parse_counter,
 )
-from ..urls import StoreURL, parse_url, reject_unknown
+from ..urls import StoreURL, parse_url
 from ._sql_errors import ErrorTranslator, is_disconnect, is_duplicate, is_retryable_conflict
 from ._sql_io import ChunkReader, Lease, Leases, Once, batches, split_chunks
 from ._sql_rows import dump_metadata, new_blob_id, next_version, row_meta, text
@@ -44,14 +44,13 @@ from ._sql_schema import (
     statements,
     tables,
 )
-from ._sql_setup import DRIVERS, create_engine, parse_option, prepare
+from ._sql_setup import DRIVERS, create_engine, prepare, url_arguments
 
 __all__ = ["DEFAULT_TABLE", "INLINE_LIMIT", "SCHEMA_VERSION", "SQLStore"]
 
 #: The table a store uses unless told otherwise.
 DEFAULT_TABLE = "mirrorkv"
 
-_OPTIONS = ("table", "pool_size", "max_overflow", "pool_timeout", "connect_timeout")
 #: Listing pages grow from the first to the last size, so an early ``break`` stays cheap.
 _FIRST_PAGE = 100
 _LAST_PAGE = 2000
@@ -163,17 +162,7 @@ class SQLStore(Store):
         ``max_overflow`` (10), ``pool_timeout`` and ``connect_timeout``
         (seconds, 30 and 10). Anything else is an :class:`InvalidURL`.
         """
-        reject_unknown(url, options, _OPTIONS)
-        kwargs: dict[str, Any] = {}
-        if "table" in options:
-            kwargs["table"] = str(options["table"])
-        for name in ("pool_size", "max_overflow"):
-            if name in options:
-                kwargs[name] = parse_option(name, options[name], int)
-        for name in ("pool_timeout", "connect_timeout"):
-            if name in options:
-                kwargs[name] = parse_option(name, options[name], float)
-        return cls(url, **kwargs)
+        return cls(url, **url_arguments(url, options))
 
     @property
     def table(self) -> str:
