@@ -8,11 +8,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mirrorkv.errors import InvalidURL, InvalidValue, MirrorKVError, StoreUnavailable
 from mirrorkv.meta import Meta
 from mirrorkv.mirror import SQLiteIndex, Usage, _sqlite_index_usage, open_index
-from mirrorkv.mirror.index import glob_regex, literal_prefix, regex_literal_prefix
+from mirrorkv.mirror.index import glob_prefilter, glob_regex, literal_prefix, regex_literal_prefix
 from mirrorkv.stores.sqlite import SQLiteStore
 from mirrorkv.testing.index_conformance import IndexConformance, IndexFactory
 
@@ -111,6 +113,37 @@ def test_pattern_helpers() -> None:
     assert glob_regex("a/**/c").fullmatch("a/b/x/c")
     assert glob_regex("a[.]b").fullmatch("a.b")
     assert glob_regex("a[").fullmatch("a[")
+
+
+_PATTERN_TEXT = st.text(alphabet="ab/*?[]!%_\\-é", max_size=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(glob=_PATTERN_TEXT, key=st.text(alphabet="ab/*?[]!%_\\-é", min_size=1, max_size=8))
+def test_glob_prefilter_keeps_every_match(glob: str, key: str) -> None:
+    """What the SQL prefilter drops, the exact glob would drop too (GLOB and LIKE alike)."""
+    if not glob_regex(glob).fullmatch(key):
+        return
+    conn = sqlite3.connect(":memory:")
+    conn.execute("PRAGMA case_sensitive_like = ON")
+    pattern = glob_prefilter(glob, "glob")
+    if pattern is not None:
+        assert conn.execute("SELECT ? GLOB ?", (key, pattern)).fetchone()[0] == 1, pattern
+    like = glob_prefilter(glob, "like")
+    if like is not None:
+        matched = conn.execute("SELECT ? LIKE ? ESCAPE '\\'", (key, like)).fetchone()[0]
+        assert matched == 1, like
+
+
+def test_glob_prefilter_drops_what_it_can() -> None:
+    assert glob_prefilter("*/obj*7.csv", "glob") == "*/obj*7.csv"
+    assert glob_prefilter("*/obj*7.csv", "like") == "%/obj%7.csv"
+    assert glob_prefilter("a[!x]?**z", "glob") == "a??*z"
+    assert glob_prefilter("50%_[*]*", "like") == "50\\%\\__%"
+    assert glob_prefilter("x*[?]", "glob") == "x*?"
+    assert glob_prefilter("logs/*", "glob") is None  # the key range already is the filter
+    with pytest.raises(ValueError):
+        glob_prefilter("*", "regex")
 
 
 def test_busy_writer_times_out_and_changes_nothing(tmp_path: Path) -> None:

@@ -121,6 +121,14 @@ def literal_prefix(glob: str) -> str:
     return glob
 
 
+def _class_end(glob: str, at: int) -> int:
+    """Where the character class opened at ``glob[at]`` closes, or -1 (a literal ``[``).
+
+    As in fnmatch, a ``]`` right after ``[`` or ``[!`` belongs to the class.
+    """
+    return glob.find("]", at + (3 if glob.startswith("[!", at) else 2))
+
+
 def glob_regex(glob: str) -> re.Pattern[str]:
     """The compiled regular expression of a glob (see the module docstring), matched whole."""
     out: list[str] = []
@@ -136,7 +144,7 @@ def glob_regex(glob: str) -> re.Pattern[str]:
         elif char == "?":
             out.append("[^/]")
         elif char == "[":
-            close = glob.find("]", at + 2 if glob.startswith("[!", at) else at + 1)
+            close = _class_end(glob, at)
             if close == -1:
                 out.append(re.escape(char))
             else:
@@ -144,7 +152,8 @@ def glob_regex(glob: str) -> re.Pattern[str]:
                 negate = body.startswith("!")
                 if negate:
                     body = body[1:]
-                body = body.replace("\\", "\\\\").replace("^", "\\^")
+                # Only "-" keeps a meaning inside; "[", "&", "~", "|" would start set operations.
+                body = "".join("\\" + c if c in "\\^[]&~|" else c for c in body)
                 # A negated class must not match "/" either: * and ? never cross a segment.
                 out.append(f"[^/{body}]" if negate else f"[{body}]")
                 at = close
@@ -152,6 +161,48 @@ def glob_regex(glob: str) -> re.Pattern[str]:
             out.append(re.escape(char))
         at += 1
     return re.compile("".join(out), re.DOTALL)
+
+
+def glob_prefilter(glob: str, dialect: str) -> str | None:
+    """A pattern for SQL's ``GLOB`` (``dialect="glob"``) or ``LIKE`` (``"like"``) that
+    every key matching ``glob`` matches, so that the database drops most other
+    keys before they reach Python; ``None`` where it would drop nothing.
+
+    A superset, not the same set: ``*`` and ``?`` there also cross ``/`` and a
+    character class becomes "any one character", so the exact
+    :func:`glob_regex` still runs on what it keeps. ``LIKE`` patterns escape
+    with a backslash (PostgreSQL's default).
+    """
+    if dialect == "glob":
+        many, one = "*", "?"
+
+        def literal(char: str) -> str:
+            return f"[{char}]" if char in "*?[" else char
+    elif dialect == "like":
+        many, one = "%", "_"
+
+        def literal(char: str) -> str:
+            return "\\" + char if char in "%_\\" else char
+    else:
+        raise ValueError(f"unknown SQL pattern dialect {dialect!r}")
+    out: list[str] = []
+    at, end = 0, len(glob)
+    while at < end:
+        char = glob[at]
+        if char == "*":
+            if not out or out[-1] != many:
+                out.append(many)
+        elif char == "?":
+            out.append(one)
+        elif char == "[" and (close := _class_end(glob, at)) != -1:
+            out.append(one)
+            at = close
+        else:
+            out.append(literal(char))
+        at += 1
+    if out[-1:] == [many] and many not in out[:-1] and one not in out:
+        return None  # a literal start and one trailing wildcard: the key range itself
+    return "".join(out)
 
 
 _REGEX_META = set(".^$*+?{}[]|()\\")
@@ -309,15 +360,23 @@ class FindQuery:
     modified_before: float | None = None
     content_type: str | None = None
     patterns: tuple[Callable[[str], object], ...] = ()
+    glob: str | None = None
 
-    def sql(self, placeholder: str) -> tuple[str, tuple[Any, ...]]:
+    def sql(self, placeholder: str, dialect: str | None = None) -> tuple[str, tuple[Any, ...]]:
         """``(" AND size >= ? ...", args)`` for the bounds, with the driver's placeholder.
 
         The columns are those of the SQL backends: ``size``, ``modified`` (a
         float POSIX time) and ``content_type`` (NULL for the default type).
+        With ``dialect`` (``"glob"`` or ``"like"``, see :func:`glob_prefilter`)
+        the glob also narrows the rows in SQL; :meth:`keep` still decides.
         """
         clauses: list[str] = []
         args: list[Any] = []
+        if dialect is not None and self.glob is not None:
+            pattern = glob_prefilter(self.glob, dialect)
+            if pattern is not None:
+                clauses.append(f"key {dialect.upper()} {placeholder}")
+                args.append(pattern)
         for clause, value in (
             ("size >= ", self.min_size),
             ("size <= ", self.max_size),
@@ -396,6 +455,7 @@ def find_query(
         None if modified_before is None else timestamp(modified_before),
         content_type,
         tuple(patterns),
+        glob,
     )
 
 

@@ -406,14 +406,14 @@ class PostgresIndex(MetadataIndex):
         modified_before: datetime | float | None = None,
         content_type: str | None = None,
     ) -> Iterator[Meta]:
-        """See :meth:`MetadataIndex.find`: size, time and type filter in SQL, patterns here."""
+        """See :meth:`MetadataIndex.find`: bounds and a glob's outline in SQL; patterns here."""
         check_bucket(bucket)
         query = find_query(
             prefix, glob, regex, min_size, max_size, modified_after, modified_before, content_type
         )
         if query.range_prefix is None:
             return iter(())
-        sql, args = query.sql("%s")
+        sql, args = query.sql("%s", "like")
         low = query.range_prefix
         rows = self._pages(bucket, low, True, prefix_upper_bound(low), sql, args)
         return query.keep(map(row_meta, rows))

@@ -308,8 +308,7 @@ class SQLiteIndex(MetadataIndex):
             sql = f"SELECT {COLUMNS} FROM entries WHERE {where}{filters} ORDER BY key LIMIT ?"
             with self._errors:
                 rows = self._conn().execute(sql, (*args, *filter_args, page)).fetchall()
-            for row in rows:
-                yield row_meta(row)
+            yield from map(row_meta, rows)
             if len(rows) < page:
                 return
             low, inclusive = rows[-1][0], False
@@ -403,14 +402,14 @@ class SQLiteIndex(MetadataIndex):
         modified_before: datetime | float | None = None,
         content_type: str | None = None,
     ) -> Iterator[Meta]:
-        """See :meth:`MetadataIndex.find`: size, time and type filter in SQL, patterns here."""
+        """See :meth:`MetadataIndex.find`: bounds and a glob's outline in SQL; patterns here."""
         check_bucket(bucket)
         query = find_query(
             prefix, glob, regex, min_size, max_size, modified_after, modified_before, content_type
         )
         if query.range_prefix is None:
             return iter(())
-        sql, args = query.sql("?")
+        sql, args = query.sql("?", "glob")
         low = query.range_prefix
         return query.keep(self._pages(bucket, low, True, prefix_upper_bound(low), sql, args))
 

@@ -414,6 +414,43 @@ class IndexConformance:
         with pytest.raises(InvalidValue):
             found(regex="(")
 
+    def test_find_globs_with_sql_special_characters(self, index: MetadataIndex) -> None:
+        # Keys a SQL GLOB or LIKE prefilter could mistake for wildcards or escapes.
+        keys = [
+            "50%_off.txt",
+            "50x_off.txt",
+            "a_b",
+            "axb",
+            "[x].txt",
+            "x.txt",
+            "back\\slash",
+            "star*",
+            "stars",
+            "q?",
+            "qq",
+            "é/ü*.t",
+            "dir/50%/f",
+        ]
+        index.record_many(BUCKET, [meta(key, 1) for key in keys])
+        for glob, expected in (
+            ("50%*", ["50%_off.txt"]),
+            ("*%_*", ["50%_off.txt"]),
+            ("a_b", ["a_b"]),
+            ("*_b", ["a_b"]),
+            ("[[]x].txt", ["[x].txt"]),
+            ("*]*", ["[x].txt"]),
+            ("back\\*", ["back\\slash"]),
+            ("*\\*", ["back\\slash"]),
+            ("star[*]", ["star*"]),
+            ("*[*]", ["star*"]),
+            ("q[?]", ["q?"]),
+            ("?[?]", ["q?"]),
+            ("é/*[*].?", ["é/ü*.t"]),
+            ("**/50%/*", ["dir/50%/f"]),
+            ("[!s]*[*]", []),
+        ):
+            assert [m.key for m in index.find(BUCKET, glob=glob)] == expected, glob
+
     def test_find_pages_through_many(self, index: MetadataIndex) -> None:
         index.record_many(BUCKET, [meta(f"f/{i:04}/{i % 7}", i) for i in range(3000)])
         hits = [m.key for m in index.find(BUCKET, glob="f/*/3", min_size=1000)]
