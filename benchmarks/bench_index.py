@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mirrorkv.meta import Meta
-from mirrorkv.mirror import SQLiteIndex, _sqlite_index_usage
+from mirrorkv.mirror import SQLiteIndex
 
 BUCKET = "s3://bench"
 
@@ -39,16 +39,6 @@ def per_call(function: Callable[[int], object], calls: int) -> float:
         function(i)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def forced_scan(function: Callable[[int], object], calls: int) -> float:
-    """:func:`per_call` with ``du`` made to sum key ranges (what it does for small directories)."""
-    saved = _sqlite_index_usage.SEEK_WORTH
-    _sqlite_index_usage.SEEK_WORTH = 10**12
-    try:
-        return per_call(function, calls)
-    finally:
-        _sqlite_index_usage.SEEK_WORTH = saved
 
 
 def key_of(i: int) -> str:
@@ -126,12 +116,6 @@ def main() -> None:
                 (
                     "du('tenant') (every key: 100 tenants)",
                     per_call(lambda i: index.du(BUCKET, "tenant"), 20),
-                )
-            )
-            rows.append(
-                (
-                    "du('tenant0') forced to a range scan",
-                    forced_scan(lambda i: index.du(BUCKET, f"tenant{i % 10}"), 5),
                 )
             )
             rows.append(

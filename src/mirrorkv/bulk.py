@@ -97,6 +97,12 @@ class Usage:
             return NotImplemented
         return Usage(self.objects + other.objects, self.bytes + other.bytes)
 
+    def __sub__(self, other: Usage) -> Usage:
+        """What is left of these objects and bytes without ``other``'s (no breakdown by child)."""
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(self.objects - other.objects, self.bytes - other.bytes)
+
     def as_dict(self) -> dict[str, Any]:
         """The record as plain dicts and ints (for JSON), children included."""
         return {

@@ -10,6 +10,7 @@ import sqlite3
 from typing import Any
 
 from ..keys import prefix_upper_bound
+from ._sqlite_index_schema import DEPTH
 from .index import Usage
 
 __all__ = [
@@ -30,6 +31,11 @@ _PROBE = 8
 
 _USAGE = "SELECT objects, bytes FROM aggregates WHERE bucket = ? AND prefix = ?"
 _CHILD = "SELECT prefix, objects, bytes FROM aggregates WHERE bucket = ?"
+#: The subdirectories (rows of one depth) of a directory from a prefix on, one index range.
+_LEVEL = (
+    "FROM aggregates INDEXED BY aggregates_by_depth"
+    f" WHERE bucket = ? AND {DEPTH} = ? AND prefix >= ?"
+)
 
 
 def key_range(bucket: str, low: str, inclusive: bool, high: str | None) -> tuple[str, list[Any]]:
@@ -61,20 +67,54 @@ def range_sum(conn: sqlite3.Connection, bucket: str, low: str | None, high: str 
     return Usage(int(count), int(size))
 
 
+def _level_range(bucket: str, level: int, low: str, high: str | None) -> tuple[str, list[Any]]:
+    """The condition and arguments of the aggregate rows of ``level`` slashes in ``[low, high)``."""
+    return (_LEVEL if high is None else _LEVEL + " AND prefix < ?"), (
+        [bucket, level, low] if high is None else [bucket, level, low, high]
+    )
+
+
+def _level_sum(
+    conn: sqlite3.Connection, bucket: str, level: int, low: str, high: str | None
+) -> Usage:
+    where, args = _level_range(bucket, level, low, high)
+    objects, size = conn.execute(f"SELECT total(objects), total(bytes) {where}", args).fetchone()
+    return Usage(int(objects), int(size))
+
+
 def partial_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> Usage:
-    """``du`` of a prefix not ending in ``/``: its subdirectories' rows plus the gaps between.
+    """``du`` of a prefix not ending in ``/``: its subdirectories' rows plus the objects between.
 
     The subdirectories are those of the directory the prefix is in whose
-    names start with the rest of the prefix; the gaps hold the objects
-    directly in that directory. Each subdirectory is found with one seek in
-    the aggregates (its row sorts before any deeper one), so the cost
-    follows the number of subdirectories, not of the keys or directories
-    below them. Where the first few subdirectories turn out small (under
-    :data:`SEEK_WORTH` keys on average), the rest of the range is summed
-    instead.
+    names start with the rest of the prefix: one range of the
+    ``aggregates_by_depth`` index, summed in one query. The objects directly
+    in that directory are checked first (its total minus all its
+    subdirectories); only where there are some is the key range read around
+    the subdirectories (:func:`_around_subdirectories`).
     """
-    depth = prefix.rfind("/") + 1  # the length of the directory the prefix is in
+    directory = prefix[: prefix.rfind("/") + 1]
+    level = directory.count("/") + 1
     high = prefix_upper_bound(prefix)
+    inside = _level_sum(conn, bucket, level, prefix, high)
+    direct = prefix_usage(conn, bucket, directory) - _level_sum(
+        conn, bucket, level, directory, prefix_upper_bound(directory)
+    )
+    if not direct.objects:
+        return inside
+    return _around_subdirectories(conn, bucket, prefix, len(directory), high)
+
+
+def _around_subdirectories(
+    conn: sqlite3.Connection, bucket: str, prefix: str, depth: int, high: str | None
+) -> Usage:
+    """The subdirectories' rows plus the range sums of the objects between them.
+
+    Each subdirectory is found with one seek in the aggregates (its row
+    sorts before any deeper one), so the cost follows the number of
+    subdirectories, not of the keys below them. Where the first few turn out
+    small (under :data:`SEEK_WORTH` keys on average), the rest of the range
+    is summed instead.
+    """
     bound = "" if high is None else " AND prefix < ?"
     seek = f"{_CHILD} AND prefix >= ?{bound} ORDER BY prefix LIMIT 1"
     total = Usage()
@@ -95,28 +135,18 @@ def partial_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> Usage:
 
 
 def children_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> dict[str, Usage]:
-    """``du_children`` of ``""`` or a prefix ending in ``/``: one seek per child directory."""
+    """``du_children`` of ``""`` or a prefix ending in ``/``: one range of the depth index."""
     total = prefix_usage(conn, bucket, prefix)
     children: dict[str, Usage] = {}
-    start = len(prefix)
-    low: str | None = prefix
-    high = prefix_upper_bound(prefix)
     inner = Usage()
-    bounds = " AND prefix < ?" if high is not None else ""
-    sql = f"{_CHILD} AND prefix > ?{bounds} ORDER BY prefix LIMIT 1"
-    later = f"{_CHILD} AND prefix >= ?{bounds} ORDER BY prefix LIMIT 1"
-    while low is not None and total.objects:
-        args = (bucket, low) if high is None else (bucket, low, high)
-        row = conn.execute(sql, args).fetchone()
-        if row is None:
-            break
-        child = row[0][: row[0].index("/", start) + 1]
-        # A deeper row first would mean a missing child row: read the child's anyway.
-        usage = Usage(row[1], row[2]) if child == row[0] else prefix_usage(conn, bucket, child)
-        children[child] = usage
-        inner = inner + usage
-        low, sql = prefix_upper_bound(child), later
-    direct = Usage(total.objects - inner.objects, total.bytes - inner.bytes)
+    if total.objects:
+        where, args = _level_range(
+            bucket, prefix.count("/") + 1, prefix, prefix_upper_bound(prefix)
+        )
+        for child, objects, size in conn.execute(f"SELECT prefix, objects, bytes {where}", args):
+            usage = children[child] = Usage(objects, size)
+            inner = inner + usage
+    direct = total - inner
     result: dict[str, Usage] = {"": direct} if direct.objects else {}
     result.update(children)
     return result

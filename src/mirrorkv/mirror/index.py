@@ -160,7 +160,10 @@ def glob_regex(glob: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(char))
         at += 1
-    return re.compile("".join(out), re.DOTALL)
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error as error:  # a class with a reversed range, such as [z-a]
+        raise InvalidValue(f"bad glob {glob!r}: {error}") from None
 
 
 def glob_prefilter(glob: str, dialect: str) -> str | None:
