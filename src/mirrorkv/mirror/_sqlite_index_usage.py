@@ -15,6 +15,7 @@ from .index import Usage
 
 __all__ = [
     "SEEK_WORTH",
+    "children_rows",
     "children_usage",
     "partial_usage",
     "prefix_usage",
@@ -134,19 +135,22 @@ def _around_subdirectories(
     return total + range_sum(conn, bucket, low, high)
 
 
+def children_rows(conn: sqlite3.Connection, bucket: str, prefix: str) -> list[tuple[str, int, int]]:
+    """``(subdirectory, objects, bytes)`` of each subdirectory of ``""`` or a ``/`` prefix.
+
+    One range of the depth index, in key order.
+    """
+    where, args = _level_range(bucket, prefix.count("/") + 1, prefix, prefix_upper_bound(prefix))
+    return conn.execute(f"SELECT prefix, objects, bytes {where} ORDER BY prefix", args).fetchall()
+
+
 def children_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> dict[str, Usage]:
     """``du_children`` of ``""`` or a prefix ending in ``/``: one range of the depth index."""
     total = prefix_usage(conn, bucket, prefix)
-    children: dict[str, Usage] = {}
-    inner = Usage()
-    if total.objects:
-        where, args = _level_range(
-            bucket, prefix.count("/") + 1, prefix, prefix_upper_bound(prefix)
-        )
-        for child, objects, size in conn.execute(f"SELECT prefix, objects, bytes {where}", args):
-            usage = children[child] = Usage(objects, size)
-            inner = inner + usage
-    direct = total - inner
+    rows = children_rows(conn, bucket, prefix) if total.objects else []
+    direct = Usage(
+        total.objects - sum(row[1] for row in rows), total.bytes - sum(row[2] for row in rows)
+    )
     result: dict[str, Usage] = {"": direct} if direct.objects else {}
-    result.update(children)
+    result.update((child, Usage(objects, size)) for child, objects, size in rows)
     return result

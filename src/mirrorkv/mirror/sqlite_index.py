@@ -26,7 +26,13 @@ from ..stores._sqlite_io import ErrorTranslator, transaction
 from ..urls import StoreURL
 from ._index_rows import meta_row, row_meta
 from ._sqlite_index_schema import COLUMNS, IndexConnections
-from ._sqlite_index_usage import children_usage, key_range, partial_usage, prefix_usage
+from ._sqlite_index_usage import (
+    children_rows,
+    children_usage,
+    key_range,
+    partial_usage,
+    prefix_usage,
+)
 from .index import (
     MetadataIndex,
     Usage,
@@ -344,10 +350,24 @@ class SQLiteIndex(MetadataIndex):
             page = min(page * 4, _LAST_PAGE)
 
     def ls(self, bucket: str, prefix: str = "", delimiter: str = "/") -> Listing:
-        """See :meth:`MetadataIndex.ls`; skips over each common prefix with one seek."""
+        """See :meth:`MetadataIndex.ls`.
+
+        A directory (``""`` or a prefix ending in ``/``, delimiter ``/``) that
+        holds no objects of its own is listed from its subdirectories'
+        aggregate rows in one query. Otherwise the listing reads the keys and
+        skips over each common prefix with one seek.
+        """
         check_bucket(bucket)
         check_prefix(prefix)
         check_delimiter(delimiter)
+        if delimiter == "/" and (prefix == "" or prefix.endswith("/")):
+            with self._errors:
+                conn = self._conn()
+                with transaction(conn, "DEFERRED"):
+                    total = prefix_usage(conn, bucket, prefix).objects
+                    rows = children_rows(conn, bucket, prefix) if total else []
+            if total == sum(row[1] for row in rows):  # no objects directly in the directory
+                return Listing([], [row[0] for row in rows])
 
         def read(low: str, inclusive: bool, high: str | None, limit: int) -> list[Any]:
             where, args = key_range(bucket, low, inclusive, high)
