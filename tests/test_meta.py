@@ -72,3 +72,38 @@ def test_metadata_must_be_a_mapping_of_str(metadata: object) -> None:
 
     with pytest.raises(InvalidValue):
         MemoryStore().put("k", b"v", metadata=metadata)  # type: ignore[arg-type]
+
+
+def test_details_fetch_once_per_record_or_per_key_when_shared() -> None:
+    from mirrorkv.meta import Details
+
+    calls: list[str] = []
+
+    def fetch_one() -> Meta:
+        calls.append("one")
+        return Meta("a", 1, "e", 0.0, "text/plain", {"m": "1"}, "v1")
+
+    one = Details(fetch_one)
+    listed = Meta("a", 1, "e", 0.0, one, one, one)
+    assert (listed.content_type, dict(listed.metadata), listed.version) == (
+        "text/plain",
+        {"m": "1"},
+        "v1",
+    )
+    assert calls == ["one"]
+
+    def fetch(key: str) -> Meta:
+        calls.append(key)
+        return Meta(key, 1, "e", 0.0, f"type/{key}", {}, f"v-{key}")
+
+    shared = Details.shared(fetch)
+    a, b = (Meta(key, 1, "e", 0.0, shared, shared, shared) for key in "ab")
+    assert (a.version, b.version, a.content_type, b.content_type) == (
+        "v-a",
+        "v-b",
+        "type/a",
+        "type/b",
+    )
+    assert calls == ["one", "a", "b"]  # each key fetched once, however many fields are read
+    with pytest.raises(TypeError):
+        shared.meta()

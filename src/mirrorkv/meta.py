@@ -65,21 +65,42 @@ class Details:
     calls ``fetch`` once (one HEAD request) and every later read reuses it.
     So listing a million keys costs a thousand LIST requests, not a million
     HEADs, and a caller that reads the details pays for exactly those it reads.
+
+    :meth:`shared` makes one ``Details`` for every record of a listing,
+    fetching by key: a listing then allocates nothing per record for it.
     """
 
-    __slots__ = ("_fetch", "_meta")
+    __slots__ = ("_by_key", "_fetch", "_meta")
 
     def __init__(self, fetch: Callable[[], Meta]) -> None:
-        self._fetch = fetch
+        self._fetch: Callable[..., Meta] = fetch
         self._meta: Meta | None = None
+        self._by_key: dict[str, Meta] | None = None
 
-    def meta(self) -> Meta:
-        """The fetched record (fetched on the first call)."""
-        meta = self._meta
-        if meta is None:
-            # Two threads racing here both fetch; either result is a valid record.
-            meta = self._meta = self._fetch()
-        return meta
+    @classmethod
+    def shared(cls, fetch: Callable[[str], Meta]) -> Details:
+        """One ``Details`` for many records: ``fetch(key)`` once per key read."""
+        details = cls.__new__(cls)
+        details._fetch = fetch
+        details._meta = None
+        details._by_key = {}
+        return details
+
+    def meta(self, key: str | None = None) -> Meta:
+        """The fetched record (fetched on the first call); a shared one needs the ``key``."""
+        # Two threads racing here both fetch; either result is a valid record.
+        by_key = self._by_key
+        if by_key is None:
+            meta = self._meta
+            if meta is None:
+                meta = self._meta = self._fetch()
+            return meta
+        if key is None:
+            raise TypeError("a shared Details fetches by key: call meta(key)")
+        found = by_key.get(key)
+        if found is None:
+            found = by_key[key] = self._fetch(key)
+        return found
 
 
 class Meta(tuple[Any, ...]):
@@ -144,13 +165,13 @@ class Meta(tuple[Any, ...]):
     def content_type(self) -> str:
         """The content type recorded with the value."""
         raw = self[4]
-        return raw if raw.__class__ is str else raw.meta().content_type
+        return raw if raw.__class__ is str else raw.meta(self[0]).content_type
 
     @property
     def metadata(self) -> Mapping[str, str]:
         """User metadata recorded with the value (read-only)."""
         raw = self[5]
-        return raw.meta().metadata if raw.__class__ is Details else raw
+        return raw.meta(self[0]).metadata if raw.__class__ is Details else raw
 
     @property
     def version(self) -> str:
@@ -158,7 +179,7 @@ class Meta(tuple[Any, ...]):
         raw = self[6]
         if raw.__class__ is str:
             return raw
-        return raw.meta().version if raw.__class__ is Details else str(raw)
+        return raw.meta(self[0]).version if raw.__class__ is Details else str(raw)
 
     def replace(self, **changes: Any) -> Meta:
         """A copy with some fields changed, e.g. ``meta.replace(key="other")``."""

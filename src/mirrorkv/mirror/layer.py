@@ -155,14 +155,13 @@ class Mirror(Store):
         One generator with the conversion inlined: it runs once per listed key.
         """
         cut = len(self._key_prefix)
-        fetch = self._fetch_details
+        details = Details.shared(self._fetch_details)  # one for all: nothing more per key
         seen = 0
         try:
             for meta in metas:
                 seen += 1
                 if meta[6] == LISTED:
                     key = meta[0][cut:] if cut else meta[0]
-                    details = Details(functools.partial(fetch, key))
                     yield _new_meta(
                         Meta, (key, meta[1], meta[2], meta[3], details, details, details)
                     )
