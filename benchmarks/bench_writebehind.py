@@ -18,6 +18,9 @@ a time. Figures are operations per second over the timed calls: the best of
 
 The contenders, and what each has on disk when the loop ends:
 
+* ``dict``: the same loops over a bare dict (``put`` is ``dict.__setitem__``,
+  ``incr`` a one-line function), for reference (nothing on disk): what the
+  benchmark's loop and one call cost, so that it is seen not to dominate.
 * ``memory``: a MemoryStore alone, for reference (nothing on disk): the
   floor under writebehind's calls, which land in one.
 * ``writebehind``: ``WriteBehind(front=MemoryStore(), back=SQLiteStore(path))``
@@ -102,13 +105,13 @@ def timed(loop: Callable[[], None], calls: int) -> float:
     return calls / (time.perf_counter() - start)
 
 
-def put_loop(store: Store, pairs: list[tuple[str, bytes]]) -> None:
+def put_loop(store: Store | BareDict, pairs: list[tuple[str, bytes]]) -> None:
     put = store.put
     for key, value in pairs:
         put(key, value)
 
 
-def incr_loop(store: Store, counters: list[str]) -> None:
+def incr_loop(store: Store | BareDict, counters: list[str]) -> None:
     incr = store.incr
     for key in counters:
         incr(key)
@@ -159,6 +162,43 @@ def run_writebehind(keys: list[str], plan: Plan) -> Result:
             f"the final flush after the puts wrote {flush_rows:,} rows of {len(keys):,} "
             "(the pending keys; the background flushes wrote the rest)"
         )
+    return result
+
+
+class BareDict(dict[str, object]):
+    """The loops' floor: ``put`` and ``incr`` as cheap as a Python call on a dict can be."""
+
+    put: Callable[[str, object], None]
+    incr: Callable[[str], None]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.put = self.__setitem__
+        get = self.get
+
+        def incr(key: str) -> None:
+            self[key] = get(key, 0) + 1  # type: ignore[operator]  # the values are ints
+
+        self.incr = incr
+
+
+def run_dict(keys: list[str], plan: Plan) -> Result:
+    result = Result("dict")
+    best_put = best_incr = 0.0
+    for _ in range(plan.rounds):
+        data = BareDict()
+        data.update({key: plan.values[i % len(plan.values)] for i, key in enumerate(keys)})
+
+        def puts(data: BareDict = data) -> None:
+            put_loop(data, plan.put_pairs)
+
+        def incrs(data: BareDict = data) -> None:
+            incr_loop(data, plan.counters)
+
+        best_put = max(best_put, timed(puts, len(plan.put_pairs)))
+        best_incr = max(best_incr, timed(incrs, len(plan.counters)))
+    result.put, result.incr = best_put, best_incr
+    result.notes.append("a bare dict through the same loops: the cost of the loop and one call")
     return result
 
 
@@ -304,6 +344,7 @@ def run_redis(keys: list[str], plan: Plan) -> Result:
 CONTENDERS: dict[str, Callable[[list[str], Plan], Result]] = {
     "writebehind": run_writebehind,
     "memory": run_memory,
+    "dict": run_dict,
     "dict+pickle": run_dict_pickle,
     "shelve": run_shelve,
     "diskcache": run_diskcache,

@@ -29,6 +29,7 @@ from mirrorkv import MemoryStore
 from mirrorkv import open as open_store
 from mirrorkv.errors import InvalidKey, InvalidValue, KeyNotFound, MirrorKVError, StoreUnavailable
 from mirrorkv.layers import WriteBehind
+from mirrorkv.layers._writebehind_flush import CHUNK
 from mirrorkv.store import Store
 from mirrorkv.stores.sqlite import SQLiteStore
 from mirrorkv.testing.crash import read_seq
@@ -101,6 +102,23 @@ def test_coalescing_flush_writes_only_what_changed(back: SQLiteStore) -> None:
     assert contents(back) == contents(wb)
     wb.flush()  # nothing pending: nothing written
     assert (wb.stats.puts, wb.stats.flushes) == (104, 2)
+    wb.close()
+
+
+def test_a_flush_of_several_chunks_reaches_the_back_whole(back: SQLiteStore) -> None:
+    """More keys than one put_many call carries, a warmed counter and a typed value among them."""
+    back.put("hits", b"41")
+    wb = quiet(back)
+    count = 2 * CHUNK + 1
+    written = wb.put_many({f"k{i:05d}": b"v%d" % i for i in range(count)})
+    assert wb.incr("hits") == 42
+    wb.put("typed", b"t", content_type="text/plain")
+    wb.flush()
+    assert (wb.stats.puts, wb.stats.flushes) == (count + 2, 1)
+    assert back.get("hits") == b"42" and back.head("typed").content_type == "text/plain"
+    assert contents(back) == contents(wb)
+    for meta in (written[0], written[CHUNK], written[-1]):
+        assert meta.version == back.head(meta.key).version
     wb.close()
 
 

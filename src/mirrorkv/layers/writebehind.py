@@ -212,8 +212,11 @@ class WriteBehind(Store):
             for meta in metas:
                 data = values.get(meta[0])
                 if data is not None:
-                    # The value in the etag slot, as MemoryStore keeps it; the back's raw fields.
-                    fields = (meta[0], len(data), data, meta[3], meta[4], meta[5], meta[6])
+                    # The value in the etag slot, as MemoryStore keeps it; the back's raw fields,
+                    # no metadata as the shared NO_METADATA (so that a warmed counter, once
+                    # incremented, is flushed with the plain writes: see _writebehind_flush).
+                    metadata = meta[5] or NO_METADATA
+                    fields = (meta[0], len(data), data, meta[3], meta[4], metadata, meta[6])
                     entries[meta[0]] = _new_meta(Meta, fields)
 
     def _take(self) -> Batch:
