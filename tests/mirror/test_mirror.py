@@ -297,6 +297,33 @@ def test_concurrent_writers_of_one_key_leave_the_remote_state(
     assert a.dirty() == []
 
 
+@pytest.mark.parametrize("late_write_wins", [True, False])
+def test_a_batch_racing_a_writer_leaves_the_remote_state(
+    tmp_path: Path, late_write_wins: bool
+) -> None:
+    """put_many and delete_many settle each key against what they saw, as single writes do."""
+    remote = SQLiteStore(tmp_path / "s.db")
+    a = Mirror(remote, SQLiteIndex(tmp_path / "i.db"), bucket="b")
+    b = Mirror(remote, SQLiteIndex(tmp_path / "i.db"), bucket="b")
+    a.put_many({"k": b"0", "calm": b"0", "gone": b"0"})
+    seen = a._seen_many(["k", "calm", "gone"])  # A reads the entries, then writes the remote...
+    if late_write_wins:
+        b.put("k", b"from B")  # ...B writes and records in between...
+        metas = remote.put_many({"k": b"from A, last", "calm": b"A"})
+        remote.delete("gone")
+    else:
+        metas = remote.put_many({"k": b"from A", "calm": b"A"})
+        remote.delete("gone")
+        b.put("k", b"from B, last")
+    results: dict[str, object] = {meta.key: meta for meta in metas}
+    a._settle_many(seen, {**results, "gone": None})  # type: ignore[dict-item]
+    for key in ("k", "calm"):
+        assert a.head(key) == remote.head(key)
+    assert "gone" not in a
+    assert a.dirty() == []
+    assert a.du() == Usage(2, remote.head("k").size + 1)
+
+
 def test_a_reader_never_overwrites_a_newer_record(tmp_path: Path) -> None:
     remote = SQLiteStore(tmp_path / "s.db")
     a = Mirror(remote, SQLiteIndex(tmp_path / "i.db"), bucket="b")

@@ -129,6 +129,20 @@ def _class_end(glob: str, at: int) -> int:
     return glob.find("]", at + (3 if glob.startswith("[!", at) else 2))
 
 
+def _class_body(body: str) -> str:
+    """A glob class's characters as a regex class body: ranges ``a-z`` kept, all else literal."""
+    out: list[str] = []
+    at = 0
+    while at < len(body):
+        if at + 2 < len(body) and body[at + 1] == "-":
+            out.append(f"{re.escape(body[at])}-{re.escape(body[at + 2])}")
+            at += 3
+        else:
+            out.append(re.escape(body[at]))
+            at += 1
+    return "".join(out)
+
+
 def glob_regex(glob: str) -> re.Pattern[str]:
     """The compiled regular expression of a glob (see the module docstring), matched whole."""
     out: list[str] = []
@@ -152,8 +166,7 @@ def glob_regex(glob: str) -> re.Pattern[str]:
                 negate = body.startswith("!")
                 if negate:
                     body = body[1:]
-                # Only "-" keeps a meaning inside; "[", "&", "~", "|" would start set operations.
-                body = "".join("\\" + c if c in "\\^[]&~|" else c for c in body)
+                body = _class_body(body)
                 # A negated class must not match "/" either: * and ? never cross a segment.
                 out.append(f"[^/{body}]" if negate else f"[{body}]")
                 at = close
@@ -504,6 +517,22 @@ class MetadataIndex(ABC):
         :class:`NotSupported` where a backend does not implement it.
         """
         raise NotSupported(f"{type(self).__name__} has no compare_and_set")
+
+    def compare_and_set_many(
+        self, bucket: str, changes: Iterable[tuple[str, tuple[str, str] | None, Meta | None]]
+    ) -> builtins.list[str]:
+        """:meth:`compare_and_set` of each ``(key, expected, meta)``; the keys that lost.
+
+        A key whose entry is no longer ``expected`` is left as it is and
+        returned. Atomic per key; a backend may apply all in one transaction
+        (this default makes one call per key). :class:`NotSupported` where
+        :meth:`compare_and_set` is.
+        """
+        return [
+            key
+            for key, expected, meta in changes
+            if not self.compare_and_set(bucket, key, expected, meta)
+        ]
 
     @abstractmethod
     def get(self, bucket: str, key: str) -> Meta | None:

@@ -205,35 +205,64 @@ class Mirror(Store):
         several concurrent writers records last, the index ends up holding
         the remote's final state.
         """
-        if seen is _UNSEEN:
-            if meta is None:
-                self._forget([key])
-            else:
-                self._record([meta])
+        if seen is not _UNSEEN:
+            results = {key: meta}
+            self._settle_many({key: seen}, results, wrote=wrote)
+        elif meta is None:
+            self._forget([key])
+        else:
+            self._record([meta])
+
+    def _seen_many(self, keys: builtins.list[str]) -> dict[str, object]:
+        """:meth:`_seen` of each key (before a remote batch write)."""
+        return {key: self._seen(key) for key in keys}
+
+    def _settle_many(
+        self, seen: dict[str, object], results: dict[str, Meta | None], *, wrote: bool = True
+    ) -> None:
+        """:meth:`_settle` of each key of ``results``, in one index call where it can."""
+        if any(state is _UNSEEN for state in seen.values()):
+            self._record([meta for meta in results.values() if meta is not None])
+            self._forget([key for key, meta in results.items() if meta is None])
             return
-        full = self._full(key)
-        expected = cast("tuple[str, str] | None", seen)
-        record = None if meta is None else _new_meta(Meta, (full, *meta[1:]))
+        changes = [
+            (
+                self._full(key),
+                cast("tuple[str, str] | None", seen[key]),
+                None if meta is None else _new_meta(Meta, (self._full(key), *meta[1:])),
+            )
+            for key, meta in results.items()
+        ]
         try:
-            for _ in range(_SETTLE_TRIES):
-                try:
-                    if self._index.compare_and_set(self._bucket, full, expected, record):
-                        return
-                except NotSupported:
-                    self._swaps = False
-                    self._settle(key, _UNSEEN, meta, wrote=wrote)
-                    return
-                if not wrote:
-                    return
-                expected = entry_state(self._index.get(self._bucket, full))
-                try:
-                    current: Meta | None = self._head_remote(key)
-                except KeyNotFound:
-                    current = None
-                record = None if current is None else _new_meta(Meta, (full, *current[1:]))
-            raise MirrorKVError(f"the entry of {key!r} kept changing under concurrent writers")
+            lost = self._index.compare_and_set_many(self._bucket, changes)
+        except NotSupported:
+            self._swaps = False
+            self._settle_many(dict.fromkeys(results, _UNSEEN), results, wrote=wrote)
+            return
         except Exception as error:
-            self._mark_dirty([full], error)
+            self._mark_dirty([change[0] for change in changes], error)
+            return
+        if wrote:
+            cut = len(self._key_prefix)
+            for full in lost:
+                try:
+                    self._catch_up(full[cut:])
+                except Exception as error:
+                    self._mark_dirty([full], error)
+
+    def _catch_up(self, key: str) -> None:
+        """Record what the remote holds now for ``key``, which another writer recorded meanwhile."""
+        full = self._full(key)
+        for _ in range(_SETTLE_TRIES):
+            expected = entry_state(self._index.get(self._bucket, full))
+            try:
+                current: Meta | None = self._head_remote(key)
+            except KeyNotFound:
+                current = None
+            record = None if current is None else _new_meta(Meta, (full, *current[1:]))
+            if self._index.compare_and_set(self._bucket, full, expected, record):
+                return
+        raise MirrorKVError(f"the entry of {key!r} kept changing under concurrent writers")
 
     def _record(self, metas: builtins.list[Meta]) -> None:
         """Record metas the remote confirmed; journal their keys dirty if that fails."""
@@ -326,10 +355,11 @@ class Mirror(Store):
     def _put_many(
         self, keys: builtins.list[str], values: builtins.list[bytes]
     ) -> builtins.list[Meta]:
+        seen = self._seen_many(keys)
         metas: builtins.list[Meta] = self._remote_write(
             "PUT", keys, lambda: self._remote._put_many(keys, values)
         )
-        self._record(metas)
+        self._settle_many(seen, {meta[0]: meta for meta in metas})
         if self._cache is not None:
             for key in keys:
                 self._cache.drop(key)
@@ -354,8 +384,9 @@ class Mirror(Store):
     def _delete_many(self, keys: builtins.list[str]) -> None:
         for start in range(0, len(keys), PAGE):
             chunk = keys[start : start + PAGE]
+            seen = self._seen_many(chunk)
             self._remote_write("DELETE", chunk, functools.partial(self._remote._delete_many, chunk))
-            self._forget(chunk)
+            self._settle_many(seen, dict.fromkeys(chunk))
         if self._cache is not None:
             for key in keys:
                 self._cache.drop(key)

@@ -216,23 +216,42 @@ class SQLiteIndex(MetadataIndex):
         self, bucket: str, key: str, expected: tuple[str, str] | None, meta: Meta | None
     ) -> bool:
         """See :meth:`MetadataIndex.compare_and_set`: one ``BEGIN IMMEDIATE`` transaction."""
+        return not self.compare_and_set_many(bucket, [(key, expected, meta)])
+
+    def compare_and_set_many(
+        self, bucket: str, changes: Iterable[tuple[str, tuple[str, str] | None, Meta | None]]
+    ) -> builtins.list[str]:
+        """See :meth:`MetadataIndex.compare_and_set_many`: one ``BEGIN IMMEDIATE`` transaction."""
         check_bucket(bucket)
-        check_swap(key, meta)
-        row = None if meta is None else meta_row(meta)
+        rows: builtins.list[tuple[str, tuple[str, str] | None, tuple[Any, ...] | None]] = []
+        for key, expected, meta in changes:
+            check_swap(key, meta)
+            rows.append((key, expected, None if meta is None else meta_row(meta)))
+        lost: builtins.list[str] = []
         with self._errors:
             conn = self._conn()
             with transaction(conn):
-                old = conn.execute(_OLD_STATE, (bucket, key)).fetchone()
-                if (None if old is None else (old[1], old[2])) != expected:
-                    return False
-                if row is None:
-                    self._forget(conn, bucket, (key,))
-                    return True
-                conn.execute(_UPSERT, (bucket, key, *row))
-                objects, size = (1, row[0]) if old is None else (0, row[0] - old[0])
-                if objects or size:
-                    self._apply(conn, bucket, {p: [objects, size] for p in parent_prefixes(key)})
-                return True
+                deltas: dict[str, builtins.list[int]] = {}
+                for key, expected, row in rows:
+                    old = conn.execute(_OLD_STATE, (bucket, key)).fetchone()
+                    if (None if old is None else (old[1], old[2])) != expected:
+                        lost.append(key)
+                        continue
+                    if row is None:
+                        if old is None:
+                            continue
+                        conn.execute(_DELETE, (bucket, key))
+                        objects, size = -1, -old[0]
+                    else:
+                        conn.execute(_UPSERT, (bucket, key, *row))
+                        objects, size = (1, row[0]) if old is None else (0, row[0] - old[0])
+                    if objects or size:
+                        for prefix in parent_prefixes(key):
+                            delta = deltas.setdefault(prefix, [0, 0])
+                            delta[0] += objects
+                            delta[1] += size
+                self._apply(conn, bucket, deltas)
+        return lost
 
     def replace_range(
         self,

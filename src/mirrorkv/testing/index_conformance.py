@@ -564,6 +564,27 @@ class IndexConformance:
         with pytest.raises(InvalidKey):
             index.compare_and_set(BUCKET, "", None, None)
 
+    def test_compare_and_set_many(self, index: MetadataIndex, index_factory: IndexFactory) -> None:
+        _swaps_or_skip(index, index_factory.name)
+        a, b = meta("d/a", 10, version="v1"), meta("d/b", 20, version="v1")
+        index.record_many(BUCKET, [a, b])
+        lost = index.compare_and_set_many(
+            BUCKET,
+            [
+                ("d/a", entry_state(a), meta("d/a", 1, version="v2")),  # wins
+                ("d/b", ("stale", "v0"), None),  # loses: left as it is
+                ("d/c", None, meta("d/c", 300)),  # wins: was absent
+                ("d/gone", None, None),  # absent stays absent
+            ],
+        )
+        assert lost == ["d/b"]
+        assert index.get(BUCKET, "d/a") == meta("d/a", 1, version="v2")
+        assert index.get(BUCKET, "d/b") == b
+        assert index.du(BUCKET, "d/") == Usage(3, 321) and index.du(BUCKET) == Usage(3, 321)
+        assert index.compare_and_set_many(BUCKET, [("d/b", entry_state(b), None)]) == []
+        assert index.du(BUCKET, "d/") == Usage(2, 301)
+        assert index.compare_and_set_many(BUCKET, []) == []
+
     @pytest.mark.slow
     def test_processes_swap_exactly(
         self, index: MetadataIndex, index_factory: IndexFactory
