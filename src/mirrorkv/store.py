@@ -160,6 +160,12 @@ class Store(ABC):
     #: The largest value the store accepts, in bytes (``None``: no limit of its own).
     max_value_size: int | None = None
 
+    #: True where every etag is the hex MD5 of the value, so equal values have
+    #: equal etags (the default). False where etags only identify a write: each
+    #: is a non-empty str, the same from ``put`` and ``head`` until the next
+    #: write, and different after it (as S3's SSE-KMS etags are not MD5 digests).
+    content_etags: bool = True
+
     @property
     def max_key_bytes(self) -> int:
         """The longest key this store accepts, in UTF-8 bytes (1024; less under a prefix)."""

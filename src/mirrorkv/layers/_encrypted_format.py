@@ -1,6 +1,7 @@
-"""The stored format of `Encrypted` values (version 1): keys, header, segments, sealed etag.
+"""The stored formats of `Encrypted` values: keys, header, segments, sealed etag.
 
-A value is stored as ``header || segment_0 || ... || segment_{n-1}``:
+Version 1 (metadata ``mkv-enc: aes-256-gcm/1``, any size): a value is stored
+as ``header || segment_0 || ... || segment_{n-1}``:
 
 * ``header`` = ``b"mkE\\x01"`` (magic and version), a 16-byte random salt,
   one byte giving the segment size (0: the whole value is one segment;
@@ -20,13 +21,24 @@ segment is the header and the store key, so a value moved to another key,
 reordered, truncated or extended fails to open. The logical etag (the MD5
 of the plaintext) is sealed under the same value key with a nonce no
 segment uses, bound to the key id, store key, size, content type and user
-metadata, and kept in the record's metadata.
+metadata, and kept in the record's metadata (base64 of the salt and the
+sealed etag).
+
+Version 2, *bare* (metadata ``mkv-enc: aes-256-gcm/2``, values of at most
+:data:`WHOLE` bytes): the stored value is the one AES-GCM segment alone, with
+no header, so ``put`` hands the store the cipher's output without copying it
+behind a header. The header's fields live in the metadata instead: the key
+id in ``mkv-enc-key``, the salt in front of the sealed etag. The value key
+and the nonce are those of version 1; the associated data is ``b"mkE\x02"``,
+the salt, the key id's length and the key id, then the store key. A reader
+therefore needs the record's metadata to open a bare value.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -43,15 +55,19 @@ __all__ = [
     "WHOLE",
     "Key",
     "Sealer",
+    "bare_size",
     "key_fingerprint",
     "logical_size",
+    "open_bare",
     "open_etag",
     "open_segments",
     "open_value",
     "parse_header",
+    "tag_etag",
 ]
 
 MAGIC = b"mkE\x01"
+_BARE = b"mkE\x02"  # begins the associated data of a bare value, never stored
 SALT = 16
 TAG = 16
 #: Plaintext bytes per segment of a value larger than :data:`WHOLE`.
@@ -68,6 +84,7 @@ _ETAG_NONCE = b"\xff" * 11 + b"\x02"
 _LAST = (b"\x00", b"\x01")
 
 
+@functools.cache  # an import per value would cost about a microsecond; failures are not cached
 def _aesgcm() -> Any:
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -179,6 +196,16 @@ class Sealer:
         shift = _SHIFT if segmented else 0
         return MAGIC + self._salt + bytes([shift, len(key_id)]) + key_id
 
+    def seal_bare(self, data: bytes) -> bytes:
+        """A value of at most :data:`WHOLE` bytes sealed bare: AES-GCM's output, no header."""
+        if len(data) > WHOLE:
+            raise InvalidValue("only values of at most 1 MiB are sealed bare")
+        sealed: bytes = self._aead.encrypt(_nonce(0, True), data, self._bare_context())
+        return sealed
+
+    def _bare_context(self) -> bytes:
+        return _bare_context(self._salt, self._key.id, self._name)
+
     def seal(self, data: bytes) -> bytes:
         """A whole value sealed: header and segments."""
         size = len(data)
@@ -195,8 +222,8 @@ class Sealer:
             parts.append(self._aead.encrypt(_nonce(index, index == count - 1), piece, context))
         return b"".join(parts)
 
-    def seal_stream(self, source: IO[bytes], md5: Any) -> Iterator[bytes]:
-        """The header, then each segment of ``source`` sealed; ``md5`` sees the plaintext.
+    def seal_stream(self, source: IO[bytes], md5: Any | None) -> Iterator[bytes]:
+        """The header, then each segment of ``source`` sealed; ``md5`` (if any) sees the plaintext.
 
         For sources of more than :data:`WHOLE` bytes (raises
         :class:`InvalidValue` for a shorter one: seal it whole).
@@ -211,7 +238,8 @@ class Sealer:
             last = not following
             if last and index * SEGMENT + len(current) <= WHOLE:
                 raise InvalidValue("a stream of at most 1 MiB is sealed whole, not streamed")
-            md5.update(current)
+            if md5 is not None:
+                md5.update(current)
             yield self._aead.encrypt(_nonce(index, last), current, context)
             if last:
                 return
@@ -224,6 +252,32 @@ class Sealer:
         context = _etag_context(self._key.id, self._name, size, content_type, metadata)
         sealed = self._aead.encrypt(_ETAG_NONCE, bytes.fromhex(etag), context)
         return base64.b64encode(self._salt + sealed).decode()
+
+
+def _bare_context(salt: bytes, key_id: str, name: str) -> bytes:
+    raw_id = key_id.encode()
+    return _BARE + salt + bytes([len(raw_id)]) + raw_id + name.encode()
+
+
+def bare_size(name: str, stored: int) -> int:
+    """The plaintext size of a bare value of ``stored`` bytes; :class:`CorruptValue` if none."""
+    if not TAG <= stored <= WHOLE + TAG:
+        raise CorruptValue(f"{name!r} has the length of no encrypted value")
+    return stored - TAG
+
+
+def open_bare(name: str, data: bytes, key: Key, sealed_etag: str) -> bytes:
+    """The plaintext of a bare value; its salt is the one in front of ``sealed_etag``.
+
+    :class:`CorruptValue` unless it authenticates.
+    """
+    bare_size(name, len(data))
+    salt = _sealed_etag(name, sealed_etag)[:SALT]
+    aead = _aesgcm()(key.value_key(salt))
+    try:
+        return bytes(aead.decrypt(_nonce(0, True), data, _bare_context(salt, key.id, name)))
+    except _invalid_tag() as error:
+        raise _failed(name) from error
 
 
 def _failed(name: str) -> CorruptValue:
@@ -255,14 +309,19 @@ def open_value(name: str, data: bytes, keys: Mapping[str, Key]) -> bytes:
     return b"".join(parts)
 
 
-def open_segments(name: str, source: IO[bytes], keys: Mapping[str, Key]) -> Iterator[bytes]:
+def open_segments(
+    name: str, source: IO[bytes], keys: Mapping[str, Key], start: bytes = b""
+) -> Iterator[bytes]:
     """The plaintext of a stored stream, segment by segment, each checked before it is yielded.
+
+    ``start`` is what the caller already read of ``source`` (at most the
+    header's first bytes, e.g. to look for the magic).
 
     Raises :class:`CorruptValue` from the iteration where a segment fails,
     the stream ends before its last segment or goes on after it. Holds at
     most one segment (1 MiB for a value sealed whole) at a time.
     """
-    fixed = read_exact(source, _FIXED)
+    fixed = start + read_exact(source, _FIXED - len(start))
     salt, segmented, id_length = parse_header(name, fixed)
     key_id = read_exact(source, id_length)
     key = _key_for(name, key_id, keys)
@@ -306,12 +365,7 @@ def open_etag(
     metadata: Mapping[str, str],
 ) -> str:
     """The logical etag sealed in a record's metadata; :class:`CorruptValue` unless it opens."""
-    try:
-        raw = base64.b64decode(sealed, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise CorruptValue(f"{name!r} has a damaged sealed etag") from error
-    if len(raw) != SALT + 16 + TAG:
-        raise CorruptValue(f"{name!r} has a damaged sealed etag")
+    raw = _sealed_etag(name, sealed)
     aead = _aesgcm()(key.value_key(raw[:SALT]))
     context = _etag_context(key.id, name, size, content_type, metadata)
     try:
@@ -320,6 +374,27 @@ def open_etag(
         raise CorruptValue(
             f"{name!r} failed authentication of its metadata: tampered with or another key"
         ) from error
+
+
+def _sealed_etag(name: str, sealed: str) -> bytes:
+    """The salt and sealed etag from the metadata's base64; :class:`CorruptValue` if damaged."""
+    try:
+        raw = base64.b64decode(sealed, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise CorruptValue(f"{name!r} has a damaged sealed etag") from error
+    if len(raw) != SALT + 16 + TAG:
+        raise CorruptValue(f"{name!r} has a damaged sealed etag")
+    return raw
+
+
+def tag_etag(sealed: bytes) -> str:
+    """The etag of a write that hashes no plaintext: the hex of its last AES-GCM tag.
+
+    ``sealed`` is the stored value, or any part of it ending with its last
+    segment. The tag is unique per write (every value has a key of its own)
+    and is stored in clear in the value anyway, so it reveals nothing.
+    """
+    return sealed[-TAG:].hex()
 
 
 def md5() -> Any:

@@ -34,8 +34,9 @@ __all__ = ["Layer"]
 class Layer(Store):
     """A store over ``inner``: every primitive goes to ``inner`` unless overridden.
 
-    Closing the layer closes ``inner``. Capabilities (less ``NATIVE_TTL``)
-    and the value size limit are ``inner``'s unless the layer says otherwise.
+    Closing the layer closes ``inner``. Capabilities (less ``NATIVE_TTL``),
+    the value size limit and :attr:`~mirrorkv.store.Store.content_etags` are
+    ``inner``'s unless the layer says otherwise.
     """
 
     #: True for a layer that changes neither keys nor values: then the value
@@ -49,6 +50,7 @@ class Layer(Store):
         # put(ttl=) reaches the wrapped store only through a layer that forwards it.
         self.capabilities = inner.capabilities & ~Capability.NATIVE_TTL
         self.max_value_size = inner.max_value_size
+        self.content_etags = inner.content_etags
 
     @property
     def max_key_bytes(self) -> int:
