@@ -384,3 +384,34 @@ def test_listed_records_fetch_their_details_once(tmp_path: Path, s3_endpoint: st
 def test_meta_equality_after_round_trip(mirror: Mirror, remote: MemoryStore) -> None:
     meta = mirror.put("k", b"v", metadata={"a": "b"})
     assert isinstance(meta, Meta) and mirror.head("k") == remote.head("k") == meta
+
+
+def test_list_requests_follow_the_remotes_pages() -> None:
+    from mirrorkv.mirror.stats import list_requests, page_sizes
+    from mirrorkv.stores.s3 import S3Store
+
+    assert [list_requests(n) for n in (0, 1, 1000, 1001, 20_000)] == [1, 1, 1, 2, 20]
+    assert [list_requests(n, 100, 1000) for n in (0, 100, 101, 1100, 1101)] == [1, 1, 2, 2, 3]
+    assert page_sizes(MemoryStore()) == (1000, 1000)
+    assert page_sizes(S3Store) == (100, 1000)  # a short first page
+
+
+def test_sync_counts_the_requests_s3_is_sent(tmp_path: Path, s3_endpoint: str) -> None:
+    from mirrorkv.stores.s3 import S3Store
+    from services import unique_name
+    from services.s3 import admin_client, dummy_credentials
+
+    bucket = unique_name("pages")
+    client = admin_client(s3_endpoint)
+    client.create_bucket(Bucket=bucket)
+    sent: list[str] = []
+    remote = S3Store(bucket, endpoint_url=s3_endpoint, **dummy_credentials())
+    remote.put_many({f"k{i:03}": b"x" for i in range(150)})
+    remote._client.meta.events.register(
+        "before-send.s3.ListObjectsV2", lambda **_: sent.append("LIST")
+    )
+    with Mirror(remote, SQLiteIndex(tmp_path / "i.db")) as mirror:
+        report = mirror.sync()
+        assert report.added == 150
+        assert report.requests == len(sent) == 2  # 100 keys, then 50
+        assert mirror.stats().remote == {"LIST": 2}

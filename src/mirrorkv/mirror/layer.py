@@ -36,7 +36,7 @@ from ..store import Capability, PutOptions, Store
 from ._value_cache import ValueCache
 from .index import MetadataIndex, Usage, entry_state, open_index
 from .ingest import EventReport, apply_events
-from .stats import PAGE, MirrorStats, RequestCounter, RequestPrices, list_requests
+from .stats import PAGE, MirrorStats, RequestCounter, RequestPrices, list_requests, page_sizes
 from .sync import LISTED, Progress, SyncReport, listed_record, sync_keys, sync_listing, timed
 
 __all__ = ["DEFAULT_CACHE_BYTES", "Mirror", "mirror_bucket"]
@@ -104,6 +104,7 @@ class Mirror(Store):
         self._bucket = bucket
         self._key_prefix = key_prefix
         self._counter = RequestCounter(prices)
+        self._page_sizes = page_sizes(remote)
         self._unjournaled: set[str] = set()
         self._swaps = True  # the index has compare_and_set (until it says otherwise)
         self._lock = threading.Lock()
@@ -171,7 +172,7 @@ class Mirror(Store):
                     yield meta
         finally:
             if method is not None:
-                self._counter.local(method, "LIST", list_requests(seen))
+                self._counter.local(method, "LIST", list_requests(seen, *self._page_sizes))
 
     def _fetch_details(self, key: str) -> Meta:
         """The remote's full record of ``key``, recorded in the index (one HEAD)."""
@@ -502,7 +503,7 @@ class Mirror(Store):
                 seen += 1
                 yield item
         finally:
-            self._counter.local(method, "LIST", list_requests(seen))
+            self._counter.local(method, "LIST", list_requests(seen, *self._page_sizes))
 
     # -- the public API, with force= ---------------------------------------------------
 
@@ -641,7 +642,7 @@ class Mirror(Store):
         if force:
             self.sync(prefix)
         usage = self._index.du(self._bucket, self._full(prefix))
-        self._counter.local("du", "LIST", list_requests(usage.objects))
+        self._counter.local("du", "LIST", list_requests(usage.objects, *self._page_sizes))
         if depth == 0:
             return usage
         return Usage(usage.objects, usage.bytes, self._children(prefix, depth))
@@ -716,7 +717,7 @@ class Mirror(Store):
             content_type=content_type,
         )
         scanned = self._index.du(self._bucket, kp + prefix).objects
-        self._counter.local("find", "LIST", list_requests(scanned))
+        self._counter.local("find", "LIST", list_requests(scanned, *self._page_sizes))
         return self._relative_all(metas)
 
     # -- keeping the index true --------------------------------------------------------

@@ -14,15 +14,38 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["MirrorStats", "RequestCounter", "RequestPrices", "list_requests"]
+__all__ = ["MirrorStats", "RequestCounter", "RequestPrices", "list_requests", "page_sizes"]
 
 #: Keys per page of a remote listing (S3's ``MaxKeys`` default and maximum).
 PAGE = 1000
 
 
-def list_requests(keys: int) -> int:
-    """The LIST requests a remote listing returning ``keys`` keys takes (at least one)."""
-    return max(1, -(-keys // PAGE))
+def list_requests(keys: int, first: int = PAGE, rest: int = PAGE) -> int:
+    """The LIST requests a listing of ``keys`` keys takes (at least one).
+
+    ``first`` keys come on the first page and ``rest`` on each later one
+    (see :func:`page_sizes`).
+    """
+    if keys <= first:
+        return 1
+    return 1 + -(-(keys - first) // rest)
+
+
+def page_sizes(store: object) -> tuple[int, int]:
+    """The keys on the first and on each later page of ``store.list()``'s requests.
+
+    A store that pages differently from S3's default (1,000 and 1,000) says
+    so with a ``list_page_sizes`` attribute, as ``S3Store`` (a short first
+    page) and ``GCSStore`` (its ``page_size``) do.
+    """
+    sizes = getattr(store, "list_page_sizes", None)
+    if (
+        isinstance(sizes, tuple)
+        and len(sizes) == 2
+        and all(isinstance(size, int) and size > 0 for size in sizes)
+    ):
+        return sizes
+    return PAGE, PAGE
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from ..errors import KeyNotFound
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Details, Meta
 from ..store import Store
 from .index import MetadataIndex
-from .stats import PAGE, RequestCounter
+from .stats import PAGE, RequestCounter, list_requests, page_sizes
 
 __all__ = ["LISTED", "SyncReport", "listed_record", "sync_keys", "sync_listing"]
 
@@ -125,9 +125,14 @@ def sync_listing(
         report.resumed_after = start_after
     done = start_after
     listing = iter(remote.list(prefix, start_after=start_after))
+    sizes = page_sizes(remote)
+    listed = made = 0  # keys listed and LIST requests counted, by this listing
     while page := list(itertools.islice(listing, PAGE)):
-        counter.remote("LIST")
-        report.requests += 1
+        listed += len(page)
+        requests = list_requests(listed, *sizes) - made
+        counter.remote("LIST", requests)
+        report.requests += requests
+        made += requests
         records = [listed_record(meta, key_prefix) for meta in page]
         low = None if done is None else key_prefix + done
         if not delete_missing:

@@ -163,6 +163,8 @@ class GCSStore(PooledBatches):
         self._retry_deadline = float(retry_deadline)
         self._chunk = chunk_size
         self._page_size = min(page_size, 1000)
+        #: Keys on the first and on each later page of list()'s requests.
+        self.list_page_sizes = (self._page_size, self._page_size)
         self._url_expires = float(url_expires)
         if anonymous is None:
             anonymous = self._endpoint is not None and credentials is None and not credentials_file

@@ -114,6 +114,9 @@ class S3Store(PooledBatches):
     )
     #: S3's largest object.
     max_value_size = 5 * 1024 * 1024 * MIB
+    #: Keys on the first and on each later page of :meth:`list`'s requests: a short
+    #: first page answers ``next(iter(store.list()))`` quickly.
+    list_page_sizes = (_FIRST_PAGE, _PAGE)
 
     def __init__(
         self,
