@@ -107,28 +107,9 @@ def _over_sqlite(
 
 Builder = Callable[[pytest.FixtureRequest, Path], StoreFactory]
 
-#: Layers whose etags are not content MD5s (``content_etags`` False). The state
-#: machine (mirrorkv/testing/stateful.py) still models every etag as the MD5 of
-#: the value, so it is skipped over them, visibly, until it learns content_etags.
-_WRITE_ETAGS = {"encrypted-tag"}
-
-
-def _no_state_machine(label: str, build: Builder) -> Builder:
-    def checked(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-        if request.function.__name__ == "test_store_matches_dict_model":
-            pytest.skip(f"{label}: the state machine expects MD5 etags (content_etags is False)")
-        return build(request, tmp_path)
-
-    return checked
-
-
 FACTORIES: dict[str, Builder] = {}
 for _label, (_module, _name, _wrap) in LAYERS.items():
     _cls = _layer_class(_module, _name)
     if _cls is not None:
         FACTORIES[f"{_label}-memory"] = _over_memory(_label, _cls, _wrap)
         FACTORIES[f"{_label}-sqlite"] = _over_sqlite(_label, _cls, _wrap)
-        if _label in _WRITE_ETAGS:
-            for _store in ("memory", "sqlite"):
-                _id = f"{_label}-{_store}"
-                FACTORIES[_id] = _no_state_machine(_id, FACTORIES[_id])

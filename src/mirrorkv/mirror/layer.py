@@ -110,6 +110,7 @@ class Mirror(Store):
         self._lock = threading.Lock()
         self.capabilities = remote.capabilities & ~Capability.NATIVE_TTL  # put takes no ttl
         self.max_value_size = remote.max_value_size
+        self.content_etags = remote.content_etags
         self._cache = None if cache is None else ValueCache(cache, cache_bytes)
 
     @property
