@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from pathlib import Path
 
@@ -102,6 +103,20 @@ def test_the_key_comes_from_an_argument_or_the_environment(
         mirrorkv.open(f"{url}?encrypt_key_env=BAD_KEY")
     assert "not a key" not in str(bad.value)
     assert os.environ["BAD_KEY"] == "not a key"
+
+
+def test_the_encryption_etag_mode_by_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite://{tmp_path}/tagged.db"
+    monkeypatch.setenv("HEX_KEY", KEY.hex())
+    with mirrorkv.open(f"{url}?encrypt_key_env=HEX_KEY&encrypt_etag=tag") as store:
+        meta = store.put("k", b"private")
+        assert not store.content_etags and meta.etag != hashlib.md5(b"private").hexdigest()
+    with mirrorkv.open(f"{url}?encrypt_key_env=HEX_KEY") as store:
+        assert store.content_etags and store.get("k") == b"private"
+    with pytest.raises(InvalidURL, match="md5 or tag"):
+        mirrorkv.open(f"{url}?encrypt_key_env=HEX_KEY&encrypt_etag=sha1")
+    with pytest.raises(InvalidURL, match="encrypt_key_env"):
+        mirrorkv.open(f"{url}?encrypt_etag=tag")
 
 
 @pytest.mark.parametrize(

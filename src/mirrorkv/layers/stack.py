@@ -32,6 +32,7 @@ LAYER_OPTIONS: dict[str, str] = {
     "prefix": "Prefixed: every key under this prefix",
     "encrypt_key_env": "Encrypted: the key, base64 or hex, from this environment variable",
     "encryption_key": "Encrypted: the key, as an argument of mirrorkv.open (never in a URL)",
+    "encrypt_etag": "Encrypted: md5 (etags are content MD5s, the default) or tag (faster puts)",
     "compress": "Compressed: the codec (zstd)",
     "compress_level": "Compressed: the codec's level (zstd: 1-22, default 3)",
     "ttl": "Expiring: default time to live in seconds",
@@ -172,7 +173,10 @@ def _prefixed(store: Store, option: _Reader) -> Store:
 def _encrypted(store: Store, option: _Reader) -> Store:
     key = option.raw("encryption_key")
     variable = option.text("encrypt_key_env")
+    etag = option.text("encrypt_etag")
     if key is None and variable is None:
+        if etag is not None:
+            raise InvalidURL("encrypt_etag configures Encrypted: give encrypt_key_env= too")
         return store
     if key is not None and variable is not None:
         raise InvalidURL("give encryption_key= or encrypt_key_env=, not both")
@@ -183,7 +187,9 @@ def _encrypted(store: Store, option: _Reader) -> Store:
         key = _decode_key(variable, text)
     from .encrypted import Encrypted
 
-    return Encrypted(store, key)
+    if etag is not None and etag not in ("md5", "tag"):
+        raise InvalidURL(f"encrypt_etag takes md5 or tag, not {etag!r}")
+    return Encrypted(store, key, etag="tag" if etag == "tag" else "md5")
 
 
 def _decode_key(variable: str, text: str) -> bytes:
