@@ -216,23 +216,123 @@ def test_overlapping_batches_keep_du_exact(index_url: str) -> None:
         index.close()
 
 
+def _model_ls(model: dict[str, int], prefix: str) -> tuple[list[str], list[str]]:
+    """``(object keys, common prefixes)`` of ``ls(prefix, "/")`` over ``model``."""
+    objects, prefixes = [], set()
+    for key in model:
+        if key.startswith(prefix):
+            at = key.find("/", len(prefix))
+            if at == -1:
+                objects.append(key)
+            else:
+                prefixes.add(key[: at + 1])
+    return sorted(objects), sorted(prefixes)
+
+
 @pytest.mark.parametrize("seek_worth", [0, 10**9], ids=["seek-around-directories", "range-scan"])
 def test_du_of_partial_prefixes_both_ways(
     index_url: str, monkeypatch: pytest.MonkeyPatch, seek_worth: int
 ) -> None:
+    """du, ls and du_children over the subdirectories' rows, beside objects of their own or not."""
     monkeypatch.setattr(_postgres_index_queries, "SEEK_WORTH", seek_worth)
     rng = random.Random(7)
-    parts = ["a", "ab", "a-b", "b", "é", "\U0001f600", ""]
+    parts = ["a", "ab", "a-b", "a0", "a.", "b", "é", "\U0001f600", ""]
     model: dict[str, int] = {}
     for _ in range(400):
         key = "/".join(rng.choice(parts) for _ in range(rng.randrange(1, 5))) or "x"
         model[key] = rng.randrange(1000)
+    for _ in range(300):  # a bucket whose directories hold no objects of their own
+        key = "/".join(rng.choice(parts) for _ in range(3)) + "/f"
+        model[key] = rng.randrange(1000)
+    with open_index(index_url) as index:
+        for bucket, keys in (
+            ("b", model),
+            ("only", {k: s for k, s in model.items() if k[-2:] == "/f"}),
+        ):
+            index.record_many(bucket, [Meta(k, s, "e", 0.0) for k, s in keys.items()])
+            prefixes = {key[:cut] for key in keys for cut in range(len(key) + 1)}
+            for prefix in [*sorted(prefixes), "z", "a/z", "\U0010ffff", "a/\U0010ffff"]:
+                sizes = [s for k, s in keys.items() if k.startswith(prefix)]
+                assert index.du(bucket, prefix) == Usage(len(sizes), sum(sizes)), prefix
+                listing = index.ls(bucket, prefix)
+                objects, common = _model_ls(keys, prefix)
+                assert [m.key for m in listing.objects] == objects, prefix
+                assert listing.prefixes == common, prefix
+                assert all(m.size == keys[m.key] for m in listing.objects)
+                if prefix == "" or prefix.endswith("/"):
+                    children = index.du_children(bucket, prefix)
+                    assert sorted(k for k in children if k) == common, prefix
+                    assert sum(children.values(), Usage()) == Usage(len(sizes), sum(sizes))
+
+
+@pytest.mark.parametrize("own", [False, True], ids=["no-own-objects", "own-objects"])
+def test_narrow_prefix_in_a_directory_of_many_subdirectories(index_url: str, own: bool) -> None:
+    """Past the cap on the subdirectories read, du and ls read the gaps, still exactly."""
+    model = {f"d/x{i:03}/f": i for i in range(300)}
+    if own:
+        # next to a subdirectory "d/x015/": before it, itself less its "/", just past it
+        model.update({"d/x015.": 6, "d/x015": 7, "d/x0150": 8, "d/x0159": 8, "d/y": 9})
     with open_index(index_url) as index:
         index.record_many("b", [Meta(k, s, "e", 0.0) for k, s in model.items()])
-        prefixes = {key[:cut] for key in model for cut in range(1, len(key) + 1)}
-        for prefix in [*sorted(prefixes), "z", "a/z", "\U0010ffff"]:
+        for prefix in ["d/x01", "d/x015", "d/x0", "d/x", "d/", "d/y", "d/x2"]:
             sizes = [s for k, s in model.items() if k.startswith(prefix)]
             assert index.du("b", prefix) == Usage(len(sizes), sum(sizes)), prefix
+            listing = index.ls("b", prefix)
+            objects, common = _model_ls(model, prefix)
+            assert ([m.key for m in listing.objects], listing.prefixes) == (objects, common)
+
+
+def test_an_index_made_before_the_depth_index_gains_it(index_url: str, postgres_url: str) -> None:
+    table = index_url.rsplit("=", 1)[1]
+    with open_index(index_url) as index:
+        index.record_many(
+            "b", [Meta(f"t{i}/d{j}/f", 1, "e", 0.0) for i in range(3) for j in range(3)]
+        )
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP INDEX "{table}_usage_by_depth"')  # as an index of before was made
+    # Several processes opening it at once: one builds the index, the others wait for it.
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            barrier.wait()
+            open_index(index_url).close()
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    with open_index(index_url) as index:
+        assert index.du("b", "t") == Usage(9, 9)
+        assert index.du_children("b", "t1/") == {f"t1/d{j}/": Usage(1, 1) for j in range(3)}
+        assert index.ls("b").prefixes == ["t0/", "t1/", "t2/"]
+    with psycopg.connect(postgres_url) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (f'"{table}_usage_by_depth"',)).fetchone()
+    assert found is not None and found[0] is not None
+
+
+def test_reads_use_the_depth_index(index_url: str, postgres_url: str) -> None:
+    """The subdirectory reads are ranges of the depth index, not scans of every row below."""
+    table = index_url.rsplit("=", 1)[1]
+    with open_index(index_url) as index:
+        index.record_many(
+            "b", [Meta(f"t{i:02}/d{j:02}/f", 1, "e", 0.0) for i in range(30) for j in range(30)]
+        )
+        assert isinstance(index, PostgresIndex)
+        sql = index._sql.children  # the statement under test
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute(f'ANALYZE "{table}_usage"')
+        conn.execute("SET enable_seqscan = off")
+        plan = conn.execute(
+            f"EXPLAIN {sql}",
+            {"bucket": "b", "low": "", "level": 1, "high": _postgres_index_queries.CEILING},
+        ).fetchall()
+    assert f"{table}_usage_by_depth" in "\n".join(row[0] for row in plan)
 
 
 @pytest.mark.slow

@@ -10,13 +10,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._postgres_index_schema import ADD, Names, by_prefix, upsert
+from ._postgres_index_schema import ADD, DEPTH, Names, by_prefix, upsert
 
-__all__ = ["COLUMNS", "SEEK_WORTH", "Queries", "key_range", "partial_usage", "queries"]
+__all__ = [
+    "CEILING",
+    "COLUMNS",
+    "SEEK_WORTH",
+    "Queries",
+    "key_range",
+    "listing",
+    "partial_usage",
+    "queries",
+]
 
 #: ``du`` of a prefix not ending in "/" seeks around the subdirectories it covers
 #: where they hold this many keys each on average, else scans its key range.
-SEEK_WORTH = 100
+SEEK_WORTH = 10
+#: A text above every key (a key is at most 1,024 bytes of UTF-8; this is 257
+#: characters of 4 bytes, each the greatest there is): the upper bound of a
+#: range whose prefix has none, so that every range has one and the planner
+#: sees it as a range.
+CEILING = "\U0010ffff" * 257
 #: The columns of an entry, in ``row_meta``'s order.
 COLUMNS = "key, size, etag, modified, content_type, metadata, version"
 
@@ -60,11 +74,13 @@ class Queries:
     range_sum_open: str
     #: ``du`` of a prefix not ending in "/" (see :func:`partial_usage`).
     partial_usage: str
-    #: ``du_children``, named parameters ``bucket``, ``prefix``, ``depth`` (its length)
-    #: and ``high`` (its upper bound; the ``_open`` form has none); rows
-    #: ``(child, objects, bytes)``, the first with child NULL for the prefix's own total.
+    #: ``du_children``, named parameters ``bucket``, ``low`` (the prefix), ``level``
+    #: (the number of "/" in its subdirectories) and ``high`` (its upper bound, or
+    #: :data:`CEILING`); rows ``(child, objects, bytes)`` in prefix order, the first
+    #: with child NULL for the prefix's own total.
     children: str
-    children_open: str
+    #: ``ls`` with the delimiter "/" (see :func:`listing`).
+    listing: str
     #: The buckets of the usage table (a skip scan), of the journal and of the checkpoints.
     buckets: str
     mark_dirty: str
@@ -86,27 +102,88 @@ class Queries:
         return f"SELECT key FROM {self.names.entries} WHERE bucket = %s{condition} ORDER BY key"
 
 
-def _children(n: Names, bounded: bool) -> str:
-    # A loose index scan: from each child "p/seg/" seek to the first row past its
-    # subtree (the child with its final "/" replaced by "0", the next byte), so the
-    # cost grows with the number of children, not with the directories below them.
-    high = " AND u.prefix < %(high)s" if bounded else ""
-    child = "left(r.prefix, %(depth)s::int + strpos(substr(r.prefix, %(depth)s::int + 1), '/'))"
-    return f"""WITH RECURSIVE walk(child) AS (
-            SELECT {child} FROM (
-                SELECT u.prefix FROM {n.usage} AS u
-                WHERE u.bucket = %(bucket)s AND u.prefix > %(prefix)s{high}
-                ORDER BY u.prefix LIMIT 1) AS r
-            UNION ALL
-            SELECT {child} FROM walk, LATERAL (
-                SELECT u.prefix FROM {n.usage} AS u
-                WHERE u.bucket = %(bucket)s AND u.prefix >= left(walk.child, -1) || '0'{high}
-                ORDER BY u.prefix LIMIT 1) AS r)
-        SELECT NULL, objects, bytes FROM {n.usage}
-        WHERE bucket = %(bucket)s AND prefix = %(prefix)s
+def _level(n: Names, columns: str = "prefix, objects, bytes") -> str:
+    """The rows of ``T_usage`` of ``%(level)s`` slashes in ``[%(low)s, %(high)s)``.
+
+    One range of ``T_usage_by_depth``: the subdirectories of one directory
+    whose names start with what ``low`` adds to it, in prefix order.
+    """
+    return (
+        f"SELECT {columns} FROM {n.usage} WHERE bucket = %(bucket)s AND {DEPTH} = %(level)s::int "
+        "AND prefix >= %(low)s AND prefix < %(high)s ORDER BY prefix"
+    )
+
+
+def _children(n: Names) -> str:
+    # The prefix's own row, then its subdirectories: one range of the depth index.
+    return f"""SELECT NULL, objects, bytes FROM {n.usage}
+        WHERE bucket = %(bucket)s AND prefix = %(low)s
+        UNION ALL ({_level(n)})"""
+
+
+def _gaps(n: Names, columns: str) -> str:
+    """``columns`` of the entries in ``[low, high)`` outside every row of ``kids``.
+
+    ``kids`` (a CTE of ``child`` prefixes ending in "/") are the
+    subdirectories of the directory ``low`` is in that start with ``low``;
+    what lies between them are that directory's own objects. One range probe
+    per gap, each from just past a child's subtree (its final "/" replaced by
+    "0", the next byte) to the next child, or to ``high`` after the last.
+    """
+    return f"""SELECT {columns} FROM (
+            SELECT coalesce(lag(left(child, -1) || '0') OVER (ORDER BY child), %(low)s) AS lo,
+                   child AS hi
+            FROM kids) AS g
+        JOIN {n.entries} AS e ON e.bucket = %(bucket)s AND e.key >= g.lo AND e.key < g.hi
         UNION ALL
-        SELECT w.child, u.objects, u.bytes FROM walk AS w
-        JOIN {n.usage} AS u ON u.bucket = %(bucket)s AND u.prefix = w.child"""
+        SELECT {columns} FROM {n.entries} AS e WHERE e.bucket = %(bucket)s
+        AND e.key >= coalesce((SELECT left(max(child), -1) || '0' FROM kids), %(low)s)
+        AND e.key < %(high)s"""
+
+
+def _own(n: Names) -> str:
+    """The CTE ``own(n)``: how many objects lie directly in the prefix's directory, or NULL.
+
+    The directory's total less all its subdirectories' rows. Where the
+    prefix is the directory, ``kids`` are those rows. Otherwise they are read
+    (one range of the depth index), but no more than ``4 x kids + 64`` of
+    them: past that, ``n`` is NULL (unknown), and the caller reads the gaps
+    between ``kids``, so that a narrow prefix in a directory of very many
+    subdirectories costs about what its own subdirectories cost.
+    """
+    cap = "(SELECT 4 * count(*) + 64 FROM kids)"
+    return f"""own AS MATERIALIZED (
+            SELECT coalesce((SELECT objects FROM {n.usage}
+                             WHERE bucket = %(bucket)s AND prefix = %(directory)s), 0)
+                - CASE WHEN %(low)s::text = %(directory)s::text
+                       THEN (SELECT coalesce(sum(objects), 0) FROM kids)
+                       ELSE (SELECT CASE WHEN count(*) < {cap} THEN coalesce(sum(objects), 0) END
+                             FROM (SELECT objects FROM {n.usage} WHERE bucket = %(bucket)s
+                                   AND {DEPTH} = %(level)s::int AND prefix >= %(directory)s
+                                   AND prefix < %(directory_high)s
+                                   ORDER BY prefix LIMIT {cap}) AS d) END AS n)"""
+
+
+def listing(n: Names) -> str:
+    """``ls`` with the delimiter "/": rows ``(is_prefix, key, ...)`` in key order.
+
+    Named parameters ``bucket``, ``low`` (the prefix), ``directory`` (the
+    prefix up to its last "/"), ``directory_high`` (its upper bound),
+    ``level`` (the number of "/" in its subdirectories) and ``high`` (the
+    prefix's upper bound); an absent upper bound is :data:`CEILING`. The
+    common prefixes are the subdirectories' aggregate rows; the objects are
+    the directory's own, read between them (:func:`_gaps`), and only where
+    it may hold some (:func:`_own`).
+    """
+    names = COLUMNS.split(", ")
+    columns = "false, " + ", ".join(f"e.{name}" for name in names)
+    nulls = ", ".join(["NULL"] * (len(names) - 1))
+    return f"""WITH kids AS MATERIALIZED ({_level(n, "prefix AS child, objects")}),
+        {_own(n)}
+        SELECT true, child, {nulls} FROM kids
+        UNION ALL
+        SELECT * FROM ({_gaps(n, columns)}) AS o WHERE coalesce((SELECT n FROM own), 1) <> 0
+        ORDER BY 2"""
 
 
 def _record_one(n: Names) -> str:
@@ -133,44 +210,41 @@ def _record(n: Names) -> str:
 
 
 def partial_usage(n: Names) -> str:
-    """``du`` of a prefix not ending in "/", named parameters as ``children``; one row.
+    """``du`` of a prefix not ending in "/": one row ``(objects, bytes)``.
 
-    ``depth`` is the length of the prefix's directory (up to its last "/"),
-    ``seek_worth`` the threshold below.
+    Named parameters as :func:`listing`'s and ``seek_worth`` (below).
 
     The subdirectories of the prefix's directory that start with the prefix
-    give their aggregate rows; the objects directly in that directory are
-    summed over the gaps between them (one range probe per gap). Where those
-    subdirectories hold under ``seek_worth`` keys on average, one scan of the
-    whole key range is cheaper, and that is what runs (the other branch's
-    subqueries are never evaluated).
+    (one range of the depth index) give their aggregate rows. Where the
+    directory is known to hold no objects of its own (:func:`_own`), their
+    sum is the answer. Otherwise the objects
+    directly in the directory are summed over the gaps between those
+    subdirectories (:func:`_gaps`), or, where they hold under
+    ``seek_worth`` keys on average, the whole key range is summed instead.
+    Only the branch taken is evaluated.
     """
-    entries, usage = n.entries, n.usage
-    return f"""WITH kids AS (
-            SELECT prefix AS child, objects, bytes FROM {usage}
-            WHERE bucket = %(bucket)s AND prefix >= %(prefix)s AND prefix < %(high)s
-            AND strpos(substr(prefix, %(depth)s::int + 1), '/') = length(prefix) - %(depth)s::int),
+    entries = n.entries
+    return f"""WITH kids AS MATERIALIZED ({_level(n, "prefix AS child, objects, bytes")}),
         totals AS (
             SELECT count(*) AS c, coalesce(sum(objects), 0) AS n, coalesce(sum(bytes), 0) AS s
             FROM kids),
-        bounds AS (
-            SELECT coalesce(lag(left(child, -1) || '0') OVER (ORDER BY child), %(prefix)s) AS lo,
-                   child AS hi
-            FROM kids
-            UNION ALL
-            SELECT coalesce((SELECT left(max(child), -1) || '0' FROM kids), %(prefix)s),
-                   %(high)s),
+        {_own(n)},
         gaps AS (
-            SELECT count(*) AS n, coalesce(sum(e.size), 0) AS s FROM bounds AS g
-            JOIN {entries} AS e ON e.bucket = %(bucket)s AND e.key >= g.lo AND e.key < g.hi),
+            SELECT count(*) AS n, coalesce(sum(size), 0) AS s
+            FROM ({_gaps(n, "e.size")}) AS x(size)),
         whole AS (
             SELECT count(*) AS n, coalesce(sum(size), 0) AS s FROM {entries}
-            WHERE bucket = %(bucket)s AND key >= %(prefix)s AND key < %(high)s)
-        SELECT CASE WHEN t.n < %(seek_worth)s::bigint * t.c OR t.c = 0 THEN (SELECT n FROM whole)
-                    ELSE t.n + (SELECT n FROM gaps) END,
-               CASE WHEN t.n < %(seek_worth)s::bigint * t.c OR t.c = 0 THEN (SELECT s FROM whole)
-                    ELSE t.s + (SELECT s FROM gaps) END
-        FROM totals AS t"""
+            WHERE bucket = %(bucket)s AND key >= %(low)s AND key < %(high)s),
+        way AS MATERIALIZED (
+            SELECT CASE WHEN (SELECT n FROM own) = 0 THEN 0
+                        WHEN t.n < %(seek_worth)s::bigint * t.c OR t.c = 0 THEN 1
+                        ELSE 2 END AS w
+            FROM totals AS t)
+        SELECT CASE w WHEN 0 THEN t.n WHEN 1 THEN (SELECT n FROM whole)
+                      ELSE t.n + (SELECT n FROM gaps) END,
+               CASE w WHEN 0 THEN t.s WHEN 1 THEN (SELECT s FROM whole)
+                      ELSE t.s + (SELECT s FROM gaps) END
+        FROM totals AS t, way"""
 
 
 def queries(n: Names) -> Queries:
@@ -202,8 +276,8 @@ def queries(n: Names) -> Queries:
         usage=f"SELECT objects, bytes FROM {usage} WHERE bucket = %s AND prefix = %s",
         range_sum_open=f"{range_sum} AND key >= %s",
         partial_usage=partial_usage(n),
-        children=_children(n, True),
-        children_open=_children(n, False),
+        children=_children(n),
+        listing=listing(n),
         buckets=buckets,
         mark_dirty=(
             f"INSERT INTO {n.dirty} (bucket, key) SELECT %s, k FROM unnest(%s::text[]) AS k "

@@ -10,7 +10,12 @@ Layout (index schema version 1) for the table option ``T``:
   empty), ``content_type`` NULL for the default.
 * ``T_usage (bucket, prefix, objects, bytes)``: one row per ``""`` and per
   prefix ending in ``/`` holding at least one object; a row that drops to
-  zero objects is deleted in the transaction that emptied it.
+  zero objects is deleted in the transaction that emptied it. The index
+  ``T_usage_by_depth`` orders those rows by bucket, number of ``/``
+  (:data:`DEPTH`, an expression index: the table and its writers are
+  unchanged) and prefix, so the subdirectories of one directory are one
+  contiguous index range. An index made before it existed gets it at its
+  next open (the schema version stays 1).
 * ``T_dirty (bucket, key)`` and ``T_checkpoints (bucket, name, value)``.
 * ``T_schema (name, value)``: ``application = mirrorkv-index`` and
   ``version = 1``; tables without it beside them are refused.
@@ -32,11 +37,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from ..errors import MirrorKVError
 
 __all__ = [
     "ADD",
     "APPLICATION",
+    "DEPTH",
     "FIELDS",
     "INDEX_SCHEMA_VERSION",
     "Names",
@@ -67,6 +75,7 @@ class Names:
     forget: str
     replace_range: str
     swap: str
+    by_depth: str
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -90,6 +99,7 @@ def names(table: str) -> Names:
         forget=quoted("forget"),
         replace_range=quoted("replace_range"),
         swap=quoted("swap"),
+        by_depth=quoted("usage_by_depth"),
     )
 
 
@@ -108,6 +118,17 @@ def _tables(n: Names) -> list[str]:
         f"""CREATE TABLE {n.checkpoints} (
             bucket {key}, name text NOT NULL, value text NOT NULL, PRIMARY KEY (bucket, name))""",
     ]
+
+
+#: The number of "/" in an aggregate row's prefix, as ``T_usage_by_depth`` indexes it
+#: (a query must spell it so, on the column ``prefix``, for the planner to use the index).
+DEPTH = "(length(prefix) - length(replace(prefix, '/', '')))"
+
+
+def _by_depth(n: Names) -> str:
+    # Only prefix is indexed (no INCLUDE of the counts): an update of a row's
+    # counts then changes no indexed column and can stay a HOT update.
+    return f"CREATE INDEX {n.by_depth} ON {n.usage} (bucket, {DEPTH}, prefix)"
 
 
 # The "/"-prefixes of a directory (a key up to its last "/", or ""), "" first, from
@@ -337,7 +358,7 @@ def _swap(n: Names) -> str:
 
 def create_sql(n: Names) -> list[str]:
     """The statements that create an index's tables and functions, in order."""
-    return [*_tables(n), _forget(n), _replace_range(n), _swap(n)]
+    return [*_tables(n), _by_depth(n), _forget(n), _replace_range(n), _swap(n)]
 
 
 def drop_sql(n: Names) -> list[str]:
@@ -397,3 +418,15 @@ def prepare(cursor: Any, n: Names, where: str) -> None:
     cursor.execute("SELECT to_regproc(%s) IS NULL", (n.swap,))
     if cursor.fetchone()[0]:
         cursor.execute(_swap(n))
+    # Likewise the depth index; under the advisory lock, so two openers never both
+    # build it. A user who does not own the table cannot: the reads stay exact
+    # without it (slower), and the owner's next open adds it.
+    cursor.execute("SELECT to_regclass(%s) IS NULL", (n.by_depth,))
+    if cursor.fetchone()[0]:
+        cursor.execute("SAVEPOINT by_depth")
+        try:
+            cursor.execute(_by_depth(n))
+        except psycopg.errors.InsufficientPrivilege:
+            cursor.execute("ROLLBACK TO SAVEPOINT by_depth")
+        else:
+            cursor.execute("RELEASE SAVEPOINT by_depth")

@@ -25,7 +25,7 @@ from ..urls import StoreURL, parse_url
 from . import _postgres_index_queries as _queries
 from ._index_rows import meta_row, row_meta
 from ._postgres_index_io import Runner
-from ._postgres_index_queries import COLUMNS, Queries, key_range, queries
+from ._postgres_index_queries import CEILING, COLUMNS, Queries, key_range, queries
 from ._postgres_index_schema import drop_sql, names, prepare
 from .index import (
     MetadataIndex,
@@ -70,6 +70,25 @@ def _columns(rows: dict[str, Any]) -> list[list[Any]]:
     return [keys, *([rows[key][i] for key in keys] for i in range(6))]
 
 
+def _directory_params(bucket: str, prefix: str) -> dict[str, Any]:
+    """The named parameters of the reads over a prefix's subdirectories.
+
+    ``directory`` is the prefix up to its last "/" (``""`` where it has
+    none), ``level`` the number of "/" in that directory's subdirectories,
+    ``low`` the prefix and ``high`` its upper bound (:data:`CEILING` where it
+    has none).
+    """
+    directory = prefix[: prefix.rfind("/") + 1]
+    return {
+        "bucket": bucket,
+        "low": prefix,
+        "directory": directory,
+        "level": directory.count("/") + 1,
+        "high": prefix_upper_bound(prefix) or CEILING,
+        "directory_high": prefix_upper_bound(directory) or CEILING,
+    }
+
+
 class PostgresIndex(MetadataIndex):
     """A metadata index in tables of a PostgreSQL database, for many processes at once.
 
@@ -89,6 +108,9 @@ class PostgresIndex(MetadataIndex):
 
     Reads: ``du`` of ``""`` or a ``/`` prefix reads one row; of any other
     prefix, one query over the subdirectories it covers (see :meth:`du`).
+    ``du_children`` and ``ls`` (delimiter ``/``) are one query each over
+    the index of the aggregate rows by depth (see
+    :mod:`._postgres_index_schema`).
     Iterators read pages of 64 growing to 4,096 in short queries (keyset
     pagination), holding no transaction between pages. ``find`` filters
     sizes, times and the content type in SQL and the patterns in Python,
@@ -327,10 +349,27 @@ class PostgresIndex(MetadataIndex):
         return (row[0] for row in rows)
 
     def ls(self, bucket: str, prefix: str = "", delimiter: str = "/") -> Listing:
-        """See :meth:`MetadataIndex.ls`; skips over each common prefix with one seek."""
+        """See :meth:`MetadataIndex.ls`.
+
+        With the delimiter ``/``, one query: the common prefixes are the
+        aggregate rows of the subdirectories (one range of the depth index),
+        the objects those of the directory's own between them, read only
+        where the directory holds some (see
+        :func:`._postgres_index_queries.listing`). Any other delimiter skips
+        over each common prefix with one seek.
+        """
         check_bucket(bucket)
         check_prefix(prefix)
         check_delimiter(delimiter)
+        if delimiter == "/":
+            params = _directory_params(bucket, prefix)
+            listing = Listing()
+            for row in self._read(self._sql.listing, params):
+                if row[0]:
+                    listing.prefixes.append(row[1])
+                else:
+                    listing.objects.append(row_meta(row[1:]))
+            return listing
 
         def read(low: str, inclusive: bool, high: str | None, limit: int) -> Sequence[Any]:
             condition, args = key_range(low, inclusive, high)
@@ -344,43 +383,39 @@ class PostgresIndex(MetadataIndex):
 
         Any other prefix, say ``logs/2024-0`` in the directory ``logs/``, is one
         query: the aggregate rows of the subdirectories it covers
-        (``logs/2024-01/``, ...) plus range sums of the objects directly in
-        ``logs/`` between them, so its cost grows with the number of those
-        subdirectories, not with the keys inside them; where they hold under
-        100 keys each on average, it sums the key range instead.
+        (``logs/2024-01/``, ...; one range of the depth index), and that is
+        all where ``logs/`` holds no objects of its own (its total less its
+        subdirectories' rows, read where they are not too many more than
+        those covered). Otherwise the objects directly in ``logs/`` between
+        those subdirectories are added (a range probe per gap), or, where
+        the subdirectories hold under 10 keys each on average
+        (:data:`._postgres_index_queries.SEEK_WORTH`), the key range is
+        summed instead. Exact in every case.
         """
         check_bucket(bucket)
         check_prefix(prefix)
         if prefix == "" or prefix.endswith("/"):
             row = self._read(self._sql.usage, (bucket, prefix), many=False)
             return Usage() if row is None else Usage(int(row[0]), int(row[1]))
-        high = prefix_upper_bound(prefix)
-        if high is None:
+        if prefix_upper_bound(prefix) is None:
             row = self._read(self._sql.range_sum_open, (bucket, prefix), many=False)
         else:
-            depth = prefix.rfind("/") + 1  # the length of the directory the prefix is in
-            params = {
-                "bucket": bucket,
-                "prefix": prefix,
-                "depth": depth,
-                "high": high,
-                "seek_worth": _queries.SEEK_WORTH,
-            }
+            params = _directory_params(bucket, prefix)
+            params["seek_worth"] = _queries.SEEK_WORTH
             row = self._read(self._sql.partial_usage, params, many=False)
         return Usage(int(row[0]), int(row[1]))
 
     def du_children(self, bucket: str, prefix: str = "") -> dict[str, Usage]:
-        """See :meth:`MetadataIndex.du_children`: one query, one seek per child."""
+        """See :meth:`MetadataIndex.du_children`: one query, one range of the depth index."""
         check_bucket(bucket)
         check_prefix(prefix)
         if prefix and not prefix.endswith("/"):
             raise InvalidValue(f"du_children takes '' or a prefix ending in '/', not {prefix!r}")
-        high = prefix_upper_bound(prefix)
-        params = {"bucket": bucket, "prefix": prefix, "depth": len(prefix), "high": high}
-        sql = self._sql.children_open if high is None else self._sql.children
         total = Usage()
         children: dict[str, Usage] = {}
-        for child, objects, size in self._read(sql, params):
+        for child, objects, size in self._read(
+            self._sql.children, _directory_params(bucket, prefix)
+        ):
             if child is None:
                 total = Usage(int(objects), int(size))
             else:

@@ -1,0 +1,109 @@
+"""Speed of the PostgreSQL metadata index's directory reads: du, du_children, ls.
+
+Usage (from the repository root; a PostgreSQL database the user may create
+tables in)::
+
+    .venv/bin/python benchmarks/bench_postgres_index.py
+    .venv/bin/python benchmarks/bench_postgres_index.py --keys 200000 \\
+        --url postgresql://postgres@127.0.0.1:5432/test
+
+Fills a fresh index (its own table prefix, dropped at the end) with
+``--keys`` keys shaped as bench_index's (``tenant07/day123/obj0000042``:
+100 tenants x 100 days) through ``record_many``, then times each question
+with ``time.perf_counter`` over many calls and reports the median per call.
+With ``--mixed``, every tenant directory and ``""`` also get a few objects
+of their own, so the reads take their path for directories that hold
+objects directly. After the fill the tables are vacuumed and analysed
+(``--no-vacuum``: not), as autovacuum would have done by then: a fill
+leaves about 19 dead versions of every aggregate row, and a server may run
+with autovacuum off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from mirrorkv.meta import Meta
+from mirrorkv.mirror.postgres_index import PostgresIndex
+
+BUCKET = "s3://bench"
+
+
+def per_call(function: Callable[[int], object], calls: int) -> float:
+    """The median seconds of one call of ``function(i)`` over ``calls`` calls."""
+    times = []
+    for i in range(calls):
+        start = time.perf_counter()
+        function(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def key_of(i: int) -> str:
+    """The i-th key: 100 tenants x 100 days x objects (as bench_index's)."""
+    return f"tenant{i % 100:02}/day{(i // 100) % 100:03}/obj{i:07}"
+
+
+def main() -> None:
+    """Fill an index, print the timings, drop the index."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=200_000)
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--mixed", action="store_true")
+    parser.add_argument("--no-vacuum", action="store_true")
+    args = parser.parse_args()
+    index = PostgresIndex(args.url, table=f"bench_{os.getpid()}")
+    try:
+        start = time.perf_counter()
+        now = time.time()
+        index.record_many(
+            BUCKET, (Meta(key_of(i), i % 5000, "e" * 32, now) for i in range(args.keys))
+        )
+        if args.mixed:
+            extra = ["top0", "top1", *(f"tenant{t:02}/file{j}" for t in range(100) for j in (0, 1))]
+            index.record_many(BUCKET, (Meta(key, 1, "e" * 32, now) for key in extra))
+        fill = time.perf_counter() - start
+        if not args.no_vacuum:
+            with psycopg.connect(args.url, autocommit=True) as conn:
+                for table in ("entries", "usage"):
+                    conn.execute(f'VACUUM ANALYZE "{index.table}_{table}"')
+        print(
+            f"keys: {args.keys:,}; record_many: {fill:.1f} s; mixed: {args.mixed}; "
+            f"vacuumed: {not args.no_vacuum}"
+        )
+        rows: list[tuple[str, float]] = [
+            ("du('tenantNN/')", per_call(lambda i: index.du(BUCKET, f"tenant{i % 100:02}/"), 500)),
+            ("du('tenant') (100 tenants)", per_call(lambda i: index.du(BUCKET, "tenant"), 200)),
+            (
+                "du('tenant0') (10 tenants)",
+                per_call(lambda i: index.du(BUCKET, f"tenant{i % 10}"), 200),
+            ),
+            (
+                "du('tenantNN/day0') (100 days)",
+                per_call(lambda i: index.du(BUCKET, f"tenant{i % 100:02}/day0"), 200),
+            ),
+            ("du_children('') (100 children)", per_call(lambda i: index.du_children(BUCKET), 200)),
+            (
+                "du_children('tenantNN/') (100)",
+                per_call(lambda i: index.du_children(BUCKET, f"tenant{i % 100:02}/"), 200),
+            ),
+            ("ls('') (100 prefixes)", per_call(lambda i: index.ls(BUCKET), 100)),
+            (
+                "ls('tenantNN/') (100 prefixes)",
+                per_call(lambda i: index.ls(BUCKET, f"tenant{i % 100:02}/"), 100),
+            ),
+        ]
+        for name, seconds in rows:
+            print(f"{name:36} {seconds * 1e6:12,.1f} µs")
+    finally:
+        index.drop_tables()
+
+
+if __name__ == "__main__":
+    main()
