@@ -99,8 +99,19 @@ def main() -> None:
                 per_call(lambda i: index.ls(BUCKET, f"tenant{i % 100:02}/"), 100),
             ),
         ]
+        rows.append(
+            (
+                "record (one new key; what the index costs writes)",
+                per_call(
+                    lambda i: index.record(
+                        BUCKET, Meta(f"tenant{i % 100:02}/new/w{i:07}", 10, "e" * 32, now)
+                    ),
+                    1000,
+                ),
+            )
+        )
         for name, seconds in rows:
-            print(f"{name:36} {seconds * 1e6:12,.1f} µs")
+            print(f"{name:50} {seconds * 1e6:12,.1f} µs")
     finally:
         index.drop_tables()
 

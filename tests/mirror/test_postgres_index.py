@@ -316,6 +316,46 @@ def test_an_index_made_before_the_depth_index_gains_it(index_url: str, postgres_
     assert found is not None and found[0] is not None
 
 
+def test_a_user_who_does_not_own_the_tables_opens_it_without_the_depth_index(
+    index_url: str, postgres_url: str
+) -> None:
+    """Building the index needs the table's owner; anyone else still reads exact answers."""
+    table = index_url.rsplit("=", 1)[1]
+    role = unique_name("mkvrole")
+    with open_index(index_url) as index:
+        index.record_many(
+            "b", [Meta(f"t{i}/d{j}/f", 1, "e", 0.0) for i in range(3) for j in range(3)]
+        )
+        index.record("b", Meta("t1/own", 5, "e", 0.0))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        try:
+            conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        except psycopg.errors.InsufficientPrivilege:
+            pytest.skip("this database user cannot create roles")
+        try:
+            conn.execute(f'DROP INDEX "{table}_usage_by_depth"')
+            for suffix in ("schema", "entries", "usage", "dirty", "checkpoints"):
+                conn.execute(
+                    f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{table}_{suffix}" TO "{role}"'
+                )
+            other = f"postgresql://{role}@{postgres_url.split('@', 1)[1]}"
+            with PostgresIndex(other, table=table) as index:
+                assert index.du("b", "t") == Usage(10, 14)
+                assert index.du("b", "t1/") == Usage(4, 8)
+                assert index.du_children("b", "t1/") == {
+                    "": Usage(1, 5),
+                    **{f"t1/d{j}/": Usage(1, 1) for j in range(3)},
+                }
+                listing = index.ls("b", "t1/")
+                assert [m.key for m in listing.objects] == ["t1/own"]
+                assert listing.prefixes == [f"t1/d{j}/" for j in range(3)]
+            found = conn.execute("SELECT to_regclass(%s)", (f'"{table}_usage_by_depth"',))
+            assert found.fetchone() == (None,)
+        finally:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
 def test_reads_use_the_depth_index(index_url: str, postgres_url: str) -> None:
     """The subdirectory reads are ranges of the depth index, not scans of every row below."""
     table = index_url.rsplit("=", 1)[1]
