@@ -151,8 +151,8 @@ def _own(n: Names) -> str:
     (unknown) and the caller reads the gaps between ``kids`` (a probe each)
     or the prefix's keys, so that a narrow prefix in a directory of very
     many subdirectories costs at most about twice what its own
-    subdirectories cost (a row read here is about a quarter of a key read
-    and a fourteenth of a probe, measured).
+    subdirectories cost (a row read here costs about what a key read does,
+    and a thirteenth of a probe, measured).
     """
     cap = "(SELECT least(4 * count(*), coalesce(sum(objects), 0)) + 64 FROM kids)"
     return f"""own AS MATERIALIZED (
@@ -220,11 +220,10 @@ def partial_usage(n: Names) -> str:
     The subdirectories of the prefix's directory that start with the prefix
     (one range of the depth index) give their aggregate rows. Where the
     directory is known to hold no objects of its own (:func:`_own`), their
-    sum is the answer. Otherwise the objects
-    directly in the directory are summed over the gaps between those
-    subdirectories (:func:`_gaps`), or, where they hold under
-    ``seek_worth`` keys on average, the whole key range is summed instead.
-    Only the branch taken is evaluated.
+    sum is the answer. Otherwise the objects directly in the directory are
+    summed over the gaps between those subdirectories (:func:`_gaps`), or,
+    where they hold under ``seek_worth`` keys on average, the whole key
+    range is summed instead. Only the branch taken is evaluated.
     """
     entries = n.entries
     return f"""WITH kids AS MATERIALIZED ({_level(n, "prefix AS child, objects, bytes")}),
