@@ -6,6 +6,7 @@ import os
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -207,3 +208,93 @@ def test_an_index_made_before_the_depth_index_gains_it(tmp_path: Path) -> None:
     names = [row[0] for row in check.execute("SELECT name FROM sqlite_schema WHERE type='index'")]
     check.close()
     assert "aggregates_by_depth" in names
+
+
+def _reference_find(
+    model: dict[str, int], glob: str, prefix: str = "", min_size: int = 0
+) -> list[str]:
+    pattern = glob_regex(glob)
+    return sorted(
+        (
+            k
+            for k, size in model.items()
+            if k.startswith(prefix) and pattern.fullmatch(k) and size >= min_size
+        ),
+        key=str.encode,
+    )
+
+
+def test_find_through_the_suffix_index_matches_a_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(11)
+    endings = ["7.csv", "1.csv", ".json", "é.txt", "x", "%_.log", "[a].gz"]
+    endings += [f"{n}.bin" for n in range(12)]  # so that each ending above is rare enough
+    model = {}
+    for i in range(3000):
+        top = rng.choice(["p0", "p1", "q"])
+        model[f"{top}{i % 7}/{'sub/' * (i % 2)}obj{i:05d}{rng.choice(endings)}"] = i
+    taken: list[bool] = []
+    by_suffix = SQLiteIndex._by_suffix
+
+    def spy(self: SQLiteIndex, *args: Any) -> Any:
+        rows = by_suffix(self, *args)
+        taken.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(SQLiteIndex, "_by_suffix", spy)
+    with SQLiteIndex(tmp_path / "i.db") as index:
+        index.record_many("b", [Meta(k, s, "e", 0.0) for k, s in model.items()])
+        for glob, prefix, min_size in [
+            ("*/obj*7.csv", "", 0),
+            ("**7.csv", "", 0),
+            ("p1*/obj*7.csv", "", 0),
+            ("p0*/**é.txt", "", 0),
+            ("*/obj*[0-4]7.csv", "", 1000),
+            ("**%_.log", "q", 0),
+            ("**[[]a].gz", "p0", 0),
+            ("**x", "p13/", 0),
+            ("*/*.json", "", 2000),
+            ("**y.csv", "", 0),  # no key ends so
+        ]:
+            found = [m.key for m in index.find("b", glob=glob, prefix=prefix, min_size=min_size)]
+            assert found == _reference_find(model, glob, prefix, min_size), (glob, prefix)
+    assert taken.count(True) >= 6 and False in taken, taken  # both ways were exercised
+
+
+def test_an_index_of_schema_1_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(
+        """
+        CREATE TABLE entries (
+            bucket TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
+            modified REAL NOT NULL, content_type TEXT, metadata TEXT, version TEXT NOT NULL,
+            PRIMARY KEY (bucket, key)) WITHOUT ROWID;
+        CREATE TABLE aggregates (
+            bucket TEXT NOT NULL, prefix TEXT NOT NULL,
+            objects INTEGER NOT NULL, bytes INTEGER NOT NULL,
+            PRIMARY KEY (bucket, prefix)) WITHOUT ROWID;
+        CREATE TABLE dirty (
+            bucket TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (bucket, key)) WITHOUT ROWID;
+        CREATE TABLE checkpoints (
+            bucket TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+            PRIMARY KEY (bucket, name)) WITHOUT ROWID;
+        INSERT INTO entries VALUES ('b', 'd/a.csv', 3, 'e', 0.0, NULL, NULL, 'v');
+        INSERT INTO entries VALUES ('b', 'd/b.txt', 4, 'e', 0.0, NULL, NULL, 'v');
+        INSERT INTO aggregates VALUES ('b', '', 2, 7), ('b', 'd/', 2, 7);
+        PRAGMA application_id = 1835759209;
+        PRAGMA user_version = 1;
+        """
+    )
+    old.close()
+    with SQLiteIndex(path) as index:
+        index.record("b", Meta("d/c.csv", 5, "e", 0.0))
+        assert [m.key for m in index.find("b", glob="**.csv")] == ["d/a.csv", "d/c.csv"]
+        assert index.du("b", "d") == Usage(3, 12)
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert (
+        check.execute("SELECT rkey FROM entries WHERE key = 'd/a.csv'").fetchone()[0] == "vsc.a/d"
+    )
+    check.close()

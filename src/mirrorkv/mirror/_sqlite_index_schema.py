@@ -1,12 +1,15 @@
 """The SQLite index's schema and its connections.
 
-Layout (index schema version 1), every table ``WITHOUT ROWID`` so that a row
+Layout (index schema version 2), every table ``WITHOUT ROWID`` so that a row
 lives in its primary key's b-tree and a range of keys is one contiguous scan:
 
 * ``entries (bucket, key, size, etag, modified, content_type, metadata,
-  version)``: one row per object. ``modified`` is a float POSIX time,
+  version, rkey)``: one row per object. ``modified`` is a float POSIX time,
   ``metadata`` JSON (NULL when empty), ``content_type`` NULL for the default.
-  The BINARY collation of ``key`` orders keys by their UTF-8 bytes.
+  The BINARY collation of ``key`` orders keys by their UTF-8 bytes. ``rkey``
+  is the key reversed (by code point), indexed by ``entries_by_suffix``, so
+  the keys ending in a suffix are one range: ``find("**.jpg")`` reads the
+  ``.jpg`` keys only.
 * ``aggregates (bucket, prefix, objects, bytes)``: one row per ``""`` and per
   prefix ending in ``/`` that holds at least one object, updated in the same
   transaction as the entry; a row that drops to zero objects is deleted.
@@ -19,11 +22,14 @@ lives in its primary key's b-tree and a range of keys is one contiguous scan:
 * ``checkpoints (bucket, name, value)``.
 
 The file is marked with its own ``PRAGMA application_id`` (not the store's),
-so an index and a store cannot be mistaken for each other.
+so an index and a store cannot be mistaken for each other. A file of schema
+version 1 is upgraded in place when first opened (one transaction that fills
+``rkey`` for every entry).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from ..errors import MirrorKVError
@@ -38,16 +44,20 @@ __all__ = [
     "IndexConnections",
 ]
 
+log = logging.getLogger("mirrorkv.mirror")
+
 #: The schema this code reads and writes (``PRAGMA user_version``).
-INDEX_SCHEMA_VERSION = 1
+INDEX_SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a mirrorkv index ("mkvi").
 INDEX_APPLICATION_ID = 0x6D6B7669
 
+_SUFFIX_INDEX = "CREATE INDEX entries_by_suffix ON entries (bucket, rkey)"
 _SCHEMA = (
     """CREATE TABLE entries (
         bucket TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
         modified REAL NOT NULL, content_type TEXT, metadata TEXT, version TEXT NOT NULL,
-        PRIMARY KEY (bucket, key)) WITHOUT ROWID""",
+        rkey TEXT NOT NULL, PRIMARY KEY (bucket, key)) WITHOUT ROWID""",
+    _SUFFIX_INDEX,
     """CREATE TABLE aggregates (
         bucket TEXT NOT NULL, prefix TEXT NOT NULL,
         objects INTEGER NOT NULL, bytes INTEGER NOT NULL,
@@ -82,6 +92,8 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
             conn.execute(f"PRAGMA user_version={INDEX_SCHEMA_VERSION}")
         elif application_id != INDEX_APPLICATION_ID:
             raise MirrorKVError(f"{path} is not a mirrorkv metadata index")
+        elif schema == 1:
+            _upgrade_from_1(conn, path)
         elif schema != INDEX_SCHEMA_VERSION:
             raise MirrorKVError(
                 f"{path} has index schema version {schema}; this mirrorkv reads "
@@ -91,6 +103,17 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise MirrorKVError(f"{path}: SQLite refused WAL mode (journal_mode={mode})")
+
+
+def _upgrade_from_1(conn: sqlite3.Connection, path: str) -> None:
+    """Add ``rkey`` and its index to a version 1 file, inside the caller's transaction."""
+    entries = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+    log.info("upgrading the mirror index %s to schema 2 (%d entries)", path, entries)
+    conn.create_function("mkv_reversed", 1, lambda text: text[::-1], deterministic=True)
+    conn.execute("ALTER TABLE entries ADD COLUMN rkey TEXT NOT NULL DEFAULT ''")
+    conn.execute("UPDATE entries SET rkey = mkv_reversed(key)")
+    conn.execute(_SUFFIX_INDEX)
+    conn.execute(f"PRAGMA user_version={INDEX_SCHEMA_VERSION}")
 
 
 class IndexConnections(Connections):

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from ..bulk import Usage
 from ..errors import InvalidURL, InvalidValue, NotSupported
@@ -179,6 +179,39 @@ def glob_regex(glob: str) -> re.Pattern[str]:
         raise InvalidValue(f"bad glob {glob!r}: {error}") from None
 
 
+#: Tokens of a glob (see :func:`_glob_tokens`): a run of any characters, any one character.
+_MANY, _ONE = object(), object()
+
+
+def _glob_tokens(glob: str) -> list[object]:
+    """``glob`` as :data:`_MANY`, :data:`_ONE` (``?`` or a class) and literal characters."""
+    tokens: list[object] = []
+    at, end = 0, len(glob)
+    while at < end:
+        char = glob[at]
+        if char == "*":
+            if not tokens or tokens[-1] is not _MANY:
+                tokens.append(_MANY)
+        elif char == "?":
+            tokens.append(_ONE)
+        elif char == "[" and (close := _class_end(glob, at)) != -1:
+            tokens.append(_ONE)
+            at = close
+        else:
+            tokens.append(char)
+        at += 1
+    return tokens
+
+
+def glob_literal_suffix(glob: str) -> str:
+    """The literal characters a key matching ``glob`` must end with (``""``: none)."""
+    tokens = _glob_tokens(glob)
+    at = len(tokens)
+    while at and isinstance(tokens[at - 1], str):
+        at -= 1
+    return "".join(cast("list[str]", tokens[at:])) if at else ""
+
+
 def glob_prefilter(glob: str, dialect: str) -> str | None:
     """A pattern for SQL's ``GLOB`` (``dialect="glob"``) or ``LIKE`` (``"like"``) that
     every key matching ``glob`` matches, so that the database drops most other
@@ -201,24 +234,13 @@ def glob_prefilter(glob: str, dialect: str) -> str | None:
             return "\\" + char if char in "%_\\" else char
     else:
         raise ValueError(f"unknown SQL pattern dialect {dialect!r}")
-    out: list[str] = []
-    at, end = 0, len(glob)
-    while at < end:
-        char = glob[at]
-        if char == "*":
-            if not out or out[-1] != many:
-                out.append(many)
-        elif char == "?":
-            out.append(one)
-        elif char == "[" and (close := _class_end(glob, at)) != -1:
-            out.append(one)
-            at = close
-        else:
-            out.append(literal(char))
-        at += 1
-    if out[-1:] == [many] and many not in out[:-1] and one not in out:
+    tokens = _glob_tokens(glob)
+    if tokens[-1:] == [_MANY] and _MANY not in tokens[:-1] and _ONE not in tokens:
         return None  # a literal start and one trailing wildcard: the key range itself
-    return "".join(out)
+    return "".join(
+        many if token is _MANY else one if token is _ONE else literal(cast(str, token))
+        for token in tokens
+    )
 
 
 _REGEX_META = set(".^$*+?{}[]|()\\")
@@ -408,6 +430,10 @@ class FindQuery:
             clauses.append("content_type = " + placeholder)
             args.append(self.content_type)
         return "".join(f" AND {clause}" for clause in clauses), tuple(args)
+
+    def keeps(self, key: str) -> bool:
+        """Whether ``key`` matches every pattern."""
+        return all(pattern(key) for pattern in self.patterns)
 
     def keep(self, metas: Iterator[Meta]) -> Iterator[Meta]:
         """``metas`` whose keys match every pattern."""

@@ -16,7 +16,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from ..errors import InvalidValue
 from ..keys import check_key, check_prefix, prefix_upper_bound
@@ -34,12 +34,15 @@ from ._sqlite_index_usage import (
     prefix_usage,
 )
 from .index import (
+    FindQuery,
     MetadataIndex,
     Usage,
     check_bucket,
     check_delimiter,
     check_swap,
     find_query,
+    glob_literal_suffix,
+    glob_prefilter,
     key_bounds,
     parent_prefixes,
     replace_range_check,
@@ -50,10 +53,20 @@ __all__ = ["CHUNK", "SQLiteIndex"]
 
 #: ``record_many`` and ``forget_many`` commit every this many keys.
 CHUNK = 50_000
+#: ``find`` goes through the suffix index where the keys ending so number less than
+#: this share of the range's directory (counting them costs about a tenth of scanning).
+_SUFFIX_SHARE = 8
+#: ``find`` reads at most this many keys at once through the suffix index.
+_SUFFIX_MOST = 100_000
+#: Rows read per query by key (``IN``), well under SQLite's limit on arguments.
+_KEYS_PER_READ = 500
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
-_UPSERT = f"INSERT OR REPLACE INTO entries (bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+#: Arguments: bucket, the key, its stored record (see ``meta_row``) and the key reversed.
+_UPSERT = (
+    f"INSERT OR REPLACE INTO entries (bucket, {COLUMNS}, rkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _OLD_SIZE = "SELECT size FROM entries WHERE bucket = ? AND key = ?"
 _OLD_STATE = "SELECT size, etag, version FROM entries WHERE bucket = ? AND key = ?"
 _DELETE = "DELETE FROM entries WHERE bucket = ? AND key = ?"
@@ -142,7 +155,7 @@ class SQLiteIndex(MetadataIndex):
             conn = self._conn()
             with transaction(conn):
                 old = conn.execute(_OLD_SIZE, (bucket, key)).fetchone()
-                conn.execute(_UPSERT, (bucket, key, *row))
+                conn.execute(_UPSERT, (bucket, key, *row, key[::-1]))
                 if old is None:
                     objects, size = 1, row[0]
                 else:
@@ -172,7 +185,7 @@ class SQLiteIndex(MetadataIndex):
                                 delta = deltas.setdefault(prefix, [0, 0])
                                 delta[0] += objects
                                 delta[1] += size
-                    conn.executemany(_UPSERT, [(bucket, k, *r) for k, r in rows.items()])
+                    conn.executemany(_UPSERT, [(bucket, k, *r, k[::-1]) for k, r in rows.items()])
                     self._apply(conn, bucket, deltas)
 
     @staticmethod
@@ -243,7 +256,7 @@ class SQLiteIndex(MetadataIndex):
                         conn.execute(_DELETE, (bucket, key))
                         objects, size = -1, -old[0]
                     else:
-                        conn.execute(_UPSERT, (bucket, key, *row))
+                        conn.execute(_UPSERT, (bucket, key, *row, key[::-1]))
                         objects, size = (1, row[0]) if old is None else (0, row[0] - old[0])
                     if objects or size:
                         for prefix in parent_prefixes(key):
@@ -285,7 +298,7 @@ class SQLiteIndex(MetadataIndex):
                     old = stored.get(key)
                     if old == row:
                         continue
-                    writes.append((bucket, key, *row))
+                    writes.append((bucket, key, *row, key[::-1]))
                     if old is None:
                         added += 1
                         objects, size = 1, row[0]
@@ -450,7 +463,75 @@ class SQLiteIndex(MetadataIndex):
             return iter(())
         sql, args = query.sql("?", "glob")
         low = query.range_prefix
-        return query.keep(self._pages(bucket, low, True, prefix_upper_bound(low), sql, args))
+        high = prefix_upper_bound(low)
+        suffix = "" if query.glob is None else glob_literal_suffix(query.glob)
+        if suffix:
+            # The rows are read by key: no glob there, or SQLite would range over the keys.
+            rows = self._by_suffix(bucket, query, high, suffix, *query.sql("?"))
+            if rows is not None:
+                return map(row_meta, rows)
+        return query.keep(self._pages(bucket, low, True, high, sql, args))
+
+    def _by_suffix(
+        self,
+        bucket: str,
+        query: FindQuery,
+        high: str | None,
+        suffix: str,
+        filters: str,
+        filter_args: tuple[Any, ...],
+    ) -> builtins.list[Any] | None:
+        """The rows ``find`` asks for, through ``entries_by_suffix``, in key order.
+
+        Only where fewer keys in the bucket end in ``suffix`` than an eighth
+        of the keys of the directory the range is in (counted on the index alone,
+        stopping at that bound); else ``None``, and the caller scans the
+        key range. Over the whole bucket the rows are read with the keys;
+        within a range, the keys come from the index alone and are matched
+        first, then the rows of those that match are read by key, in chunks.
+        """
+        low = cast(str, query.range_prefix)
+        reverse_low = suffix[::-1]
+        reverse_high = prefix_upper_bound(reverse_low)
+        source = "entries INDEXED BY entries_by_suffix WHERE bucket = ? AND rkey >= ?"
+        args: builtins.list[Any] = [bucket, reverse_low]
+        if reverse_high is not None:
+            source += " AND rkey < ?"
+            args.append(reverse_high)
+        with self._errors:
+            conn = self._conn()
+            with transaction(conn, "DEFERRED"):
+                # The keys of the directory the range is in: one row, an upper bound of the range's.
+                scope = prefix_usage(conn, bucket, low[: low.rfind("/") + 1]).objects
+                bound = min(scope // _SUFFIX_SHARE, _SUFFIX_MOST)
+                count = f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT ?)"
+                if conn.execute(count, (*args, bound + 1)).fetchone()[0] > bound:
+                    return None
+                outline = glob_prefilter(cast(str, query.glob), "glob")
+                if outline is not None:
+                    source += " AND key GLOB ?"
+                    args.append(outline)
+                if not low:  # the whole bucket: each key ending so is read with its row at once
+                    everything = f"SELECT {COLUMNS} FROM {source}{filters} ORDER BY key"
+                    found = conn.execute(everything, (*args, *filter_args))
+                    return [row for row in found if query.keeps(row[0])]
+                # A range: its keys are picked from the index alone, then their rows read.
+                sql = f"SELECT key FROM {source} AND key >= ?"
+                args.append(low)
+                if high is not None:
+                    sql += " AND key < ?"
+                    args.append(high)
+                keys = sorted(key for (key,) in conn.execute(sql, args) if query.keeps(key))
+                rows: builtins.list[Any] = []
+                for start in range(0, len(keys), _KEYS_PER_READ):
+                    chunk = keys[start : start + _KEYS_PER_READ]
+                    marks = ", ".join("?" * len(chunk))
+                    read = (
+                        f"SELECT {COLUMNS} FROM entries WHERE bucket = ? AND key IN ({marks})"
+                        f"{filters} ORDER BY key"
+                    )
+                    rows += conn.execute(read, (bucket, *chunk, *filter_args)).fetchall()
+                return rows
 
     # -- journal and checkpoints ---------------------------------------------
 
