@@ -298,3 +298,16 @@ def test_an_index_of_schema_1_is_upgraded(tmp_path: Path) -> None:
         check.execute("SELECT rkey FROM entries WHERE key = 'd/a.csv'").fetchone()[0] == "vsc.a/d"
     )
     check.close()
+
+
+@pytest.mark.parametrize("own_objects", [False, True])
+def test_du_of_a_narrow_prefix_in_a_wide_directory(tmp_path: Path, own_objects: bool) -> None:
+    """Too many subdirectories to check them all: du seeks around the few it covers."""
+    model = {f"big/d{i:03}/f{j}": i + j for i in range(300) for j in range(3)}
+    if own_objects:
+        model.update({f"big/d{i:03}": 1000 + i for i in range(0, 300, 7)})
+    with SQLiteIndex(tmp_path / "i.db") as index:
+        index.record_many("b", [Meta(k, s, "e", 0.0) for k, s in model.items()])
+        for prefix in ["big/d00", "big/d1", "big/d29", "big/d3", "big/"]:
+            sizes = [s for k, s in model.items() if k.startswith(prefix)]
+            assert index.du("b", prefix) == Usage(len(sizes), sum(sizes)), prefix

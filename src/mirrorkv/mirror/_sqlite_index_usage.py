@@ -27,6 +27,10 @@ __all__ = [
 #: they hold this many keys each on average, else scans the key range: measured, a
 #: seek costs about as much as summing 60-80 keys.
 SEEK_WORTH = 100
+#: ``du`` of a partial prefix reads up to this many subdirectory rows, and this many
+#: per subdirectory it covers, to learn whether their directory holds objects of its own.
+_CHECK_AT_LEAST = 64
+_CHECK_PER_COVERED = 4
 #: How many subdirectories ``du`` seeks before it judges whether seeking pays.
 _PROBE = 8
 
@@ -76,11 +80,26 @@ def _level_range(bucket: str, level: int, low: str, high: str | None) -> tuple[s
 
 
 def _level_sum(
-    conn: sqlite3.Connection, bucket: str, level: int, low: str, high: str | None
-) -> Usage:
+    conn: sqlite3.Connection,
+    bucket: str,
+    level: int,
+    low: str,
+    high: str | None,
+    most: int | None = None,
+) -> tuple[Usage, int]:
+    """The sum of the aggregate rows of ``level`` in ``[low, high)`` and how many there are.
+
+    With ``most``, reads at most ``most + 1`` rows: a count above ``most``
+    means the sum is of those only.
+    """
     where, args = _level_range(bucket, level, low, high)
-    objects, size = conn.execute(f"SELECT total(objects), total(bytes) {where}", args).fetchone()
-    return Usage(int(objects), int(size))
+    if most is None:
+        sql = f"SELECT total(objects), total(bytes), count(*) {where}"
+    else:
+        sql = f"SELECT total(objects), total(bytes), count(*) FROM (SELECT * {where} LIMIT ?)"
+        args.append(most + 1)
+    objects, size, rows = conn.execute(sql, args).fetchone()
+    return Usage(int(objects), int(size)), rows
 
 
 def partial_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> Usage:
@@ -88,19 +107,19 @@ def partial_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> Usage:
 
     The subdirectories are those of the directory the prefix is in whose
     names start with the rest of the prefix: one range of the
-    ``aggregates_by_depth`` index, summed in one query. The objects directly
-    in that directory are checked first (its total minus all its
-    subdirectories); only where there are some is the key range read around
-    the subdirectories (:func:`_around_subdirectories`).
+    ``aggregates_by_depth`` index, summed in one query. Then whether the
+    directory holds objects of its own (its total minus all its
+    subdirectories, read only where they are not many more than those
+    covered); only where it may is the key range read around the
+    subdirectories (:func:`_around_subdirectories`).
     """
     directory = prefix[: prefix.rfind("/") + 1]
     level = directory.count("/") + 1
     high = prefix_upper_bound(prefix)
-    inside = _level_sum(conn, bucket, level, prefix, high)
-    direct = prefix_usage(conn, bucket, directory) - _level_sum(
-        conn, bucket, level, directory, prefix_upper_bound(directory)
-    )
-    if not direct.objects:
+    inside, covered = _level_sum(conn, bucket, level, prefix, high)
+    most = _CHECK_AT_LEAST + _CHECK_PER_COVERED * covered
+    every, rows = _level_sum(conn, bucket, level, directory, prefix_upper_bound(directory), most)
+    if rows <= most and (prefix_usage(conn, bucket, directory) - every).objects == 0:
         return inside
     return _around_subdirectories(conn, bucket, prefix, len(directory), high)
 
