@@ -23,31 +23,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
-from collections.abc import Callable
 
 import psycopg
 
+from bench_index import key_of, per_call
 from mirrorkv.meta import Meta
 from mirrorkv.mirror.postgres_index import PostgresIndex
 
 BUCKET = "s3://bench"
-
-
-def per_call(function: Callable[[int], object], calls: int) -> float:
-    """The median seconds of one call of ``function(i)`` over ``calls`` calls."""
-    times = []
-    for i in range(calls):
-        start = time.perf_counter()
-        function(i)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def key_of(i: int) -> str:
-    """The i-th key: 100 tenants x 100 days x objects (as bench_index's)."""
-    return f"tenant{i % 100:02}/day{(i // 100) % 100:03}/obj{i:07}"
 
 
 def main() -> None:

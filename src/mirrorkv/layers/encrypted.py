@@ -176,10 +176,8 @@ class Encrypted(Layer):
     def _logical(self, meta: Meta) -> Meta:
         """The caller's view of a stored record; :class:`CorruptValue` where it fails its checks."""
         metadata = meta.metadata
-        if MARK not in metadata:
-            if self._allow_plaintext:
-                return meta
-            raise CorruptValue(f"{meta.key!r} is not encrypted (written without the layer?)")
+        if self._plaintext(meta.key, metadata):
+            return meta
         key = self._record_key(meta)
         if metadata[MARK] == BARE_FORMAT:
             size = bare_size(meta.key, meta.size)
@@ -192,6 +190,14 @@ class Encrypted(Layer):
 
     def _etag(self, meta: Meta) -> str:
         return self._logical(meta).etag
+
+    def _plaintext(self, key: str, metadata: Mapping[str, str]) -> bool:
+        """Whether a record is not encrypted (allowed); :class:`CorruptValue` where not allowed."""
+        if MARK in metadata:
+            return False
+        if self._allow_plaintext:
+            return True
+        raise CorruptValue(f"{key!r} is not encrypted (written without the layer?)")
 
     def _record_key(self, meta: Meta) -> Key:
         """The key of an encrypted record; :class:`CorruptValue` for an unknown format or key."""
@@ -207,10 +213,8 @@ class Encrypted(Layer):
     def _decode(self, key: str, data: bytes, meta: Meta) -> bytes:
         """The plaintext of ``data``, read together with its own record ``meta``."""
         metadata = meta.metadata
-        if MARK not in metadata:
-            if self._allow_plaintext:
-                return data
-            raise CorruptValue(f"{key!r} is not encrypted (written without the layer?)")
+        if self._plaintext(key, metadata):
+            return data
         master = self._record_key(meta)
         if metadata[MARK] == BARE_FORMAT:
             return open_bare(key, data, master, metadata.get(ETAG, ""))

@@ -181,10 +181,7 @@ class SQLiteIndex(MetadataIndex):
                         old = conn.execute(_OLD_SIZE, (bucket, key)).fetchone()
                         objects, size = (1, row[0]) if old is None else (0, row[0] - old[0])
                         if objects or size:
-                            for prefix in parent_prefixes(key):
-                                delta = deltas.setdefault(prefix, [0, 0])
-                                delta[0] += objects
-                                delta[1] += size
+                            _count(deltas, key, objects, size)
                     conn.executemany(_UPSERT, [(bucket, k, *r, k[::-1]) for k, r in rows.items()])
                     self._apply(conn, bucket, deltas)
 
@@ -218,10 +215,7 @@ class SQLiteIndex(MetadataIndex):
                 continue
             removed += 1
             conn.execute(_DELETE, (bucket, key))
-            for prefix in parent_prefixes(key):
-                delta = deltas.setdefault(prefix, [0, 0])
-                delta[0] -= 1
-                delta[1] -= old[0]
+            _count(deltas, key, -1, -old[0])
         self._apply(conn, bucket, deltas)
         return removed
 
@@ -259,10 +253,7 @@ class SQLiteIndex(MetadataIndex):
                         conn.execute(_UPSERT, (bucket, key, *row, key[::-1]))
                         objects, size = (1, row[0]) if old is None else (0, row[0] - old[0])
                     if objects or size:
-                        for prefix in parent_prefixes(key):
-                            delta = deltas.setdefault(prefix, [0, 0])
-                            delta[0] += objects
-                            delta[1] += size
+                        _count(deltas, key, objects, size)
                 self._apply(conn, bucket, deltas)
         return lost
 
@@ -306,10 +297,7 @@ class SQLiteIndex(MetadataIndex):
                         changed += 1
                         objects, size = 0, row[0] - old[0]
                     if objects or size:
-                        for p in parent_prefixes(key):
-                            delta = deltas.setdefault(p, [0, 0])
-                            delta[0] += objects
-                            delta[1] += size
+                        _count(deltas, key, objects, size)
                 conn.executemany(_UPSERT, writes)
                 self._apply(conn, bucket, deltas)
         return added, changed, len([k for k in stored if k not in rows])
@@ -602,3 +590,11 @@ class SQLiteIndex(MetadataIndex):
                 " ORDER BY 1"
             )
             return [row[0] for row in rows]
+
+
+def _count(deltas: dict[str, list[int]], key: str, objects: int, size: int) -> None:
+    """Add a change of ``objects`` and ``size`` at ``key`` to the delta of each of its levels."""
+    for prefix in parent_prefixes(key):
+        delta = deltas.setdefault(prefix, [0, 0])
+        delta[0] += objects
+        delta[1] += size
