@@ -12,7 +12,7 @@ from typing import IO, BinaryIO
 
 from ..errors import CorruptValue, InvalidValue, NotSupported
 from ..keys import check_key
-from ..meta import Meta, etag_of
+from ..meta import Meta
 from ..store import Capability, PutOptions, Store
 from ._compressed_codecs import CODEC_NAMES, Codec, codec_for
 from ._compressed_common import (
@@ -26,6 +26,7 @@ from ._compressed_common import (
     spool,
     visible,
 )
+from ._parallel_etag import etag_soon
 from .base import Layer
 
 __all__ = ["CODEC", "ETAG", "SIZE", "Compressed"]
@@ -155,11 +156,12 @@ class Compressed(Layer):
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
         check_reserved(options.metadata, CODEC, "Compressed")
         packed = None
+        etag_of_data = etag_soon(data)  # a large value is hashed while it is compressed
         if self._writer is not None and len(data) >= _MIN_SIZE:
             packed = self._writer.compress(data)
         if packed is None or len(packed) >= len(data):
             return self._write(key, data, options)
-        etag = etag_of(data)
+        etag = etag_of_data()
         stored = options._replace(metadata=self._tagged(options, len(data), etag))
         meta = self._write(key, packed, stored)
         return Meta(key, len(data), etag, meta[3], meta[4], options.metadata, meta[6])
