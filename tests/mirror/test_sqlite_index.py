@@ -256,6 +256,7 @@ def test_find_through_the_suffix_index_matches_a_scan(
             ("**x", "p13/", 0),
             ("*/*.json", "", 2000),
             ("**y.csv", "", 0),  # no key ends so
+            ("**.bin", "", 0),  # most keys end so: the range is scanned
         ]:
             found = [m.key for m in index.find("b", glob=glob, prefix=prefix, min_size=min_size)]
             assert found == _reference_find(model, glob, prefix, min_size), (glob, prefix)

@@ -56,6 +56,9 @@ CHUNK = 50_000
 #: ``find`` goes through the suffix index where the keys ending so number less than
 #: this share of the range's directory (counting them costs about a tenth of scanning).
 _SUFFIX_SHARE = 8
+#: ``find`` tries the suffix index for literal endings at least this long (one
+#: character, such as the last digit of a number, is seldom rare enough to pay).
+_SUFFIX_SHORTEST = 2
 #: ``find`` reads at most this many keys at once through the suffix index.
 _SUFFIX_MOST = 100_000
 #: Rows read per query by key (``IN``), well under SQLite's limit on arguments.
@@ -453,7 +456,7 @@ class SQLiteIndex(MetadataIndex):
         low = query.range_prefix
         high = prefix_upper_bound(low)
         suffix = "" if query.glob is None else glob_literal_suffix(query.glob)
-        if suffix:
+        if len(suffix) >= _SUFFIX_SHORTEST:
             # The rows are read by key: no glob there, or SQLite would range over the keys.
             rows = self._by_suffix(bucket, query, high, suffix, *query.sql("?"))
             if rows is not None:
