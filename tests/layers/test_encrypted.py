@@ -16,6 +16,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from _encrypted_support import rewrite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,6 @@ from mirrorkv.layers._compressed_common import SMALL
 from mirrorkv.layers._encrypted_format import SEGMENT, TAG, WHOLE, header_size, key_fingerprint
 from mirrorkv.layers.encrypted import ETAG, FORMAT, KEY_ID, MARK, Encrypted
 from mirrorkv.meta import etag_of
-from mirrorkv.store import Store
 from mirrorkv.stores.sqlite import SQLiteStore
 
 KEY = bytes(range(32))
@@ -37,13 +37,6 @@ SECRET_FORMS = [KEY, KEY.hex(), repr(KEY), base64.b64encode(KEY).decode()]
 @pytest.fixture
 def inner(tmp_path: Path) -> SQLiteStore:
     return SQLiteStore(tmp_path / "store.db")
-
-
-def rewrite(store: Store, key: str, data: bytes | None = None, **metadata: str) -> None:
-    """Change a stored record behind the layer's back (its bytes, or metadata entries)."""
-    meta = store.head(key)
-    value = store.get(key) if data is None else data
-    store.put(key, value, content_type=meta.content_type, metadata={**meta.metadata, **metadata})
 
 
 def test_values_are_stored_encrypted(inner: SQLiteStore) -> None:

@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 
 import pytest
+from _encrypted_support import rewrite
 
 from mirrorkv import MemoryStore
 from mirrorkv.errors import CorruptValue, InvalidValue, PreconditionFailed
@@ -23,7 +24,6 @@ from mirrorkv.layers._encrypted_format import TAG, WHOLE, header_size
 from mirrorkv.layers.base import Layer
 from mirrorkv.layers.encrypted import BARE_FORMAT, ETAG, FORMAT, KEY_ID, MARK
 from mirrorkv.meta import etag_of
-from mirrorkv.store import Store
 from mirrorkv.stores.sqlite import SQLiteStore
 
 KEY = bytes(range(32))
@@ -35,13 +35,6 @@ KEY_ID_OF_KEY = encrypted_format.key_fingerprint(KEY)
 @pytest.fixture
 def inner(tmp_path: Path) -> SQLiteStore:
     return SQLiteStore(tmp_path / "store.db")
-
-
-def rewrite(store: Store, key: str, data: bytes | None = None, **metadata: str) -> None:
-    """Change a stored record behind the layer's back (its bytes, or metadata entries)."""
-    meta = store.head(key)
-    value = store.get(key) if data is None else data
-    store.put(key, value, content_type=meta.content_type, metadata={**meta.metadata, **metadata})
 
 
 def unreadable(layer: Encrypted, key: str) -> bool:
