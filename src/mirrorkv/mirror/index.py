@@ -593,7 +593,6 @@ class MetadataIndex(ABC):
         there are any. The values add up to ``du(bucket, prefix)``.
         """
 
-    @abstractmethod
     def find(
         self,
         bucket: str,
@@ -611,8 +610,20 @@ class MetadataIndex(ABC):
 
         Sizes are inclusive bounds; times are exclusive bounds (a datetime or a
         POSIX time); ``content_type`` must be equal. See the module docstring
-        for ``glob`` and ``regex``.
+        for ``glob`` and ``regex``. The arguments are checked here; a backend
+        answers the prepared :class:`FindQuery` in :meth:`_find`.
         """
+        check_bucket(bucket)
+        query = find_query(
+            prefix, glob, regex, min_size, max_size, modified_after, modified_before, content_type
+        )
+        if query.range_prefix is None:
+            return iter(())
+        return self._find(bucket, query, query.range_prefix)
+
+    @abstractmethod
+    def _find(self, bucket: str, query: FindQuery, low: str) -> Iterator[Meta]:
+        """:meth:`find` of a checked ``query``; ``low`` is its ``range_prefix`` (not None)."""
 
     @abstractmethod
     def mark_dirty(self, bucket: str, keys: Iterable[str]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
 from ..errors import InvalidURL, InvalidValue
@@ -28,12 +27,12 @@ from ._postgres_index_io import Runner
 from ._postgres_index_queries import CEILING, COLUMNS, Queries, key_range, queries
 from ._postgres_index_schema import drop_sql, names, prepare
 from .index import (
+    FindQuery,
     MetadataIndex,
     Usage,
     check_bucket,
     check_delimiter,
     check_swap,
-    find_query,
     key_bounds,
     parent_prefixes,
     replace_range_check,
@@ -428,28 +427,9 @@ class PostgresIndex(MetadataIndex):
         result.update(children)
         return result
 
-    def find(
-        self,
-        bucket: str,
-        *,
-        prefix: str = "",
-        glob: str | None = None,
-        regex: str | None = None,
-        min_size: int | None = None,
-        max_size: int | None = None,
-        modified_after: datetime | float | None = None,
-        modified_before: datetime | float | None = None,
-        content_type: str | None = None,
-    ) -> Iterator[Meta]:
+    def _find(self, bucket: str, query: FindQuery, low: str) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.find`: bounds and a glob's outline in SQL; patterns here."""
-        check_bucket(bucket)
-        query = find_query(
-            prefix, glob, regex, min_size, max_size, modified_after, modified_before, content_type
-        )
-        if query.range_prefix is None:
-            return iter(())
         sql, args = query.sql("%s", "like")
-        low = query.range_prefix
         rows = self._pages(bucket, low, True, prefix_upper_bound(low), sql, args)
         return query.keep(map(row_meta, rows))
 

@@ -14,7 +14,6 @@ import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from typing import Any, NoReturn
 
 import redis
@@ -46,11 +45,11 @@ from ._redis_index_scripts import (
     SWAP,
 )
 from .index import (
+    FindQuery,
     MetadataIndex,
     Usage,
     check_bucket,
     check_swap,
-    find_query,
     replace_range_check,
 )
 
@@ -487,27 +486,9 @@ class RedisIndex(MetadataIndex):
         result.update(children)
         return result
 
-    def find(
-        self,
-        bucket: str,
-        *,
-        prefix: str = "",
-        glob: str | None = None,
-        regex: str | None = None,
-        min_size: int | None = None,
-        max_size: int | None = None,
-        modified_after: datetime | float | None = None,
-        modified_before: datetime | float | None = None,
-        content_type: str | None = None,
-    ) -> Iterator[Meta]:
+    def _find(self, bucket: str, query: FindQuery, low: str) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.find`: a key range read in pages, filtered here."""
-        names = self.redis_names(bucket)
-        query = find_query(
-            prefix, glob, regex, min_size, max_size, modified_after, modified_before, content_type
-        )
-        if query.range_prefix is None:
-            return iter(())
-        metas = self._pages(names, *byte_range(query.range_prefix))
+        metas = self._pages(self.redis_names(bucket), *byte_range(low))
         return filter(query.matches, metas) if query.filters else metas
 
     # -- journal, checkpoints, buckets -----------------------------------------

@@ -15,7 +15,6 @@ import itertools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from typing import Any, cast
 
 from ..errors import InvalidValue
@@ -40,7 +39,6 @@ from .index import (
     check_bucket,
     check_delimiter,
     check_swap,
-    find_query,
     glob_literal_suffix,
     glob_prefilter,
     key_bounds,
@@ -432,41 +430,23 @@ class SQLiteIndex(MetadataIndex):
             with transaction(conn, "DEFERRED"):
                 return children_usage(conn, bucket, prefix)
 
-    def find(
-        self,
-        bucket: str,
-        *,
-        prefix: str = "",
-        glob: str | None = None,
-        regex: str | None = None,
-        min_size: int | None = None,
-        max_size: int | None = None,
-        modified_after: datetime | float | None = None,
-        modified_before: datetime | float | None = None,
-        content_type: str | None = None,
-    ) -> Iterator[Meta]:
+    def _find(self, bucket: str, query: FindQuery, low: str) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.find`: bounds and a glob's outline in SQL; patterns here."""
-        check_bucket(bucket)
-        query = find_query(
-            prefix, glob, regex, min_size, max_size, modified_after, modified_before, content_type
-        )
-        if query.range_prefix is None:
-            return iter(())
-        sql, args = query.sql("?", "glob")
-        low = query.range_prefix
         high = prefix_upper_bound(low)
         suffix = "" if query.glob is None else glob_literal_suffix(query.glob)
         if len(suffix) >= _SUFFIX_SHORTEST:
             # The rows are read by key: no glob there, or SQLite would range over the keys.
-            rows = self._by_suffix(bucket, query, high, suffix, *query.sql("?"))
+            rows = self._by_suffix(bucket, query, low, high, suffix, *query.sql("?"))
             if rows is not None:
                 return map(row_meta, rows)
+        sql, args = query.sql("?", "glob")
         return query.keep(self._pages(bucket, low, True, high, sql, args))
 
     def _by_suffix(
         self,
         bucket: str,
         query: FindQuery,
+        low: str,
         high: str | None,
         suffix: str,
         filters: str,
@@ -481,7 +461,6 @@ class SQLiteIndex(MetadataIndex):
         within a range, the keys come from the index alone and are matched
         first, then the rows of those that match are read by key, in chunks.
         """
-        low = cast(str, query.range_prefix)
         reverse_low = suffix[::-1]
         reverse_high = prefix_upper_bound(reverse_low)
         source = "entries INDEXED BY entries_by_suffix WHERE bucket = ? AND rkey >= ?"
