@@ -2,7 +2,9 @@
 
 Both store a transformed value and keep, in reserved metadata names beside
 it, what callers must see instead: the logical size and etag. This module
-holds the pieces of that bookkeeping common to both: reserved names, the
+holds the pieces of that bookkeeping common to both: their base class
+:class:`LogicalRecords` (heads, listings and conditional deletes in
+logical terms), reserved names, the
 mapping of a caller's ``if_match`` (a logical etag) to the stored etag for
 conditional puts and deletes, a
 reader over decoded chunks, and the spool a stream is encoded into before
@@ -20,11 +22,13 @@ from typing import IO, BinaryIO, cast
 from ..errors import InvalidValue, KeyNotFound, PreconditionFailed
 from ..meta import NO_METADATA, Meta
 from ..store import PutOptions, Store, check_precondition
+from .base import Layer
 
 __all__ = [
     "SMALL",
     "SPOOL_BYTES",
     "ChunkReader",
+    "LogicalRecords",
     "check_reserved",
     "delete_if_logical",
     "inner_condition",
@@ -142,6 +146,32 @@ def rejoined(first: bytes, stream: IO[bytes]) -> Iterator[bytes]:
     yield held.pop()
     while chunk := stream.read(READ_BYTES):
         yield chunk
+
+
+class LogicalRecords(Layer):
+    """A layer whose stored records differ from what callers see: size, etag, metadata.
+
+    A subclass says how in :meth:`_logical` (and may read just the etag
+    faster in :meth:`_etag`); heads, listings and conditional deletes then
+    show and compare the logical record.
+    """
+
+    def _logical(self, meta: Meta) -> Meta:
+        """The caller's view of a stored record."""
+        raise NotImplementedError
+
+    def _etag(self, meta: Meta) -> str:
+        """The logical etag of a stored record."""
+        return self._logical(meta).etag
+
+    def _head(self, key: str) -> Meta:
+        return self._logical(self._inner._head(key))
+
+    def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
+        return map(self._logical, self._inner._list(prefix, start_after))
+
+    def _delete_if(self, key: str, etag: str) -> None:
+        delete_if_logical(self._inner, key, etag, self._etag)
 
 
 def spool() -> tempfile.SpooledTemporaryFile[bytes]:

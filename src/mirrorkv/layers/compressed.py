@@ -18,8 +18,8 @@ from ._compressed_codecs import CODEC_NAMES, Codec, codec_for
 from ._compressed_common import (
     SMALL,
     ChunkReader,
+    LogicalRecords,
     check_reserved,
-    delete_if_logical,
     inner_condition,
     read_exact,
     rejoined,
@@ -27,7 +27,6 @@ from ._compressed_common import (
     visible,
 )
 from ._parallel_etag import etag_soon
-from .base import Layer
 
 __all__ = ["CODEC", "ETAG", "SIZE", "Compressed"]
 
@@ -47,7 +46,7 @@ _DROPPED = (
 )
 
 
-class Compressed(Layer):
+class Compressed(LogicalRecords):
     """``store`` with every value compressed, as callers never see.
 
     ``codec`` is ``"zstd"`` (needs ``mirrorkv[zstd]``), ``"gzip"`` or
@@ -143,15 +142,6 @@ class Compressed(Layer):
     def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
         data, meta = self._inner._get_with_meta(key)
         return self._decode(key, data, meta.metadata), self._logical(meta)
-
-    def _head(self, key: str) -> Meta:
-        return self._logical(self._inner._head(key))
-
-    def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
-        return map(self._logical, self._inner._list(prefix, start_after))
-
-    def _delete_if(self, key: str, etag: str) -> None:
-        delete_if_logical(self._inner, key, etag, self._etag)
 
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
         check_reserved(options.metadata, CODEC, "Compressed")

@@ -20,8 +20,8 @@ from ..store import Capability, PutOptions, Store
 from ._compressed_common import (
     SMALL,
     ChunkReader,
+    LogicalRecords,
     check_reserved,
-    delete_if_logical,
     inner_condition,
     read_exact,
     rejoined,
@@ -43,7 +43,6 @@ from ._encrypted_format import (
     open_value,
     tag_etag,
 )
-from .base import Layer
 
 __all__ = [
     "BARE_FORMAT",
@@ -85,7 +84,7 @@ EtagMode = Literal["md5", "tag"]
 ETAG_MODES: tuple[EtagMode, ...] = ("md5", "tag")
 
 
-class Encrypted(Layer):
+class Encrypted(LogicalRecords):
     """``store`` with every value encrypted and authenticated (AES-256-GCM, ``mirrorkv[crypto]``).
 
     ``key`` is 32 random bytes (e.g. ``os.urandom(32)``); ``key_id`` names
@@ -188,9 +187,6 @@ class Encrypted(Layer):
         etag = open_etag(meta.key, metadata.get(ETAG, ""), key, size, content_type, public)
         return Meta(meta.key, size, etag, meta[3], content_type, public, meta[6])
 
-    def _etag(self, meta: Meta) -> str:
-        return self._logical(meta).etag
-
     def _plaintext(self, key: str, metadata: Mapping[str, str]) -> bool:
         """Whether a record is not encrypted (allowed); :class:`CorruptValue` where not allowed."""
         if MARK in metadata:
@@ -266,15 +262,6 @@ class Encrypted(Layer):
     def _get_with_meta(self, key: str) -> tuple[bytes, Meta]:
         data, meta = self._inner._get_with_meta(key)
         return self._decode(key, data, meta), self._logical(meta)
-
-    def _head(self, key: str) -> Meta:
-        return self._logical(self._inner._head(key))
-
-    def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
-        return map(self._logical, self._inner._list(prefix, start_after))
-
-    def _delete_if(self, key: str, etag: str) -> None:
-        delete_if_logical(self._inner, key, etag, self._etag)
 
     def _put(self, key: str, data: bytes, options: PutOptions) -> Meta:
         check_reserved(options.metadata, MARK, "Encrypted")
