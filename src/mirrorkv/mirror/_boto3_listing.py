@@ -186,6 +186,28 @@ def list_v2(
     encode = _encoder(params.get("EncodingType") == "url")
     contents, prefixes = _split(items, encode, owner if params.get("FetchOwner") else None)
     response: dict[str, Any] = {"ResponseMetadata": response_metadata, "IsTruncated": truncated}
+    _add_listing(response, contents, prefixes, bucket, prefix, delimiter, max_keys, encode)
+    response["KeyCount"] = len(items)
+    if "ContinuationToken" in params:
+        response["ContinuationToken"] = params["ContinuationToken"]
+    if truncated:
+        response["NextContinuationToken"] = encode_token(_last_position(items))
+    if params.get("StartAfter"):
+        response["StartAfter"] = encode(params["StartAfter"])
+    return response
+
+
+def _add_listing(
+    response: dict[str, Any],
+    contents: list[dict[str, Any]],
+    prefixes: list[dict[str, str]],
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    max_keys: int,
+    encode: Any,
+) -> None:
+    """Add the fields both ListObjects versions return, in S3's order, to ``response``."""
     if contents:
         response["Contents"] = contents
     response["Name"] = bucket
@@ -196,14 +218,6 @@ def list_v2(
     if prefixes:
         response["CommonPrefixes"] = prefixes
     response["EncodingType"] = "url"
-    response["KeyCount"] = len(items)
-    if "ContinuationToken" in params:
-        response["ContinuationToken"] = params["ContinuationToken"]
-    if truncated:
-        response["NextContinuationToken"] = encode_token(_last_position(items))
-    if params.get("StartAfter"):
-        response["StartAfter"] = encode(params["StartAfter"])
-    return response
 
 
 def list_v1(
@@ -228,14 +242,5 @@ def list_v1(
     response["Marker"] = encode(marker)
     if truncated and delimiter:
         response["NextMarker"] = encode(_last_position(items)[1])
-    if contents:
-        response["Contents"] = contents
-    response["Name"] = bucket
-    response["Prefix"] = encode(prefix)
-    if delimiter:
-        response["Delimiter"] = encode(delimiter)
-    response["MaxKeys"] = max_keys
-    if prefixes:
-        response["CommonPrefixes"] = prefixes
-    response["EncodingType"] = "url"
+    _add_listing(response, contents, prefixes, bucket, prefix, delimiter, max_keys, encode)
     return response
