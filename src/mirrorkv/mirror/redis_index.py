@@ -22,7 +22,14 @@ from redis.cluster import RedisCluster
 from ..errors import InvalidValue, MirrorKVError
 from ..keys import check_key, check_prefix
 from ..meta import Listing, Meta
-from ..stores._redis_client import URL_OPTIONS, Caller, RedisErrors, client_from_url, describe
+from ..stores._redis_client import (
+    URL_OPTIONS,
+    Caller,
+    RedisErrors,
+    check_client,
+    client_from_url,
+    describe,
+)
 from ..urls import StoreURL, reject_unknown
 from ._redis_index_layout import (
     BucketNames,
@@ -128,17 +135,12 @@ class RedisIndex(MetadataIndex):
         error (at least once). ``where`` names the server in errors and ``repr`` (never a
         password). ``owns_client``: :meth:`close` closes the client too.
         """
-        if not isinstance(client, redis.Redis | RedisCluster):
-            raise InvalidValue(f"RedisIndex takes a redis.Redis client, not {type(client)!r}")
+        check_client("RedisIndex", client, retries)
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise InvalidValue(
                 "namespace is 1 to 128 characters of A-Z a-z 0-9 _ . : - "
                 f"(no '#' or braces), not {namespace!r}"
             )
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidValue(f"retries is a whole number >= 0, not {retries!r}")
-        if client.get_encoder().decode_responses:
-            raise InvalidValue("RedisIndex needs a client with decode_responses=False")
         self._client = client
         self._namespace = namespace
         self._where = where or describe(client)

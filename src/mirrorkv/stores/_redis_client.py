@@ -38,10 +38,25 @@ from redis.exceptions import (
 from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.retry import Retry
 
-from ..errors import AccessDenied, InvalidURL, MirrorKVError, StoreUnavailable, Translator
+from ..errors import (
+    AccessDenied,
+    InvalidURL,
+    InvalidValue,
+    MirrorKVError,
+    StoreUnavailable,
+    Translator,
+)
 from ..urls import StoreURL, parse_bool
 
-__all__ = ["URL_OPTIONS", "Caller", "RedisErrors", "client_from_url", "describe", "pack"]
+__all__ = [
+    "URL_OPTIONS",
+    "Caller",
+    "RedisErrors",
+    "check_client",
+    "client_from_url",
+    "describe",
+    "pack",
+]
 
 #: The options a Redis URL takes (besides ``namespace``, the store's own).
 URL_OPTIONS = (
@@ -344,6 +359,18 @@ def client_from_url(
             RedisCluster(**kwargs) if cluster else redis.Redis(**kwargs)
         )
     return client, retries
+
+
+def check_client(user: str, client: object, retries: object) -> None:
+    """:class:`InvalidValue` unless ``client`` is a redis-py client that does not decode
+    responses and ``retries`` a whole number >= 0; ``user`` names the class taking them.
+    """
+    if not isinstance(client, redis.Redis | RedisCluster):
+        raise InvalidValue(f"{user} takes a redis.Redis client, not {type(client)!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidValue(f"retries is a whole number >= 0, not {retries!r}")
+    if client.get_encoder().decode_responses:
+        raise InvalidValue(f"{user} needs a client with decode_responses=False")
 
 
 def describe(client: redis.Redis | RedisCluster) -> str:

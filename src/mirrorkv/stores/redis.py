@@ -38,7 +38,14 @@ from ..store import (
     to_bytes,
 )
 from ..urls import StoreURL, reject_unknown
-from ._redis_client import URL_OPTIONS, Caller, RedisErrors, client_from_url, describe
+from ._redis_client import (
+    URL_OPTIONS,
+    Caller,
+    RedisErrors,
+    check_client,
+    client_from_url,
+    describe,
+)
 from ._redis_scripts import COPY, DELETE, DELETE_IF, HEAD, INCR, LIST, PUT
 
 __all__ = ["DEFAULT_NAMESPACE", "RedisStore"]
@@ -148,17 +155,12 @@ class RedisStore(Store):
         and port; never a password). ``owns_client``: :meth:`close` closes
         the client too.
         """
-        if not isinstance(client, redis.Redis | RedisCluster):
-            raise InvalidValue(f"RedisStore takes a redis.Redis client, not {type(client)!r}")
+        check_client("RedisStore", client, retries)
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise InvalidValue(
                 "namespace is 1 to 128 characters of A-Z a-z 0-9 _ . - "
                 f"(no ':', '#' or braces), not {namespace!r}"
             )
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidValue(f"retries is a whole number >= 0, not {retries!r}")
-        if client.get_encoder().decode_responses:
-            raise InvalidValue("RedisStore needs a client with decode_responses=False")
         self._client = client
         self._namespace = namespace
         self._cluster = isinstance(client, RedisCluster)
