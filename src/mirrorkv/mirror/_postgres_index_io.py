@@ -121,20 +121,11 @@ class Runner:
                 cursor.execute("COMMIT")
                 return result
             except self._errors.catches as error:
-                self._rollback(lease, error)
+                self._leases.rollback(lease, error)
                 if not is_retryable_conflict(error) or attempt == ATTEMPTS - 1:
                     raise self._errors.translate(error) from error
             except BaseException:
-                self._rollback(lease, None)
+                self._leases.rollback(lease, None)
                 raise
             time.sleep(0.002 * (attempt + 1))
         raise AssertionError("unreachable")
-
-    def _rollback(self, lease: Lease, error: BaseException | None) -> None:
-        if error is not None and is_disconnect(error):
-            self._leases.failed(lease, error)
-            return
-        try:
-            lease.cursor.execute("ROLLBACK")
-        except self._errors.catches as failure:
-            self._leases.failed(lease, failure)

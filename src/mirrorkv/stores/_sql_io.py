@@ -114,6 +114,20 @@ class Leases:
         else:
             lease.release()
 
+    def rollback(self, lease: Lease, error: BaseException | None) -> None:
+        """End ``lease``'s transaction after ``error`` (None: any other exception).
+
+        A lease that lost its connection, or cannot roll back, is given up
+        (:meth:`failed`) instead.
+        """
+        if error is not None and is_disconnect(error):
+            self.failed(lease, error)
+            return
+        try:
+            lease.cursor.execute("ROLLBACK")
+        except self._errors.catches as failure:
+            self.failed(lease, failure)
+
     def close(self) -> None:
         """Give every lease back and close the pool's connections."""
         self.closed = True

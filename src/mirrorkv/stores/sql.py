@@ -248,26 +248,17 @@ class SQLStore(Store):
                 cursor.execute("COMMIT")
                 return result
             except _Again:
-                self._rollback(lease, None)
+                self._leases.rollback(lease, None)
             except self._errors.catches as error:
-                self._rollback(lease, error)
+                self._leases.rollback(lease, error)
                 again = is_retryable_conflict(error) and replayable()
                 if not again or attempt == _ATTEMPTS - 1:
                     raise self._errors.translate(error) from error
             except BaseException:
-                self._rollback(lease, None)
+                self._leases.rollback(lease, None)
                 raise
             time.sleep(0.002 * attempt)
         raise MirrorKVError(f"{self._where}: a transaction kept meeting concurrent writers")
-
-    def _rollback(self, lease: Lease, error: BaseException | None) -> None:
-        if error is not None and is_disconnect(error):
-            self._leases.failed(lease, error)
-            return
-        try:
-            lease.cursor.execute("ROLLBACK")
-        except self._errors.catches as failure:
-            self._leases.failed(lease, failure)
 
     # -- primitives ---------------------------------------------------------
 
