@@ -51,6 +51,7 @@ __all__ = [
     "Usage",
     "check_bucket",
     "check_delimiter",
+    "check_listing",
     "check_swap",
     "entry_state",
     "find_query",
@@ -371,6 +372,14 @@ def replace_range_check(
         return key
 
     return inside
+
+
+def check_listing(bucket: str, prefix: str, start_after: str | None) -> None:
+    """Check the arguments of ``list`` and ``keys`` (:class:`InvalidValue`, :class:`InvalidKey`)."""
+    check_bucket(bucket)
+    check_prefix(prefix)
+    if start_after is not None:
+        check_key(start_after)
 
 
 def check_delimiter(delimiter: object) -> str:

@@ -32,6 +32,7 @@ from .index import (
     Usage,
     check_bucket,
     check_delimiter,
+    check_listing,
     check_swap,
     key_bounds,
     parent_prefixes,
@@ -332,18 +333,12 @@ class PostgresIndex(MetadataIndex):
 
     def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.list`."""
-        check_bucket(bucket)
-        check_prefix(prefix)
-        if start_after is not None:
-            check_key(start_after)
+        check_listing(bucket, prefix, start_after)
         return map(row_meta, self._pages(bucket, *key_bounds(prefix, start_after)))
 
     def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         """See :meth:`MetadataIndex.keys`: reads the keys only."""
-        check_bucket(bucket)
-        check_prefix(prefix)
-        if start_after is not None:
-            check_key(start_after)
+        check_listing(bucket, prefix, start_after)
         rows = self._pages(bucket, *key_bounds(prefix, start_after), columns="key")
         return (row[0] for row in rows)
 

@@ -56,6 +56,7 @@ from .index import (
     MetadataIndex,
     Usage,
     check_bucket,
+    check_listing,
     check_swap,
     replace_range_check,
 )
@@ -365,18 +366,14 @@ class RedisIndex(MetadataIndex):
 
     def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.list`."""
+        check_listing(bucket, prefix, start_after)
         names = self.redis_names(bucket)
-        check_prefix(prefix)
-        if start_after is not None:
-            check_key(start_after)
         return self._pages(names, *byte_range(prefix, start_after))
 
     def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         """See :meth:`MetadataIndex.keys`: ``ZRANGEBYLEX`` pages."""
+        check_listing(bucket, prefix, start_after)
         names = self.redis_names(bucket)
-        check_prefix(prefix)
-        if start_after is not None:
-            check_key(start_after)
         return self._key_pages(names.keys, *byte_range(prefix, start_after))
 
     def _key_pages(self, zset: str, low: bytes, high: bytes) -> Iterator[str]:

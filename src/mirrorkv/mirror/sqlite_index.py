@@ -38,6 +38,7 @@ from .index import (
     Usage,
     check_bucket,
     check_delimiter,
+    check_listing,
     check_swap,
     glob_literal_suffix,
     glob_prefilter,
@@ -343,18 +344,12 @@ class SQLiteIndex(MetadataIndex):
 
     def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.list`."""
-        check_bucket(bucket)
-        check_prefix(prefix)
-        if start_after is not None:
-            check_key(start_after)
+        check_listing(bucket, prefix, start_after)
         return self._pages(bucket, *key_bounds(prefix, start_after))
 
     def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         """See :meth:`MetadataIndex.keys`."""
-        check_bucket(bucket)
-        check_prefix(prefix)
-        if start_after is not None:
-            check_key(start_after)
+        check_listing(bucket, prefix, start_after)
         return self._key_pages(bucket, *key_bounds(prefix, start_after))
 
     def _key_pages(self, bucket: str, low: str, inclusive: bool, high: str | None) -> Iterator[str]:
