@@ -592,17 +592,7 @@ class IndexConformance:
         if not index_factory.multi_process or index_factory.url is None:
             pytest.skip(f"{index_factory.name} is not shared between processes")
         _swaps_or_skip(index, index_factory.name)
-        context = multiprocessing.get_context("spawn")
-        barrier = context.Barrier(3)
-        workers = [
-            context.Process(target=count_with_swaps, args=(index_factory.url, i, 200, barrier))
-            for i in range(3)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(120)
-        assert [worker.exitcode for worker in workers] == [0, 0, 0]
+        _run_three(count_with_swaps, index_factory.url, 200)
         assert sum(m.size for m in index.list(BUCKET, "c/")) == 600  # no increment lost
         _assert_consistent(index, BUCKET)
 
@@ -612,18 +602,20 @@ class IndexConformance:
     ) -> None:
         if not index_factory.multi_process or index_factory.url is None:
             pytest.skip(f"{index_factory.name} is not shared between processes")
-        context = multiprocessing.get_context("spawn")
-        barrier = context.Barrier(3)
-        workers = [
-            context.Process(target=record_and_forget, args=(index_factory.url, i, 1500, barrier))
-            for i in range(3)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(120)
-        assert [worker.exitcode for worker in workers] == [0, 0, 0]
+        _run_three(record_and_forget, index_factory.url, 1500)
         _assert_consistent(index, BUCKET)
+
+
+def _run_three(work: Callable[..., None], url: str, rounds: int) -> None:
+    """``work(url, i, rounds, barrier)`` in three spawned processes at once; all must succeed."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(3)
+    workers = [context.Process(target=work, args=(url, i, rounds, barrier)) for i in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
 
 
 _examples = itertools.count()
