@@ -60,8 +60,6 @@ _SUFFIX_SHARE = 8
 _SUFFIX_SHORTEST = 2
 #: ``find`` reads at most this many keys at once through the suffix index.
 _SUFFIX_MOST = 100_000
-#: Rows read per query by key (``IN``), well under SQLite's limit on arguments.
-_KEYS_PER_READ = 500
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
@@ -452,9 +450,9 @@ class SQLiteIndex(MetadataIndex):
         Only where fewer keys in the bucket end in ``suffix`` than an eighth
         of the keys of the directory the range is in (counted on the index alone,
         stopping at that bound); else ``None``, and the caller scans the
-        key range. Over the whole bucket the rows are read with the keys;
-        within a range, the keys come from the index alone and are matched
-        first, then the rows of those that match are read by key, in chunks.
+        key range. The keys in the range that end so and fit the glob's
+        outline come from that index alone, then their rows by key, in one
+        statement.
         """
         reverse_low = suffix[::-1]
         reverse_high = prefix_upper_bound(reverse_low)
@@ -476,27 +474,20 @@ class SQLiteIndex(MetadataIndex):
                 if outline is not None:
                     source += " AND key GLOB ?"
                     args.append(outline)
-                if not low:  # the whole bucket: each key ending so is read with its row at once
-                    everything = f"SELECT {COLUMNS} FROM {source}{filters} ORDER BY key"
-                    found = conn.execute(everything, (*args, *filter_args))
-                    return [row for row in found if query.keeps(row[0])]
-                # A range: its keys are picked from the index alone, then their rows read.
-                sql = f"SELECT key FROM {source} AND key >= ?"
-                args.append(low)
+                if low:
+                    source += " AND key >= ?"
+                    args.append(low)
                 if high is not None:
-                    sql += " AND key < ?"
+                    source += " AND key < ?"
                     args.append(high)
-                keys = sorted(key for (key,) in conn.execute(sql, args) if query.keeps(key))
-                rows: builtins.list[Any] = []
-                for start in range(0, len(keys), _KEYS_PER_READ):
-                    chunk = keys[start : start + _KEYS_PER_READ]
-                    marks = ", ".join("?" * len(chunk))
-                    read = (
-                        f"SELECT {COLUMNS} FROM entries WHERE bucket = ? AND key IN ({marks})"
-                        f"{filters} ORDER BY key"
-                    )
-                    rows += conn.execute(read, (bucket, *chunk, *filter_args)).fetchall()
-                return rows
+                # The keys come from the suffix index alone, then their rows by key:
+                # SQLite would otherwise read each row before testing its key.
+                sql = (
+                    f"SELECT {COLUMNS} FROM entries WHERE bucket = ?"
+                    f" AND key IN (SELECT key FROM {source}){filters} ORDER BY key"
+                )
+                found = conn.execute(sql, (bucket, *args, *filter_args))
+                return [row for row in found if query.keeps(row[0])]
 
     # -- journal and checkpoints ---------------------------------------------
 
