@@ -440,16 +440,20 @@ class FindQuery:
             args.append(self.content_type)
         return "".join(f" AND {clause}" for clause in clauses), tuple(args)
 
-    def keeps(self, key: str) -> bool:
-        """Whether ``key`` matches every pattern."""
-        return all(pattern(key) for pattern in self.patterns)
+    @property
+    def keeps(self) -> Callable[[str], object]:
+        """A test of a key, true where it matches every pattern (one call: it runs per key)."""
+        patterns = self.patterns
+        if len(patterns) == 1:
+            return patterns[0]
+        return lambda key: all(pattern(key) for pattern in patterns)
 
     def keep(self, metas: Iterator[Meta]) -> Iterator[Meta]:
         """``metas`` whose keys match every pattern."""
-        patterns = self.patterns
-        if not patterns:
+        if not self.patterns:
             return metas
-        return (meta for meta in metas if all(pattern(meta[0]) for pattern in patterns))
+        keeps = self.keeps
+        return (meta for meta in metas if keeps(meta[0]))
 
     def matches(self, meta: Meta) -> bool:
         """Whether ``meta`` passes every filter (patterns, bounds and type)."""

@@ -487,7 +487,8 @@ class SQLiteIndex(MetadataIndex):
                     f" AND key IN (SELECT key FROM {source}){filters} ORDER BY key"
                 )
                 found = conn.execute(sql, (bucket, *args, *filter_args))
-                return [row for row in found if query.keeps(row[0])]
+                keeps = query.keeps
+                return [row for row in found if keeps(row[0])]
 
     # -- journal and checkpoints ---------------------------------------------
 
