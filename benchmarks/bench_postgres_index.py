@@ -1,4 +1,4 @@
-"""Speed of the PostgreSQL metadata index's directory reads: du, du_children, ls.
+"""Speed of the PostgreSQL metadata index's reads: du, du_children, ls, find by glob.
 
 Usage (from the repository root; a PostgreSQL database the user may create
 tables in)::
@@ -17,6 +17,12 @@ objects directly. After the fill the tables are vacuumed and analysed
 (``--no-vacuum``: not), as autovacuum would have done by then: a fill
 leaves about 19 dead versions of every aggregate row, and a server may run
 with autovacuum off.
+
+The ``find`` rows time globs ending in literal text, over the whole bucket
+(``*/*/obj*77``) and over a narrow range (``tenant7*/day01?/obj*77``), and
+one whose literal ending is a single character (``*/*/obj*7``, which always
+scans); each row says how many keys it finds. The last lines give the size
+of the entries table with its indexes, and of each of its indexes.
 """
 
 from __future__ import annotations
@@ -32,6 +38,13 @@ from mirrorkv.meta import Meta
 from mirrorkv.mirror.postgres_index import PostgresIndex
 
 BUCKET = "s3://bench"
+#: The globs ``find`` is timed with, and how many calls each.
+GLOBS = [("*/*/obj*77", 20), ("tenant7*/day01?/obj*77", 50), ("*/*/obj*7", 5)]
+#: The size of the entries table with its indexes, then of each of its indexes.
+SIZES = """SELECT 'entries table and indexes', pg_total_relation_size(c.oid)
+    FROM pg_class AS c WHERE c.relname = %(t)s
+    UNION ALL SELECT 'index ' || i.indexrelid::regclass::text, pg_relation_size(i.indexrelid)
+    FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid WHERE c.relname = %(t)s"""
 
 
 def main() -> None:
@@ -94,8 +107,15 @@ def main() -> None:
                 ),
             )
         )
+        for glob, calls in GLOBS:
+            hits = sum(1 for _ in index.find(BUCKET, glob=glob))
+            seconds = per_call(lambda i, g=glob: list(index.find(BUCKET, glob=g)), calls)
+            rows.append((f"find(glob={glob!r}) ({hits:,} keys)", seconds))
         for name, seconds in rows:
             print(f"{name:50} {seconds * 1e6:12,.1f} µs")
+        with psycopg.connect(args.url) as conn:
+            for name, size in conn.execute(SIZES, {"t": f"{index.table}_entries"}):
+                print(f"{name:50} {size / 2**20:12,.1f} MiB")
     finally:
         index.drop_tables()
 

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 from mirrorkv.errors import AccessDenied, InvalidURL, InvalidValue, MirrorKVError, StoreUnavailable
 from mirrorkv.meta import Meta
-from mirrorkv.mirror import _postgres_index_queries
-from mirrorkv.mirror.index import Usage, open_index, parent_prefixes
+from mirrorkv.mirror import _postgres_index_queries, postgres_index
+from mirrorkv.mirror.index import (
+    Usage,
+    glob_literal_suffix,
+    glob_regex,
+    open_index,
+    parent_prefixes,
+)
 from mirrorkv.mirror.postgres_index import PostgresIndex
 from mirrorkv.stores.sql import SQLStore
 from mirrorkv.testing.index_conformance import IndexConformance, IndexFactory
@@ -316,6 +325,56 @@ def test_an_index_made_before_the_depth_index_gains_it(index_url: str, postgres_
     assert found is not None and found[0] is not None
 
 
+def test_an_index_made_before_the_suffix_index_gains_it(index_url: str, postgres_url: str) -> None:
+    table = index_url.rsplit("=", 1)[1]
+    keys = [f"t{i % 7}/d{i % 5}/obj{i}.csv" for i in range(400)]
+    with open_index(index_url) as index:
+        index.record_many("b", [Meta(k, 1, "e", 0.0) for k in keys])
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP INDEX "{table}_entries_by_suffix"')  # as an index of before was made
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            barrier.wait()
+            open_index(index_url).close()
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    with psycopg.connect(postgres_url) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (f'"{table}_entries_by_suffix"',))
+        assert found.fetchone() != (None,)
+    with open_index(index_url) as index, _suffix_paths() as paths:
+        hits = [m.key for m in index.find("b", glob="*/*/obj*77.csv")]
+        assert hits == sorted(k for k in keys if k.endswith("77.csv"))
+        assert paths == [True]
+
+
+@contextlib.contextmanager
+def _suffix_paths() -> Iterator[list[bool]]:
+    """Within it, a list of whether each ``find`` took the suffix index (True) or scanned."""
+    taken: list[bool] = []
+    original = PostgresIndex._by_suffix
+
+    def spy(index: PostgresIndex, *args: Any) -> Any:
+        rows = original(index, *args)
+        taken.append(rows is not None)
+        return rows
+
+    PostgresIndex._by_suffix = spy  # type: ignore[method-assign]
+    try:
+        yield taken
+    finally:
+        PostgresIndex._by_suffix = original  # type: ignore[method-assign]
+
+
 def test_a_user_who_does_not_own_the_tables_opens_it_without_the_depth_index(
     index_url: str, postgres_url: str
 ) -> None:
@@ -334,6 +393,7 @@ def test_a_user_who_does_not_own_the_tables_opens_it_without_the_depth_index(
             pytest.skip("this database user cannot create roles")
         try:
             conn.execute(f'DROP INDEX "{table}_usage_by_depth"')
+            conn.execute(f'DROP INDEX "{table}_entries_by_suffix"')
             for suffix in ("schema", "entries", "usage", "dirty", "checkpoints"):
                 conn.execute(
                     f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{table}_{suffix}" TO "{role}"'
@@ -349,8 +409,16 @@ def test_a_user_who_does_not_own_the_tables_opens_it_without_the_depth_index(
                 listing = index.ls("b", "t1/")
                 assert [m.key for m in listing.objects] == ["t1/own"]
                 assert listing.prefixes == [f"t1/d{j}/" for j in range(3)]
-            found = conn.execute("SELECT to_regclass(%s)", (f'"{table}_usage_by_depth"',))
-            assert found.fetchone() == (None,)
+                with _suffix_paths() as paths:  # no suffix index: find scans
+                    assert [m.key for m in index.find("b", glob="*/*/f")] == [
+                        f"t{i}/d{j}/f" for i in range(3) for j in range(3)
+                    ]
+                    assert [m.key for m in index.find("b", glob="t1/ow*")] == ["t1/own"]
+                    assert [m.key for m in index.find("b", glob="**own")] == ["t1/own"]
+                assert paths == []
+            for name in ("usage_by_depth", "entries_by_suffix"):
+                found = conn.execute("SELECT to_regclass(%s)", (f'"{table}_{name}"',))
+                assert found.fetchone() == (None,)
         finally:
             conn.execute(f'DROP OWNED BY "{role}"')
             conn.execute(f'DROP ROLE "{role}"')
@@ -373,6 +441,187 @@ def test_reads_use_the_depth_index(index_url: str, postgres_url: str) -> None:
             {"bucket": "b", "low": "", "level": 1, "high": _postgres_index_queries.CEILING},
         ).fetchall()
     assert f"{table}_usage_by_depth" in "\n".join(row[0] for row in plan)
+
+
+def _generic_plan(conn: psycopg.Connection[Any], sql: str, args: tuple[Any, ...]) -> str:
+    """The plan the index's connections would run ``sql`` with (a generic plan), as text."""
+    numbers = iter(range(1, 100))
+    name = unique_name("plan")
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    conn.execute(f"PREPARE {name} AS " + re.sub("%s", lambda _: f"${next(numbers)}", sql))
+    cursor = psycopg.ClientCursor(conn)
+    cursor.execute(f"EXPLAIN EXECUTE {name}({', '.join(['%s'] * len(args))})", args)
+    return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_find_by_suffix_uses_the_suffix_index(index_url: str, postgres_url: str) -> None:
+    """The count and the key reads are index-only scans of it; the rows read by it too."""
+    table = index_url.rsplit("=", 1)[1]
+    with open_index(index_url) as index:
+        assert isinstance(index, PostgresIndex)
+        index.record_many(
+            "b",
+            (
+                Meta(f"t{i % 100:02}/d{i // 100 % 100:02}/o{i:06}", 1, "e", 0.0)
+                for i in range(20_000)
+            ),
+        )
+        sql = index._sql  # the statements under test
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'VACUUM ANALYZE "{table}_entries"')
+        by_suffix = f"{table}_entries_by_suffix"
+        count = _generic_plan(conn, sql.suffix_count, ("b", "", 8, 10**5, "b", "77", "78"))
+        assert f"Index Only Scan using {by_suffix}" in count, count
+        keys = _generic_plan(conn, sql.suffix_keys, ("b", "77", "78", "t7%/%77", "t7", "t8"))
+        assert f"Index Only Scan using {by_suffix}" in keys, keys
+        rows = _generic_plan(conn, sql.suffix_rows(" AND size >= %s"), ("b", "77", "78", "%77", 1))
+        assert f"Index Scan using {by_suffix}" in rows, rows
+
+
+#: Names and directories of the keys the suffix tests search: SQL's LIKE specials,
+#: glob specials, multi-byte characters, look-alike endings.
+_NAMES = [
+    "7.csv",
+    "a7.csv",
+    "%7.csv",
+    "_7.csv",
+    "\\7.csv",
+    "*7.csv",
+    "?7.csv",
+    "[7.csv",
+    "é7.csv",
+    "\U0001f6007.csv",
+    "x.csv",
+    "o77.csv",
+    "7.csvx",
+    "csv",
+]
+_DIRS = ["a", "ab", "a%", "a_", "b\\", "[x]", "é", "\U0001f600", "a/b", "a/b/c", ""]
+#: ``(prefix, glob)`` pairs: classes, ``?``, escapes by class, ``**``, range prefixes.
+_SEARCHES = [
+    ("", "**.csv"),
+    ("", "*/*7.csv"),
+    ("", "**7.csv"),
+    ("", "*%7.csv"),
+    ("", "**/%7.csv"),
+    ("", "**_7.csv"),
+    ("", "**\\7.csv"),
+    ("", "**[*]7.csv"),
+    ("", "**[?]7.csv"),
+    ("", "**[[]7.csv"),
+    ("", "**[7.csv"),
+    ("", "*/?7.csv"),
+    ("", "*/[!a%]7.csv"),
+    ("", "*/[a-z]7.csv"),
+    ("", "**\U0001f6007.csv"),
+    ("", "é/*"),
+    ("", "a*/**7.csv"),
+    ("", "a/b/*7.csv"),
+    ("", "a%/*.csv"),
+    ("", "a_/?7.csv"),
+    ("", "a/*/[!x]7.csv"),
+    ("a", "**o77.csv"),
+    ("a/", "**7.csv"),
+    ("a/b/", "a/b/*.csv"),
+    ("[x]/", "[[]x]/**7.csv"),
+    ("é", "**.csv"),
+    ("zz", "**.csv"),
+    ("", "**7.csvx"),
+    ("", "**csv"),
+    ("", "x.csv"),
+]
+
+
+def _suffix_model(rng: random.Random) -> dict[str, Meta]:
+    model: dict[str, Meta] = {}
+    for directory in _DIRS:
+        for deeper in ("", "/q", "/r/s"):
+            for name in _NAMES:
+                key = "/".join(part for part in (directory + deeper, name) if part)
+                if key.startswith("/"):
+                    continue
+                ctype = rng.choice([None, "text/csv", "application/x"])
+                model[key] = Meta(
+                    key,
+                    rng.randrange(100),
+                    "e",
+                    float(rng.randrange(10)),
+                    **({"content_type": ctype} if ctype else {}),
+                )
+    return model
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"min_size": 50},
+        {"max_size": 20, "modified_after": 3.0},
+        {"content_type": "text/csv"},
+        {"content_type": "application/octet-stream"},
+        {"regex": "7"},
+    ],
+    ids=["none", "min_size", "max_size-modified", "type", "default-type", "regex"],
+)
+def test_find_by_suffix_returns_what_the_scan_returns(
+    index_url: str, monkeypatch: pytest.MonkeyPatch, filters: dict[str, Any]
+) -> None:
+    model = _suffix_model(random.Random(11))
+    with open_index(index_url) as index:
+        index.record_many("b", model.values())
+        index.record_many("other", [Meta("a/x7.csv", 1, "e", 0.0)])  # another bucket, never found
+        for prefix, glob in _SEARCHES:
+            pattern = glob_regex(glob)
+            expected = [
+                meta
+                for key, meta in sorted(model.items())
+                if key.startswith(prefix) and pattern.fullmatch(key) and _passes(meta, filters)
+            ]
+            found = {}
+            for way, share, shortest in (("suffix", 1e-9, 2), ("scan", 8, 10**6)):
+                monkeypatch.setattr(postgres_index, "_SUFFIX_SHARE", share)
+                monkeypatch.setattr(postgres_index, "_SUFFIX_SHORTEST", shortest)
+                with _suffix_paths() as paths:
+                    found[way] = list(index.find("b", prefix=prefix, glob=glob, **filters))
+                assert paths == (
+                    [] if way == "scan" or len(glob_literal_suffix(glob)) < 2 else [True]
+                ), (
+                    glob,
+                    way,
+                )
+            assert found["suffix"] == expected, (prefix, glob)
+            assert found["scan"] == expected, (prefix, glob)
+
+
+def _passes(meta: Meta, filters: dict[str, Any]) -> bool:
+    regex = filters.get("regex")
+    return (
+        meta.size >= filters.get("min_size", 0)
+        and meta.size <= filters.get("max_size", 10**9)
+        and meta.modified.timestamp() > filters.get("modified_after", -1.0)
+        and meta.content_type == filters.get("content_type", meta.content_type)
+        and (regex is None or re.search(regex, meta.key) is not None)
+    )
+
+
+def test_find_scans_where_many_keys_end_so(index_url: str) -> None:
+    """The suffix index is read only where the keys ending so are under an eighth of the range's
+    directory; a common ending, or a short one, scans."""
+    keys = [f"d{i % 4}/k{i:04}.csv" for i in range(2000)]
+    with open_index(index_url) as index, _suffix_paths() as paths:
+        index.record_many("b", [Meta(k, 1, "e", 0.0) for k in keys])
+        for glob, way in [
+            ("**.csv", False),  # every key
+            ("**7.csv", True),  # a tenth of the bucket: under an eighth of ""
+            ("d1/*7.csv", False),  # 200 keys end so, over an eighth of d1/'s 500
+            ("d1/*77.csv", True),  # 20 keys
+            ("d*/*77.csv", True),
+            ("**v", False),  # one character: never tried
+        ]:
+            before = len(paths)
+            hits = [m.key for m in index.find("b", glob=glob)]
+            assert hits == sorted(k for k in keys if glob_regex(glob).fullmatch(k)), glob
+            assert paths[before:] == ([way] if glob != "**v" else []), glob
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._postgres_index_schema import ADD, DEPTH, Names, by_prefix, upsert
+from ._postgres_index_schema import ADD, DEPTH, REVERSED, Names, by_prefix, upsert
 
 __all__ = [
     "CEILING",
@@ -83,6 +83,11 @@ class Queries:
     listing: str
     #: The buckets of the usage table (a skip scan), of the journal and of the checkpoints.
     buckets: str
+    #: ``(bucket, directory, share, most, bucket, low, high)``: one row ``(bound, count)``,
+    #: ``bound`` the least of the directory's objects / ``share`` and ``most``, ``count``
+    #: the keys whose reverse is in ``[low, high)`` (a range of ``T_entries_by_suffix``),
+    #: counted up to ``bound + 1``.
+    suffix_count: str
     mark_dirty: str
     clear_dirty: str
     dirty: str
@@ -100,6 +105,51 @@ class Queries:
     def range_keys(self, condition: str) -> str:
         """Every key of one bucket in a range, in key order."""
         return f"SELECT key FROM {self.names.entries} WHERE bucket = %s{condition} ORDER BY key"
+
+    def suffix_rows(self, filters: str) -> str:
+        """``(bucket, low, high, outline, *filters)``: entries whose reversed key is in
+        ``[low, high)`` and whose key is ``LIKE`` the outline, in key order.
+        """
+        return (
+            f"SELECT {COLUMNS} FROM {self.names.entries} WHERE {_SUFFIX} AND key LIKE %s"
+            f"{filters} ORDER BY key"
+        )
+
+    @property
+    def suffix_keys(self) -> str:
+        """``(bucket, low, high, outline, key low, key high)``: the keys of
+        :meth:`suffix_rows` in ``[key low, key high)``, unordered, from the index alone.
+
+        The key range is applied outside a materialized CTE: inside, the planner
+        could read the range from the primary key instead (it cannot tell
+        which range is narrower from a generic plan's parameters).
+        """
+        return (
+            f"WITH s AS MATERIALIZED (SELECT key FROM {self.names.entries} "
+            f"WHERE {_SUFFIX} AND key LIKE %s) SELECT key FROM s WHERE key >= %s AND key < %s"
+        )
+
+    def rows_by_key(self, filters: str) -> str:
+        """``(bucket, keys, *filters)``: the entries of those keys, in key order."""
+        return (
+            f"SELECT {COLUMNS} FROM {self.names.entries} "
+            f"WHERE bucket = %s AND key = ANY(%s::text[]){filters} ORDER BY key"
+        )
+
+
+#: The condition of a range of ``T_entries_by_suffix``: ``(bucket, low, high)``.
+_SUFFIX = f"bucket = %s AND {REVERSED} >= %s AND {REVERSED} < %s"
+
+
+def _suffix_count(n: Names) -> str:
+    # One round trip: the directory's row gives the bound, the index range is
+    # counted up to one past it (an index-only scan: the count stops there).
+    return f"""WITH b AS MATERIALIZED (
+            SELECT least(floor(coalesce((SELECT objects FROM {n.usage}
+                                         WHERE bucket = %s AND prefix = %s), 0)
+                               / %s::float8), %s::bigint)::bigint AS bound)
+        SELECT (SELECT bound FROM b), count(*) FROM (
+            SELECT 1 FROM {n.entries} WHERE {_SUFFIX} LIMIT (SELECT bound + 1 FROM b)) AS x"""
 
 
 def _level(n: Names, columns: str = "prefix, objects, bytes") -> str:
@@ -281,6 +331,7 @@ def queries(n: Names) -> Queries:
         children=_children(n),
         listing=listing(n),
         buckets=buckets,
+        suffix_count=_suffix_count(n),
         mark_dirty=(
             f"INSERT INTO {n.dirty} (bucket, key) SELECT %s, k FROM unnest(%s::text[]) AS k "
             "ON CONFLICT DO NOTHING"

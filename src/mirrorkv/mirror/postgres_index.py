@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..errors import InvalidURL, InvalidValue
 from ..keys import check_key, check_prefix, prefix_upper_bound
@@ -34,6 +34,8 @@ from .index import (
     check_delimiter,
     check_listing,
     check_swap,
+    glob_literal_suffix,
+    glob_prefilter,
     key_bounds,
     parent_prefixes,
     replace_range_check,
@@ -46,6 +48,14 @@ __all__ = ["CHUNK", "DEFAULT_TABLE", "PostgresIndex"]
 DEFAULT_TABLE = "mirrorkv_index"
 #: ``record_many`` and ``forget_many`` commit every this many keys.
 CHUNK = 10_000
+#: ``find`` goes through the suffix index where the keys ending so number less than
+#: this share of the keys of the range's directory (the SQLite index's rule).
+_SUFFIX_SHARE = 8
+#: ``find`` tries the suffix index for literal endings at least this long (one
+#: character, such as the last digit of a number, is seldom rare enough to pay).
+_SUFFIX_SHORTEST = 2
+#: ``find`` reads at most this many keys at once through the suffix index.
+_SUFFIX_MOST = 100_000
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
@@ -113,8 +123,10 @@ class PostgresIndex(MetadataIndex):
     :mod:`._postgres_index_schema`).
     Iterators read pages of 64 growing to 4,096 in short queries (keyset
     pagination), holding no transaction between pages. ``find`` filters
-    sizes, times and the content type in SQL and the patterns in Python,
-    over the key range of their literal prefix.
+    sizes, times, the content type and an outline of the glob in SQL and the
+    patterns in Python, over the key range of their literal prefix; a glob
+    ending in literal text that few keys end in reads only those keys,
+    through the index of the keys reversed (see :meth:`_by_suffix`).
 
     Connections: a SQLAlchemy pool (psycopg 3) shared by the index's threads,
     each thread keeping the connection it took (the SQL store's plumbing).
@@ -171,7 +183,9 @@ class PostgresIndex(MetadataIndex):
         self._read = runner.read
         self._write = runner.write
         try:
-            runner.transaction(lambda cursor: prepare(cursor, self._names, self._where))
+            self._by_suffix_index = runner.transaction(
+                lambda cursor: prepare(cursor, self._names, self._where)
+            )
         except BaseException:
             runner.close()
             raise
@@ -424,9 +438,55 @@ class PostgresIndex(MetadataIndex):
 
     def _find(self, bucket: str, query: FindQuery, low: str) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.find`: bounds and a glob's outline in SQL; patterns here."""
+        high = prefix_upper_bound(low)
+        suffix = "" if query.glob is None else glob_literal_suffix(query.glob)
+        # A key holds no NUL, and PostgreSQL text cannot: such a glob is for the scan.
+        if self._by_suffix_index and len(suffix) >= _SUFFIX_SHORTEST and "\x00" not in suffix:
+            rows = self._by_suffix(bucket, query, low, high, suffix)
+            if rows is not None:
+                return map(row_meta, rows)
         sql, args = query.sql("%s", "like")
-        rows = self._pages(bucket, low, True, prefix_upper_bound(low), sql, args)
-        return query.keep(map(row_meta, rows))
+        return query.keep(map(row_meta, self._pages(bucket, low, True, high, sql, args)))
+
+    def _by_suffix(
+        self, bucket: str, query: FindQuery, low: str, high: str | None, suffix: str
+    ) -> builtins.list[Any] | None:
+        """The rows ``find`` asks for, through ``T_entries_by_suffix``, in key order.
+
+        Only where fewer keys in the bucket end in ``suffix`` than an eighth
+        of the keys of the directory the range is in (one query: that
+        directory's aggregate row and a count over the index, stopping at
+        the bound); else ``None``, and the caller scans the key range.
+        Over the whole bucket the rows are read with the keys, in one more
+        query. Within a range, the keys ending so are read from the index
+        alone (those in the range and ``LIKE`` the glob's outline), matched
+        here, and the rows of those that match read by key, per
+        :data:`CHUNK` keys. The queries are separate (no transaction is held
+        between them), as a listing's pages are.
+        """
+        reverse_low = suffix[::-1]
+        reverse_high = prefix_upper_bound(reverse_low) or CEILING
+        directory = low[: low.rfind("/") + 1]
+        bound, count = self._read(
+            self._sql.suffix_count,
+            (bucket, directory, _SUFFIX_SHARE, _SUFFIX_MOST, bucket, reverse_low, reverse_high),
+            many=False,
+        )
+        if count > bound:
+            return None
+        outline = glob_prefilter(cast(str, query.glob), "like") or "%"
+        filters, filter_args = query.sql("%s")
+        where = (bucket, reverse_low, reverse_high, outline)
+        if not low:  # the whole bucket: each key ending so is read with its row at once
+            rows = self._read(self._sql.suffix_rows(filters), (*where, *filter_args))
+            return [row for row in rows if query.keeps(row[0])]
+        found = self._read(self._sql.suffix_keys, (*where, low, high or CEILING))
+        keys = sorted(key for (key,) in found if query.keeps(key))
+        read = self._sql.rows_by_key(filters)
+        rows = []
+        for start in range(0, len(keys), CHUNK):
+            rows += self._read(read, (bucket, keys[start : start + CHUNK], *filter_args))
+        return rows
 
     # -- journal and checkpoints ---------------------------------------------
 
