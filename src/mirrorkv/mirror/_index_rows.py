@@ -9,34 +9,49 @@ PostgreSQL indexes so that a record round-trips identically in each.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from ..errors import InvalidValue
-from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Meta
-from .index import timestamp
+from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Details, Meta
+from .index import LISTED, timestamp
 
-__all__ = ["meta_row", "row_meta"]
+__all__ = ["meta_row", "row_meta", "rows_metas"]
 
 _new_meta = tuple.__new__
 
 
 def row_meta(row: tuple[Any, ...]) -> Meta:
     """The record of a row ``(key, size, etag, modified, content_type, metadata, version)``."""
-    key, size, etag, modified, content_type, metadata, version = row
-    return _new_meta(
-        Meta,
-        (
-            key,
-            size,
-            etag,
-            modified,
-            DEFAULT_CONTENT_TYPE if content_type is None else content_type,
-            NO_METADATA if metadata is None else MappingProxyType(json.loads(metadata)),
-            version,
-        ),
-    )
+    return rows_metas((row,))[0]
+
+
+def rows_metas(rows: Iterable[tuple[Any, ...]], listed: Details | None = None) -> list[Meta]:
+    """:func:`row_meta` of each row, in one pass.
+
+    With ``listed``, a row that holds only what a listing gave (version
+    :data:`~.index.LISTED`) becomes a record with ``listed`` in place of its
+    content type, metadata and version (see :meth:`MetadataIndex.list_pages`).
+    """
+    marker = None if listed is None else LISTED  # None: no stored version equals it
+    return [
+        _new_meta(Meta, (key, size, etag, modified, listed, listed, listed))
+        if version == marker
+        else _new_meta(
+            Meta,
+            (
+                key,
+                size,
+                etag,
+                modified,
+                DEFAULT_CONTENT_TYPE if content_type is None else content_type,
+                NO_METADATA if metadata is None else MappingProxyType(json.loads(metadata)),
+                version,
+            ),
+        )
+        for key, size, etag, modified, content_type, metadata, version in rows
+    ]
 
 
 def _dump_metadata(metadata: Mapping[str, str]) -> str | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import itertools
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,10 +43,11 @@ from typing import Any, Self, cast
 from ..bulk import Usage
 from ..errors import InvalidURL, InvalidValue, NotSupported
 from ..keys import check_key, check_prefix, prefix_upper_bound
-from ..meta import DEFAULT_CONTENT_TYPE, Listing, Meta
+from ..meta import DEFAULT_CONTENT_TYPE, Details, Listing, Meta
 from ..urls import parse_url
 
 __all__ = [
+    "LISTED",
     "FindQuery",
     "MetadataIndex",
     "Usage",
@@ -65,7 +67,33 @@ __all__ = [
     "replace_range_check",
     "seek_listing",
     "timestamp",
+    "with_listed",
 ]
+
+
+#: The version of a record that holds only what a listing gives (no content type or metadata).
+LISTED = ""
+
+_new_meta = tuple.__new__
+
+#: Records per page of :meth:`MetadataIndex.list_pages` where a backend has no pages of its own.
+_PAGE = 1000
+
+
+def with_listed(metas: Iterable[Meta], listed: Details) -> builtins.list[Meta]:
+    """``metas``, each holding only what a listing gave with ``listed`` in its detail slots.
+
+    See :meth:`MetadataIndex.list_pages`; the other records are kept as they are.
+    """
+    return [
+        _new_meta(Meta, (*meta[:4], listed, listed, listed)) if meta[6] == LISTED else meta
+        for meta in metas
+    ]
+
+
+def _pages(metas: Iterator[Meta]) -> Iterator[builtins.list[Meta]]:
+    """``metas`` in lists of up to :data:`_PAGE` records."""
+    return iter(lambda: builtins.list(itertools.islice(metas, _PAGE)), [])
 
 
 def entry_state(meta: Meta | None) -> tuple[str, str] | None:
@@ -408,6 +436,8 @@ class FindQuery:
     content_type: str | None = None
     patterns: tuple[Callable[[str], object], ...] = ()
     glob: str | None = None
+    #: Goes in the detail slots of records holding only what a listing gave (see ``list_pages``).
+    listed: Details | None = None
 
     def sql(self, placeholder: str, dialect: str | None = None) -> tuple[str, tuple[Any, ...]]:
         """``(" AND size >= ? ...", args)`` for the bounds, with the driver's placeholder.
@@ -485,6 +515,7 @@ def find_query(
     modified_after: datetime | float | None = None,
     modified_before: datetime | float | None = None,
     content_type: str | None = None,
+    listed: Details | None = None,
 ) -> FindQuery:
     """Check ``find``'s arguments (:class:`InvalidValue`, :class:`InvalidKey`) and prepare them."""
     check_prefix(prefix)
@@ -511,6 +542,7 @@ def find_query(
         content_type,
         tuple(patterns),
         glob,
+        listed,
     )
 
 
@@ -581,6 +613,24 @@ class MetadataIndex(ABC):
     def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
         """The entries whose keys start with ``prefix`` and sort after ``start_after``, in order."""
 
+    def list_pages(
+        self,
+        bucket: str,
+        prefix: str = "",
+        start_after: str | None = None,
+        listed: Details | None = None,
+    ) -> Iterator[builtins.list[Meta]]:
+        """The records :meth:`list` lists, a page (a non-empty list) at a time.
+
+        With ``listed``, a record that holds only what a listing gave (version
+        :data:`LISTED`) has ``listed`` in place of its content type, metadata
+        and version, so that reading them fetches them. A backend makes the
+        records of a page in one pass where it can: a mirror's listing of
+        many keys spends most of its time there.
+        """
+        for page in _pages(self.list(bucket, prefix, start_after)):
+            yield page if listed is None else with_listed(page, listed)
+
     def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         """The keys :meth:`list` would list, in the same order."""
         return (meta.key for meta in self.list(bucket, prefix, start_after))
@@ -592,6 +642,15 @@ class MetadataIndex(ABC):
         A common prefix is ``prefix`` + text up to and including the next
         ``delimiter``; each appears once, in key order, as S3 lists them.
         """
+
+    def ls_listed(
+        self, bucket: str, prefix: str = "", delimiter: str = "/", listed: Details | None = None
+    ) -> Listing:
+        """:meth:`ls`, its objects made as :meth:`list_pages` makes them with ``listed``."""
+        listing = self.ls(bucket, prefix, delimiter)
+        if listed is not None:
+            listing.objects[:] = with_listed(listing.objects, listed)
+        return listing
 
     @abstractmethod
     def du(self, bucket: str, prefix: str = "") -> Usage:
@@ -618,21 +677,37 @@ class MetadataIndex(ABC):
         modified_after: datetime | float | None = None,
         modified_before: datetime | float | None = None,
         content_type: str | None = None,
+        listed: Details | None = None,
     ) -> Iterator[Meta]:
         """The entries under ``prefix`` that pass every filter given, in key order.
 
         Sizes are inclusive bounds; times are exclusive bounds (a datetime or a
         POSIX time); ``content_type`` must be equal. See the module docstring
-        for ``glob`` and ``regex``. The arguments are checked here; a backend
-        answers the prepared :class:`FindQuery` in :meth:`_find`.
+        for ``glob`` and ``regex``, and :meth:`list_pages` for ``listed``. The
+        arguments are checked here; a backend answers the prepared
+        :class:`FindQuery` in :meth:`_find`.
         """
         check_bucket(bucket)
         query = find_query(
-            prefix, glob, regex, min_size, max_size, modified_after, modified_before, content_type
+            prefix,
+            glob,
+            regex,
+            min_size,
+            max_size,
+            modified_after,
+            modified_before,
+            content_type,
+            listed,
         )
         if query.range_prefix is None:
             return iter(())
-        return self._find(bucket, query, query.range_prefix)
+        found = self._find(bucket, query, query.range_prefix)
+        if listed is None or self._find_fills_listed:
+            return found
+        return itertools.chain.from_iterable(with_listed(page, listed) for page in _pages(found))
+
+    #: Whether :meth:`_find` puts ``query.listed`` in the records itself.
+    _find_fills_listed = False
 
     @abstractmethod
     def _find(self, bucket: str, query: FindQuery, low: str) -> Iterator[Meta]:

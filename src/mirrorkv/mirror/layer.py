@@ -155,6 +155,7 @@ class Mirror(Store):
         """:meth:`_relative` of each record; with ``method``, counted as LIST requests saved.
 
         One generator with the conversion inlined: it runs once per listed key.
+        (A mirror without a key prefix lists through ``list_pages`` instead.)
         """
         cut = len(self._key_prefix)
         details = Details.shared(self._fetch_details)  # one for all: nothing more per key
@@ -478,12 +479,22 @@ class Mirror(Store):
         return self._relative(meta)
 
     def _list(self, prefix: str, start_after: str | None) -> Iterator[Meta]:
-        metas = self._index.list(
-            self._bucket,
-            self._full(prefix),
-            None if start_after is None else self._full(start_after),
-        )
-        return self._relative_all(metas, "list")
+        low = None if start_after is None else self._full(start_after)
+        if self._key_prefix:
+            metas = self._index.list(self._bucket, self._full(prefix), low)
+            return self._relative_all(metas, "list")
+        details = Details.shared(self._fetch_details)
+        return self._paged(self._index.list_pages(self._bucket, prefix, low, details), "list")
+
+    def _paged(self, pages: Iterator[builtins.list[Meta]], method: str) -> Iterator[Meta]:
+        """The records of ``pages``, counted as the LIST requests a remote listing would take."""
+        seen = 0
+        try:
+            for page in pages:
+                seen += len(page)
+                yield from page
+        finally:
+            self._counter.local(method, "LIST", list_requests(seen, *self._page_sizes))
 
     def _keys(self, prefix: str, start_after: str | None) -> Iterator[str]:
         keys = self._index.keys(
@@ -590,15 +601,20 @@ class Mirror(Store):
             raise InvalidValue("delimiter must be a non-empty str")
         if force:
             return self._forced_ls(prefix, delimiter)
-        listing = self._index.ls(self._bucket, self._full(prefix), delimiter)
+        cut = len(self._key_prefix)
+        if cut:
+            listing = self._index.ls(self._bucket, self._full(prefix), delimiter)
+            listing = Listing(
+                builtins.list(self._relative_all(listing.objects)),
+                [common[cut:] for common in listing.prefixes],
+            )
+        else:
+            details = Details.shared(self._fetch_details)
+            listing = self._index.ls_listed(self._bucket, prefix, delimiter, details)
         self._counter.local(
             "ls", "LIST", list_requests(len(listing.objects) + len(listing.prefixes))
         )
-        cut = len(self._key_prefix)
-        return Listing(
-            builtins.list(self._relative_all(listing.objects)),
-            [common[cut:] for common in listing.prefixes] if cut else listing.prefixes,
-        )
+        return listing
 
     def _forced_ls(self, prefix: str, delimiter: str) -> Listing:
         remote = self._remote.ls(prefix, delimiter)
@@ -716,10 +732,11 @@ class Mirror(Store):
             modified_after=modified_after,
             modified_before=modified_before,
             content_type=content_type,
+            listed=None if kp else Details.shared(self._fetch_details),
         )
         scanned = self._index.du(self._bucket, kp + prefix).objects
         self._counter.local("find", "LIST", list_requests(scanned, *self._page_sizes))
-        return self._relative_all(metas)
+        return self._relative_all(metas) if kp else metas
 
     # -- keeping the index true --------------------------------------------------------
 

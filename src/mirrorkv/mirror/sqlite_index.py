@@ -19,11 +19,11 @@ from typing import Any, cast
 
 from ..errors import InvalidValue
 from ..keys import check_key, check_prefix, prefix_upper_bound
-from ..meta import Listing, Meta
+from ..meta import Details, Listing, Meta
 from ..stores._sqlite_connections import file_options, file_url
 from ..stores._sqlite_io import ErrorTranslator, transaction
 from ..urls import StoreURL
-from ._index_rows import meta_row, row_meta
+from ._index_rows import meta_row, row_meta, rows_metas
 from ._sqlite_index_schema import COLUMNS, IndexConnections
 from ._sqlite_index_usage import (
     children_rows,
@@ -46,6 +46,7 @@ from .index import (
     parent_prefixes,
     replace_range_check,
     seek_listing,
+    with_listed,
 )
 
 __all__ = ["CHUNK", "SQLiteIndex"]
@@ -318,7 +319,7 @@ class SQLiteIndex(MetadataIndex):
             )
         return None if row is None else row_meta(row)
 
-    def _pages(
+    def _row_pages(
         self,
         bucket: str,
         low: str,
@@ -326,15 +327,16 @@ class SQLiteIndex(MetadataIndex):
         high: str | None,
         filters: str = "",
         filter_args: tuple[Any, ...] = (),
-    ) -> Iterator[Meta]:
-        """Entries in ``[low, high)`` passing ``filters`` (SQL), one short query per page."""
+    ) -> Iterator[builtins.list[Any]]:
+        """Rows of entries in ``[low, high)`` passing ``filters`` (SQL), a short query a page."""
         page = _FIRST_PAGE
         while True:
             where, args = key_range(bucket, low, inclusive, high)
             sql = f"SELECT {COLUMNS} FROM entries WHERE {where}{filters} ORDER BY key LIMIT ?"
             with self._errors:
                 rows = self._conn().execute(sql, (*args, *filter_args, page)).fetchall()
-            yield from map(row_meta, rows)
+            if rows:
+                yield rows
             if len(rows) < page:
                 return
             low, inclusive = rows[-1][0], False
@@ -342,8 +344,19 @@ class SQLiteIndex(MetadataIndex):
 
     def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.list`."""
+        return itertools.chain.from_iterable(self.list_pages(bucket, prefix, start_after))
+
+    def list_pages(
+        self,
+        bucket: str,
+        prefix: str = "",
+        start_after: str | None = None,
+        listed: Details | None = None,
+    ) -> Iterator[builtins.list[Meta]]:
+        """See :meth:`MetadataIndex.list_pages`: a page is one query's rows."""
         check_listing(bucket, prefix, start_after)
-        return self._pages(bucket, *key_bounds(prefix, start_after))
+        pages = self._row_pages(bucket, *key_bounds(prefix, start_after))
+        return (rows_metas(rows, listed) for rows in pages)
 
     def keys(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
         """See :meth:`MetadataIndex.keys`."""
@@ -364,12 +377,20 @@ class SQLiteIndex(MetadataIndex):
             page = min(page * 4, _LAST_PAGE)
 
     def ls(self, bucket: str, prefix: str = "", delimiter: str = "/") -> Listing:
-        """See :meth:`MetadataIndex.ls`.
+        """See :meth:`MetadataIndex.ls` and :meth:`ls_listed`."""
+        return self.ls_listed(bucket, prefix, delimiter)
 
-        A directory (``""`` or a prefix ending in ``/``, delimiter ``/``) that
-        holds no objects of its own is listed from its subdirectories'
-        aggregate rows in one query. Otherwise the listing reads the keys and
-        skips over each common prefix with one seek.
+    def ls_listed(
+        self, bucket: str, prefix: str = "", delimiter: str = "/", listed: Details | None = None
+    ) -> Listing:
+        """See :meth:`MetadataIndex.ls_listed`.
+
+        A directory (``""`` or a prefix ending in ``/``, delimiter ``/``)
+        without subdirectories is its key range, read in one query; one
+        without objects of its own is listed from its subdirectories'
+        aggregate rows in one query; both in the snapshot that told which.
+        Otherwise the listing reads the keys and skips over each common
+        prefix with one seek.
         """
         check_bucket(bucket)
         check_prefix(prefix)
@@ -380,6 +401,11 @@ class SQLiteIndex(MetadataIndex):
                 with transaction(conn, "DEFERRED"):
                     total = prefix_usage(conn, bucket, prefix).objects
                     rows = children_rows(conn, bucket, prefix) if total else []
+                    if not rows:  # every key under the prefix is an object at this level
+                        where, args = key_range(bucket, *key_bounds(prefix, None))
+                        sql = f"SELECT {COLUMNS} FROM entries WHERE {where} ORDER BY key"
+                        objects = conn.execute(sql, args).fetchall() if total else []
+                        return Listing(rows_metas(objects, listed))
             if total == sum(row[1] for row in rows):  # no objects directly in the directory
                 return Listing([], [row[0] for row in rows])
 
@@ -389,7 +415,10 @@ class SQLiteIndex(MetadataIndex):
             with self._errors:
                 return self._conn().execute(sql, (*args, limit)).fetchall()
 
-        return seek_listing(prefix, delimiter, read, row_meta, _LAST_PAGE)
+        listing = seek_listing(prefix, delimiter, read, row_meta, _LAST_PAGE)
+        if listed is not None:
+            listing.objects[:] = with_listed(listing.objects, listed)
+        return listing
 
     def du(self, bucket: str, prefix: str = "") -> Usage:
         """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes.
@@ -431,9 +460,15 @@ class SQLiteIndex(MetadataIndex):
             # The rows are read by key: no glob there, or SQLite would range over the keys.
             rows = self._by_suffix(bucket, query, low, high, suffix, *query.sql("?"))
             if rows is not None:
-                return map(row_meta, rows)
+                return iter(rows_metas(rows, query.listed))
         sql, args = query.sql("?", "glob")
-        return query.keep(self._pages(bucket, low, True, high, sql, args))
+        pages = self._row_pages(bucket, low, True, high, sql, args)
+        if query.patterns:
+            keeps = query.keeps
+            pages = ([row for row in rows if keeps(row[0])] for rows in pages)
+        return itertools.chain.from_iterable(rows_metas(rows, query.listed) for rows in pages)
+
+    _find_fills_listed = True
 
     def _by_suffix(
         self,

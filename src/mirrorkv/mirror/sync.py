@@ -23,13 +23,10 @@ from dataclasses import dataclass
 from ..errors import KeyNotFound
 from ..meta import DEFAULT_CONTENT_TYPE, NO_METADATA, Details, Meta
 from ..store import Store
-from .index import MetadataIndex
+from .index import LISTED, MetadataIndex
 from .stats import PAGE, RequestCounter, list_requests, page_sizes
 
 __all__ = ["LISTED", "SyncReport", "listed_record", "sync_keys", "sync_listing"]
-
-#: The version of a record that holds only what a listing gives (no content type or metadata).
-LISTED = ""
 
 _new_meta = tuple.__new__
 

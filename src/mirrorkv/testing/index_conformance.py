@@ -252,6 +252,42 @@ class IndexConformance:
         assert [m.key for m in index.ls(BUCKET, "a/b").objects] == ["a/b"]
         assert index.ls(BUCKET, "a/b").prefixes == ["a/b/"]
 
+    def test_listed_records_carry_the_details_given(self, index: MetadataIndex) -> None:
+        listed_keys = [f"d/{i:04}" for i in range(0, 1500, 3)]
+        records = [meta(f"d/{i:04}", i) for i in range(1500)]
+        records = [
+            Meta(m.key, m.size, m.etag, 1.0, version="") if m.key in listed_keys else m
+            for m in records
+        ]
+        index.record_many(BUCKET, [*records, meta("d/sub/x"), meta("e")])
+        details = Details.shared(lambda key: meta(key))
+        listed_set = set(listed_keys)
+
+        def check(found: list[Meta], keys: list[str]) -> None:
+            assert [m.key for m in found] == keys
+            for m in found:
+                if m.key in listed_set:
+                    assert m[4] is details and m[5] is details and m[6] is details
+                    assert m[:4] == index.get(BUCKET, m.key)[:4]  # type: ignore[index]
+                else:
+                    assert m == index.get(BUCKET, m.key)
+
+        everything = [m.key for m in index.list(BUCKET, "d/")]
+        pages = list(index.list_pages(BUCKET, "d/", listed=details))
+        assert all(pages) and len(pages) > 1
+        check([m for page in pages for m in page], everything)
+        plain = [m for page in index.list_pages(BUCKET, "d/", "d/0100") for m in page]
+        assert plain == list(index.list(BUCKET, "d/", "d/0100"))
+        assert all(m.version == "" for m in plain if m.key in listed_set)
+        leaf = index.ls_listed(BUCKET, "d/sub/", listed=details)
+        assert [m.key for m in leaf.objects] == ["d/sub/x"] and leaf.prefixes == []
+        level = index.ls_listed(BUCKET, "d/", listed=details)
+        assert level.prefixes == ["d/sub/"]
+        check(level.objects, [key for key in everything if "/" not in key[2:]])
+        assert index.ls_listed(BUCKET, "d/") == index.ls(BUCKET, "d/")
+        found = list(index.find(BUCKET, glob="d/*7", min_size=100, listed=details))
+        check(found, [m.key for m in records if m.key.endswith("7") and m.size >= 100])
+
     # -- usage ------------------------------------------------------------------
 
     def test_du(self, index: MetadataIndex) -> None:
