@@ -477,11 +477,12 @@ class PostgresIndex(MetadataIndex):
         outline = glob_prefilter(cast(str, query.glob), "like") or "%"
         filters, filter_args = query.sql("%s")
         where = (bucket, reverse_low, reverse_high, outline)
+        keeps = query.keeps
         if not low:  # the whole bucket: each key ending so is read with its row at once
             rows = self._read(self._sql.suffix_rows(filters), (*where, *filter_args))
-            return [row for row in rows if query.keeps(row[0])]
+            return [row for row in rows if keeps(row[0])]
         found = self._read(self._sql.suffix_keys, (*where, low, high or CEILING))
-        keys = sorted(key for (key,) in found if query.keeps(key))
+        keys = sorted(key for (key,) in found if keeps(key))
         read = self._sql.rows_by_key(filters)
         rows = []
         for start in range(0, len(keys), CHUNK):
