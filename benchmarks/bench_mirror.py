@@ -32,6 +32,12 @@ of per-call times; remote calls ``--repeat`` times, local ones for at least
 :class:`mirrorkv.mirror.RequestPrices` and the latencies in
 :data:`S3_LATENCY` (one request after another, as a paginated listing goes).
 
+For the listings, globs and head, the same rows are also read from the
+index file by one plain SQL statement that makes nothing of them (a glob's
+and a head's by key, as if the matching keys were known): the least any
+index that reads SQLite on each call spends, so the report can say which
+targets such an index can reach at all on this machine and this moto.
+
 Then the initial ``sync`` against the bare paginated listing it needs
 (interleaved, ``--sync-repeat`` times, each sync into a new index), the cost
 of recording one write, and the index alone filled to ``--index-keys`` keys
@@ -57,6 +63,7 @@ import io
 import os
 import pstats
 import shlex
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -190,6 +197,9 @@ class Question:
     vs_boto3: float | None = None
     vs_mimic: float | None = None
     figures: dict[str, Figure] = field(default_factory=dict)
+    #: The answer's rows read from the index file by one plain SQL statement, and its time.
+    rows: Callable[[], Answer] | None = None
+    rows_seconds: float | None = None
 
 
 def paginate(client: Any, bucket: str, **args: Any) -> Iterator[dict[str, Any]]:
@@ -237,6 +247,27 @@ def boto3_glob(client: Any, bucket: str, glob: str) -> list[str]:
     ]
 
 
+ROW_COLUMNS = "key, size, etag, modified, content_type, metadata, version"
+
+
+def rows_reader(mirror: Mirror) -> Callable[[str, tuple[Any, ...]], Callable[[], Answer]]:
+    """Makes calls that read rows of the mirror's SQLite index with one plain statement.
+
+    Their time is the least any SQLite index spends on an answer: the
+    rows alone, through Python's sqlite3, with no record made of them.
+    """
+    index = mirror.index
+    assert isinstance(index, SQLiteIndex)
+    conn = sqlite3.connect(f"file:{index.path}?mode=ro", uri=True, check_same_thread=False)
+
+    def reader(where: str, args: tuple[Any, ...]) -> Callable[[], Answer]:
+        sql = f"SELECT {ROW_COLUMNS} FROM entries WHERE bucket = ? AND {where} ORDER BY key"
+        arguments = (mirror.bucket, *args)
+        return lambda: [row[0] for row in conn.execute(sql, arguments).fetchall()]
+
+    return reader
+
+
 def mimic_listing(bucket: Any, prefix: str = "") -> list[tuple[str, int]]:
     """``(key, size)`` of what MimicDB lists under ``prefix`` from its index."""
     return [(key.name, key.size) for key in bucket.list(prefix=prefix)]
@@ -267,6 +298,12 @@ def questions(
         found = mirror.du(where)
         return found.objects, found.bytes
 
+    read = rows_reader(mirror)
+    in_range = read("key >= ? AND key < ?", (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+
+    def by_key(wanted: list[str]) -> Callable[[], Answer]:
+        return read(f"key IN ({', '.join('?' * len(wanted))})", tuple(wanted))
+
     return [
         Question(
             "list all",
@@ -276,6 +313,7 @@ def questions(
             lambda b: [key for key, _ in mimic_listing(b)],
             300,
             100,
+            rows=read("1", ()),
         ),
         Question(
             f"list one prefix ({len(under)} keys): list",
@@ -285,6 +323,7 @@ def questions(
             lambda b: [key for key, _ in mimic_listing(b, prefix)],
             300,
             100,
+            rows=in_range,
         ),
         Question(
             "list one prefix: ls",
@@ -297,6 +336,7 @@ def questions(
             lambda: [meta.key for meta in mirror.ls(prefix).objects],
             None,
             300,
+            rows=in_range,
         ),
         Question(
             f"ls top level ({len(children)} prefixes)",
@@ -343,6 +383,7 @@ def questions(
             lambda b: [key for key, _ in mimic_listing(b) if fnmatch.fnmatchcase(key, GLOB_ALL)],
             3000,
             100,
+            rows=by_key(globbed[GLOB_ALL]),
         ),
         Question(
             f"glob {GLOB_NARROW} ({len(globbed[GLOB_NARROW])} hits)",
@@ -354,6 +395,7 @@ def questions(
             ],
             3000,
             100,
+            rows=by_key(globbed[GLOB_NARROW]),
         ),
         Question(
             "head one key",
@@ -363,6 +405,7 @@ def questions(
             lambda b: b.get_key(head_key).size,
             300,
             100,
+            rows=by_key([head_key]),
         ),
     ]
 
@@ -414,6 +457,9 @@ def ask_mirror(question: Question, mirror: Mirror, meter: Meter) -> None:
     question.figures["mirror"] = Figure(
         seconds, requests, received, answer, answer == question.truth, note
     )
+    if question.rows is not None:
+        question.rows()
+        question.rows_seconds = timed_calls(None, question.rows, calls=3, budget=0.3)[0]
 
 
 def ask_mimic(question: Question, peer: MimicPeer, saved: Any, args: argparse.Namespace) -> None:
@@ -826,6 +872,47 @@ def report_questions(asked: list[Question], args: argparse.Namespace) -> None:
     )
 
 
+def report_floors(asked: list[Question], markdown: bool) -> None:
+    """The least SQLite spends on each answer, and the best speedups it leaves."""
+    print("## The rows alone: what one SQL statement takes to return each answer's rows\n")
+    rows = []
+    for question in asked:
+        floor = question.rows_seconds
+        if floor is None:
+            continue
+        mirror = question.figures["mirror"].seconds
+        cells = [question.name, fmt_seconds(mirror), fmt_seconds(floor), f"{mirror / floor:.2f}x"]
+        for peer, target in (("boto3", question.vs_boto3), ("MimicDB", question.vs_mimic)):
+            theirs = question.figures.get(peer)
+            if theirs is None or target is None:
+                cells += ["", ""]
+                continue
+            best = theirs.seconds / floor
+            verdict = "reachable" if best >= target else "OUT OF REACH"
+            cells += [f"{best:,.0f}x", f"{verdict} (>= {target:,.0f}x)"]
+        rows.append(cells)
+    table(
+        [
+            "question",
+            "mirror",
+            "rows alone",
+            "mirror / rows",
+            "boto3 / rows",
+            "",
+            "MimicDB / rows",
+            "",
+        ],
+        rows,
+        markdown,
+    )
+    print(
+        "'rows alone' fetches the answer's rows (all seven columns; a glob's and a head's "
+        "by key, as if the matching keys were known) through sqlite3 and makes nothing of "
+        "them: 'boto3 / rows' and 'MimicDB / rows' are the best speedups an index that "
+        "reads SQLite on each call can reach, against the targets.\n"
+    )
+
+
 def report_rows(title: str, rows: list[Row], markdown: bool) -> None:
     """A small table of :class:`Row`."""
     print(f"## {title}\n")
@@ -964,6 +1051,7 @@ def run(endpoint: str, directory: Path, args: argparse.Namespace) -> None:
         scale_rows = measure_index(args.index_keys, directory, profiles if args.profile else None)
 
     report_questions(asked, args)
+    report_floors(asked, args.markdown)
     sync_rows += mimic_rows
     bare, initial = sync_rows[0].seconds, sync_rows[2].seconds
     sync_rows[2].note += f" ({verdict(initial <= 1.5 * bare, 'target <= 1.5x')})"
