@@ -604,6 +604,21 @@ def _passes(meta: Meta, filters: dict[str, Any]) -> bool:
     )
 
 
+def test_find_of_a_nul_finds_nothing(index_url: str) -> None:
+    """No entry holds a NUL (text cannot): a search for one finds nothing, asking no query."""
+    searches: list[tuple[dict[str, Any], list[str]]] = [
+        ({"glob": "**a\x00bc"}, []),
+        ({"glob": "a/\x00*"}, []),
+        ({"regex": "^a/\x00"}, []),
+        ({"glob": "**", "content_type": "text/\x00"}, []),
+        ({"glob": "a/[!\x00]*"}, ["a/\x01", "a/bc"]),  # in a class: any one character
+    ]
+    with open_index(index_url) as index:
+        index.record_many("b", [Meta("a/bc", 1, "e", 0.0), Meta("a/\x01", 1, "e", 0.0)])
+        for search, expected in searches:
+            assert [m.key for m in index.find("b", **search)] == expected, search
+
+
 def test_find_scans_where_many_keys_end_so(index_url: str) -> None:
     """The suffix index is read only where the keys ending so are under an eighth of the range's
     directory; a common ending, or a short one, scans."""

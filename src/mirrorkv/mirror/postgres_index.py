@@ -439,13 +439,16 @@ class PostgresIndex(MetadataIndex):
     def _find(self, bucket: str, query: FindQuery, low: str) -> Iterator[Meta]:
         """See :meth:`MetadataIndex.find`: bounds and a glob's outline in SQL; patterns here."""
         high = prefix_upper_bound(low)
+        sql, args = query.sql("%s", "like")
+        if "\x00" in low or any(isinstance(arg, str) and "\x00" in arg for arg in args):
+            # A NUL in a glob's literal text, a regex's start or the content type:
+            # no entry holds one (text cannot), and the server would refuse it.
+            return iter(())
         suffix = "" if query.glob is None else glob_literal_suffix(query.glob)
-        # A key holds no NUL, and PostgreSQL text cannot: such a glob is for the scan.
-        if self._by_suffix_index and len(suffix) >= _SUFFIX_SHORTEST and "\x00" not in suffix:
+        if self._by_suffix_index and len(suffix) >= _SUFFIX_SHORTEST:
             rows = self._by_suffix(bucket, query, low, high, suffix)
             if rows is not None:
                 return map(row_meta, rows)
-        sql, args = query.sql("%s", "like")
         return query.keep(map(row_meta, self._pages(bucket, low, True, high, sql, args)))
 
     def _by_suffix(
