@@ -30,6 +30,7 @@ Contract shared by every backend (the conformance suite in
 from __future__ import annotations
 
 import builtins
+import functools
 import importlib
 import itertools
 import re
@@ -172,6 +173,7 @@ def _class_body(body: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=256)  # a find compiles its glob once, not on every call
 def glob_regex(glob: str) -> re.Pattern[str]:
     """The compiled regular expression of a glob (see the module docstring), matched whole."""
     out: list[str] = []
@@ -232,6 +234,7 @@ def _glob_tokens(glob: str) -> list[object]:
     return tokens
 
 
+@functools.lru_cache(maxsize=256)
 def glob_literal_suffix(glob: str) -> str:
     """The literal characters a key matching ``glob`` must end with (``""``: none)."""
     tokens = _glob_tokens(glob)
@@ -241,6 +244,7 @@ def glob_literal_suffix(glob: str) -> str:
     return "".join(cast("list[str]", tokens[at:])) if at else ""
 
 
+@functools.lru_cache(maxsize=256)
 def glob_prefilter(glob: str, dialect: str) -> str | None:
     """A pattern for SQL's ``GLOB`` (``dialect="glob"``) or ``LIKE`` (``"like"``) that
     every key matching ``glob`` matches, so that the database drops most other
