@@ -10,7 +10,7 @@ import sqlite3
 from typing import Any
 
 from ..keys import prefix_upper_bound
-from ._sqlite_index_schema import DEPTH
+from ._sqlite_index_schema import COLUMNS, DEPTH
 from .index import Usage
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "prefix_usage",
     "range_sum",
     "key_range",
+    "leaf_rows",
 ]
 
 #: ``du`` of a prefix not ending in "/" seeks around the directories it covers when
@@ -161,6 +162,21 @@ def children_rows(conn: sqlite3.Connection, bucket: str, prefix: str) -> list[tu
     """
     where, args = _level_range(bucket, prefix.count("/") + 1, prefix, prefix_upper_bound(prefix))
     return conn.execute(f"SELECT prefix, objects, bytes {where} ORDER BY prefix", args).fetchall()
+
+
+def leaf_rows(bucket: str, prefix: str) -> tuple[str, list[Any]]:
+    """A query of the entries under ``""`` or a ``/`` prefix, in key order, none if it has
+    subdirectories (one statement: one snapshot), and its arguments."""
+    where, args = key_range(bucket, prefix, True, prefix_upper_bound(prefix))
+    level, level_args = _level_range(
+        bucket, prefix.count("/") + 1, prefix, prefix_upper_bound(prefix)
+    )
+    # A LIMIT of 0 where a subdirectory exists: a condition in WHERE would be tested per row.
+    sql = (
+        f"SELECT {COLUMNS} FROM entries WHERE {where} ORDER BY key"
+        f" LIMIT CASE WHEN EXISTS (SELECT 1 {level}) THEN 0 ELSE -1 END"
+    )
+    return sql, [*args, *level_args]
 
 
 def children_usage(conn: sqlite3.Connection, bucket: str, prefix: str) -> dict[str, Usage]:

@@ -29,6 +29,7 @@ from ._sqlite_index_usage import (
     children_rows,
     children_usage,
     key_range,
+    leaf_rows,
     partial_usage,
     prefix_usage,
 )
@@ -386,11 +387,10 @@ class SQLiteIndex(MetadataIndex):
         """See :meth:`MetadataIndex.ls_listed`.
 
         A directory (``""`` or a prefix ending in ``/``, delimiter ``/``)
-        without subdirectories is its key range, read in one query; one
-        without objects of its own is listed from its subdirectories'
-        aggregate rows in one query; both in the snapshot that told which.
-        Otherwise the listing reads the keys and skips over each common
-        prefix with one seek.
+        without subdirectories is its key range, read in one query that
+        also checks there are none; one without objects of its own is listed
+        from its subdirectories' aggregate rows in one query. Otherwise the
+        listing reads the keys and skips over each common prefix with one seek.
         """
         check_bucket(bucket)
         check_prefix(prefix)
@@ -398,14 +398,12 @@ class SQLiteIndex(MetadataIndex):
         if delimiter == "/" and (prefix == "" or prefix.endswith("/")):
             with self._errors:
                 conn = self._conn()
+                objects = conn.execute(*leaf_rows(bucket, prefix)).fetchall()
+                if objects:  # no subdirectories: every key under the prefix is at this level
+                    return Listing(rows_metas(objects, listed))
                 with transaction(conn, "DEFERRED"):
                     total = prefix_usage(conn, bucket, prefix).objects
                     rows = children_rows(conn, bucket, prefix) if total else []
-                    if not rows:  # every key under the prefix is an object at this level
-                        where, args = key_range(bucket, *key_bounds(prefix, None))
-                        sql = f"SELECT {COLUMNS} FROM entries WHERE {where} ORDER BY key"
-                        objects = conn.execute(sql, args).fetchall() if total else []
-                        return Listing(rows_metas(objects, listed))
             if total == sum(row[1] for row in rows):  # no objects directly in the directory
                 return Listing([], [row[0] for row in rows])
 
