@@ -579,8 +579,8 @@ def test_find_by_suffix_returns_what_the_scan_returns(
             ]
             found = {}
             for way, share, shortest in (("suffix", 1e-9, 2), ("scan", 8, 10**6)):
-                monkeypatch.setattr(postgres_index, "_SUFFIX_SHARE", share)
-                monkeypatch.setattr(postgres_index, "_SUFFIX_SHORTEST", shortest)
+                monkeypatch.setattr(postgres_index, "SUFFIX_SHARE", share)
+                monkeypatch.setattr(postgres_index, "SUFFIX_SHORTEST", shortest)
                 with _suffix_paths() as paths:
                     found[way] = list(index.find("b", prefix=prefix, glob=glob, **filters))
                 assert paths == (

@@ -49,6 +49,9 @@ from ..urls import parse_url
 
 __all__ = [
     "LISTED",
+    "SUFFIX_MOST",
+    "SUFFIX_SHARE",
+    "SUFFIX_SHORTEST",
     "FindQuery",
     "MetadataIndex",
     "Usage",
@@ -76,6 +79,16 @@ __all__ = [
 LISTED = ""
 
 _new_meta = tuple.__new__
+
+#: ``find`` reads through a backend's index of reversed keys where the keys ending in
+#: the glob's literal text number less than this share of the keys of the range's
+#: directory (counting them costs about a tenth of scanning them).
+SUFFIX_SHARE = 8
+#: ``find`` tries a suffix index for literal endings at least this long (one
+#: character, such as the last digit of a number, is seldom rare enough to pay).
+SUFFIX_SHORTEST = 2
+#: ``find`` reads at most this many keys at once through a suffix index.
+SUFFIX_MOST = 100_000
 
 #: Records per page of :meth:`MetadataIndex.list_pages` where a backend has no pages of its own.
 _PAGE = 1000

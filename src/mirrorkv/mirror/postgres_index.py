@@ -27,6 +27,9 @@ from ._postgres_index_io import Runner
 from ._postgres_index_queries import CEILING, COLUMNS, Queries, key_range, queries
 from ._postgres_index_schema import drop_sql, names, prepare
 from .index import (
+    SUFFIX_MOST,
+    SUFFIX_SHARE,
+    SUFFIX_SHORTEST,
     FindQuery,
     MetadataIndex,
     Usage,
@@ -48,14 +51,6 @@ __all__ = ["CHUNK", "DEFAULT_TABLE", "PostgresIndex"]
 DEFAULT_TABLE = "mirrorkv_index"
 #: ``record_many`` and ``forget_many`` commit every this many keys.
 CHUNK = 10_000
-#: ``find`` goes through the suffix index where the keys ending so number less than
-#: this share of the keys of the range's directory (the SQLite index's rule).
-_SUFFIX_SHARE = 8
-#: ``find`` tries the suffix index for literal endings at least this long (one
-#: character, such as the last digit of a number, is seldom rare enough to pay).
-_SUFFIX_SHORTEST = 2
-#: ``find`` reads at most this many keys at once through the suffix index.
-_SUFFIX_MOST = 100_000
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
@@ -445,7 +440,7 @@ class PostgresIndex(MetadataIndex):
             # no entry holds one (text cannot), and the server would refuse it.
             return iter(())
         suffix = "" if query.glob is None else glob_literal_suffix(query.glob)
-        if self._by_suffix_index and len(suffix) >= _SUFFIX_SHORTEST:
+        if self._by_suffix_index and len(suffix) >= SUFFIX_SHORTEST:
             rows = self._by_suffix(bucket, query, low, high, suffix)
             if rows is not None:
                 return map(row_meta, rows)
@@ -472,7 +467,7 @@ class PostgresIndex(MetadataIndex):
         directory = low[: low.rfind("/") + 1]
         bound, count = self._read(
             self._sql.suffix_count,
-            (bucket, directory, _SUFFIX_SHARE, _SUFFIX_MOST, bucket, reverse_low, reverse_high),
+            (bucket, directory, SUFFIX_SHARE, SUFFIX_MOST, bucket, reverse_low, reverse_high),
             many=False,
         )
         if count > bound:

@@ -34,6 +34,9 @@ from ._sqlite_index_usage import (
     prefix_usage,
 )
 from .index import (
+    SUFFIX_MOST,
+    SUFFIX_SHARE,
+    SUFFIX_SHORTEST,
     FindQuery,
     MetadataIndex,
     Usage,
@@ -54,14 +57,6 @@ __all__ = ["CHUNK", "SQLiteIndex"]
 
 #: ``record_many`` and ``forget_many`` commit every this many keys.
 CHUNK = 50_000
-#: ``find`` goes through the suffix index where the keys ending so number less than
-#: this share of the range's directory (counting them costs about a tenth of scanning).
-_SUFFIX_SHARE = 8
-#: ``find`` tries the suffix index for literal endings at least this long (one
-#: character, such as the last digit of a number, is seldom rare enough to pay).
-_SUFFIX_SHORTEST = 2
-#: ``find`` reads at most this many keys at once through the suffix index.
-_SUFFIX_MOST = 100_000
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
@@ -454,7 +449,7 @@ class SQLiteIndex(MetadataIndex):
         """See :meth:`MetadataIndex.find`: bounds and a glob's outline in SQL; patterns here."""
         high = prefix_upper_bound(low)
         suffix = "" if query.glob is None else glob_literal_suffix(query.glob)
-        if len(suffix) >= _SUFFIX_SHORTEST:
+        if len(suffix) >= SUFFIX_SHORTEST:
             # The rows are read by key: no glob there, or SQLite would range over the keys.
             rows = self._by_suffix(bucket, query, low, high, suffix, *query.sql("?"))
             if rows is not None:
@@ -499,7 +494,7 @@ class SQLiteIndex(MetadataIndex):
             with transaction(conn, "DEFERRED"):
                 # The keys of the directory the range is in: one row, an upper bound of the range's.
                 scope = prefix_usage(conn, bucket, low[: low.rfind("/") + 1]).objects
-                bound = min(scope // _SUFFIX_SHARE, _SUFFIX_MOST)
+                bound = min(scope // SUFFIX_SHARE, SUFFIX_MOST)
                 count = f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT ?)"
                 if conn.execute(count, (*args, bound + 1)).fetchone()[0] > bound:
                     return None
