@@ -626,6 +626,11 @@ class MetadataIndex(ABC):
     def get(self, bucket: str, key: str) -> Meta | None:
         """The entry of ``key``, or ``None``."""
 
+    def get_many(self, bucket: str, keys: Sequence[str]) -> dict[str, Meta]:
+        """The entries of those of ``keys`` that have one, by key (one snapshot where it can)."""
+        found = {key: self.get(bucket, key) for key in keys}
+        return {key: meta for key, meta in found.items() if meta is not None}
+
     @abstractmethod
     def list(self, bucket: str, prefix: str = "", start_after: str | None = None) -> Iterator[Meta]:
         """The entries whose keys start with ``prefix`` and sort after ``start_after``, in order."""

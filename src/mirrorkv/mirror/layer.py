@@ -217,8 +217,14 @@ class Mirror(Store):
             self._record([meta])
 
     def _seen_many(self, keys: builtins.list[str]) -> dict[str, object]:
-        """:meth:`_seen` of each key (before a remote batch write)."""
-        return {key: self._seen(key) for key in keys}
+        """:meth:`_seen` of each key (before a remote batch write), in one index call."""
+        if not self._swaps:
+            return dict.fromkeys(keys, _UNSEEN)
+        try:
+            found = self._index.get_many(self._bucket, [self._full(key) for key in keys])
+        except Exception:  # the recording that follows journals the keys if need be
+            return dict.fromkeys(keys, _UNSEEN)
+        return {key: entry_state(found.get(self._full(key))) for key in keys}
 
     def _settle_many(
         self, seen: dict[str, object], results: dict[str, Meta | None], *, wrote: bool = True

@@ -138,6 +138,16 @@ class IndexConformance:
         assert index.get(BUCKET, "a/b") is None
         assert index.get("other", "a/b.txt") is None
 
+    def test_get_many(self, index: MetadataIndex) -> None:
+        records = [meta(f"g/{i:04}", i) for i in range(1200)]
+        index.record_many(BUCKET, records)
+        wanted = [m.key for m in records[::2]] + ["g/absent", records[0].key]
+        found = index.get_many(BUCKET, wanted)
+        assert found == {m.key: m for m in records[::2]}
+        assert index.get_many(BUCKET, []) == {}
+        with pytest.raises(InvalidKey):
+            index.get_many(BUCKET, ["ok", ""])
+
     def test_record_replaces(self, index: MetadataIndex) -> None:
         index.record(BUCKET, meta("k", 5))
         index.record(BUCKET, meta("k", 7, version="v2"))
