@@ -452,26 +452,41 @@ def ask_mirror(question: Question, mirror: Mirror, meter: Meter) -> None:
     """Time the mirror on ``question``; note remote requests by the wire and by its stats.
 
     Requests are those of the first call; any sent by the warm-up or later
-    calls are noted.
+    calls are noted. The rows alone and as records (see :func:`report_floors`)
+    are timed in turn with the mirror, call by call, so that all three see
+    the same machine.
     """
     before, mark = mirror.stats().remote_requests, meter.snapshot()
     question.mirror()  # warm: compiled statements, pages in the OS cache
-    seconds, requests, received, answer = timed_calls(
-        meter, question.mirror, calls=3, budget=LOCAL_BUDGET
-    )
+    _, requests, received, answer = timed_calls(meter, question.mirror, calls=1)
+    rows = question.rows
+    contenders: list[Callable[[], Answer]] = [question.mirror]
+    if rows is not None:
+        contenders += [rows, lambda: [_new_meta(Meta, row) for row in rows()]]
+    seconds = timed_in_turn(contenders, LOCAL_BUDGET)
     counted = mirror.stats().remote_requests - before
     sent = sum(meter.since(mark)[0].values())
     note = "" if counted == sent == 0 else f"{sent} sent in all, stats() counted {counted}"
     question.figures["mirror"] = Figure(
-        seconds, requests, received, answer, answer == question.truth, note
+        seconds[0], requests, received, answer, answer == question.truth, note
     )
-    rows = question.rows
     if rows is not None:
-        rows()
-        question.rows_seconds = timed_calls(None, rows, calls=3, budget=LOCAL_BUDGET)[0]
-        question.records_seconds = timed_calls(
-            None, lambda: [_new_meta(Meta, row) for row in rows()], calls=3, budget=LOCAL_BUDGET
-        )[0]
+        question.rows_seconds, question.records_seconds = seconds[1:]
+
+
+def timed_in_turn(calls: list[Callable[[], Answer]], budget: float) -> list[float]:
+    """The median seconds of each of ``calls``, called in turn for at least ``budget``
+    seconds (at least 3 and at most 5,000 rounds)."""
+    gc.collect()
+    times: list[list[float]] = [[] for _ in calls]
+    spent = 0.0
+    while len(times[0]) < 3 or (spent < budget and len(times[0]) < 5000):
+        for call, taken in zip(calls, times, strict=True):
+            start = time.perf_counter()
+            call()
+            taken.append(time.perf_counter() - start)
+            spent += taken[-1]
+    return [statistics.median(taken) for taken in times]
 
 
 def ask_mimic(question: Question, peer: MimicPeer, saved: Any, args: argparse.Namespace) -> None:

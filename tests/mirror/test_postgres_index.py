@@ -291,16 +291,9 @@ def test_narrow_prefix_in_a_directory_of_many_subdirectories(index_url: str, own
             assert ([m.key for m in listing.objects], listing.prefixes) == (objects, common)
 
 
-def test_an_index_made_before_the_depth_index_gains_it(index_url: str, postgres_url: str) -> None:
-    table = index_url.rsplit("=", 1)[1]
-    with open_index(index_url) as index:
-        index.record_many(
-            "b", [Meta(f"t{i}/d{j}/f", 1, "e", 0.0) for i in range(3) for j in range(3)]
-        )
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'DROP INDEX "{table}_usage_by_depth"')  # as an index of before was made
-    # Several processes opening it at once: one builds the index, the others wait for it.
-    barrier = threading.Barrier(4)
+def _open_at_once(index_url: str, openers: int) -> None:
+    """Open the index from ``openers`` threads at the same moment; none may fail."""
+    barrier = threading.Barrier(openers)
     failures: list[BaseException] = []
 
     def open_one() -> None:
@@ -310,12 +303,24 @@ def test_an_index_made_before_the_depth_index_gains_it(index_url: str, postgres_
         except BaseException as error:
             failures.append(error)
 
-    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    threads = [threading.Thread(target=open_one) for _ in range(openers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert not failures
+
+
+def test_an_index_made_before_the_depth_index_gains_it(index_url: str, postgres_url: str) -> None:
+    table = index_url.rsplit("=", 1)[1]
+    with open_index(index_url) as index:
+        index.record_many(
+            "b", [Meta(f"t{i}/d{j}/f", 1, "e", 0.0) for i in range(3) for j in range(3)]
+        )
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP INDEX "{table}_usage_by_depth"')  # as an index of before was made
+    # Several openers at once: one builds the index, the others wait for it.
+    _open_at_once(index_url, 4)
     with open_index(index_url) as index:
         assert index.du("b", "t") == Usage(9, 9)
         assert index.du_children("b", "t1/") == {f"t1/d{j}/": Usage(1, 1) for j in range(3)}
@@ -332,22 +337,7 @@ def test_an_index_made_before_the_suffix_index_gains_it(index_url: str, postgres
         index.record_many("b", [Meta(k, 1, "e", 0.0) for k in keys])
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'DROP INDEX "{table}_entries_by_suffix"')  # as an index of before was made
-    barrier = threading.Barrier(4)
-    failures: list[BaseException] = []
-
-    def open_one() -> None:
-        try:
-            barrier.wait()
-            open_index(index_url).close()
-        except BaseException as error:
-            failures.append(error)
-
-    threads = [threading.Thread(target=open_one) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures
+    _open_at_once(index_url, 4)
     with psycopg.connect(postgres_url) as conn:
         found = conn.execute("SELECT to_regclass(%s)", (f'"{table}_entries_by_suffix"',))
         assert found.fetchone() != (None,)
