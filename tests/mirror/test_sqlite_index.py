@@ -312,3 +312,28 @@ def test_du_of_a_narrow_prefix_in_a_wide_directory(tmp_path: Path, own_objects: 
         for prefix in ["big/d00", "big/d1", "big/d29", "big/d3", "big/"]:
             sizes = [s for k, s in model.items() if k.startswith(prefix)]
             assert index.du("b", prefix) == Usage(len(sizes), sum(sizes)), prefix
+
+
+def test_a_kept_suffix_plan_changes_speed_never_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[bool] = []
+    by_suffix = SQLiteIndex._by_suffix
+
+    def spy(self: SQLiteIndex, *args: Any) -> Any:
+        rows = by_suffix(self, *args)
+        taken.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(SQLiteIndex, "_by_suffix", spy)
+    with SQLiteIndex(tmp_path / "i.db") as index:
+        index.record_many("b", [Meta(f"d/k{i:04}.bin", 1, "e", 0.0) for i in range(800)])
+        index.record_many("b", [Meta(f"d/k{i:04}.csv", 1, "e", 0.0) for i in range(5)])
+        assert len(list(index.find("b", glob="d/*.csv"))) == 5
+        # Now most keys end so: the kept plan still reads through the suffix index, exactly.
+        index.record_many("b", [Meta(f"d/m{i:04}.csv", 1, "e", 0.0) for i in range(900)])
+        assert len(list(index.find("b", glob="d/*.csv"))) == 905
+        assert taken == [True, True]
+        index._suffix_plans.clear()  # as when the plan has expired
+        assert len(list(index.find("b", glob="d/*.csv"))) == 905
+        assert taken == [True, True, False]

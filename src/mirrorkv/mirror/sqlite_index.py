@@ -14,6 +14,7 @@ import builtins
 import itertools
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
@@ -59,6 +60,10 @@ __all__ = ["CHUNK", "SQLiteIndex"]
 CHUNK = 50_000
 #: Rows read per query by key (``IN``), well under SQLite's limit on arguments.
 _KEYS_PER_READ = 500
+#: How long ``find`` keeps its choice of reading through the suffix index, and
+#: for how many (bucket, directory, ending) at most before it forgets them all.
+_PLAN_SECONDS = 10.0
+_PLANS_KEPT = 256
 #: Iterators read pages growing from the first size to the last.
 _FIRST_PAGE = 64
 _LAST_PAGE = 4096
@@ -111,6 +116,8 @@ class SQLiteIndex(MetadataIndex):
         self._connections = IndexConnections(
             self._path, fsync=self._fsync, timeout=self._timeout, errors=self._errors
         )
+        #: (bucket, directory, ending) -> (until when, whether the suffix index pays).
+        self._suffix_plans: dict[tuple[str, str, str], tuple[float, bool]] = {}
         self._conn()  # create or check the schema now, not at the first call
 
     @classmethod
@@ -497,7 +504,8 @@ class SQLiteIndex(MetadataIndex):
         stopping at that bound); else ``None``, and the caller scans the
         key range. The keys in the range that end so and fit the glob's
         outline come from that index alone, then their rows by key, in one
-        statement.
+        statement. The choice is a plan, kept for a few seconds: it decides
+        how fast the answer comes, never what it is.
         """
         reverse_low = suffix[::-1]
         reverse_high = prefix_upper_bound(reverse_low)
@@ -506,34 +514,44 @@ class SQLiteIndex(MetadataIndex):
         if reverse_high is not None:
             source += " AND rkey < ?"
             args.append(reverse_high)
+        directory = low[: low.rfind("/") + 1]
+        plan = (bucket, directory, suffix)
+        known = self._suffix_plans.get(plan)
         with self._errors:
             conn = self._conn()
-            with transaction(conn, "DEFERRED"):
-                # The keys of the directory the range is in: one row, an upper bound of the range's.
-                scope = prefix_usage(conn, bucket, low[: low.rfind("/") + 1]).objects
-                bound = min(scope // SUFFIX_SHARE, SUFFIX_MOST)
-                count = f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT ?)"
-                if conn.execute(count, (*args, bound + 1)).fetchone()[0] > bound:
-                    return None
-                outline = glob_prefilter(cast(str, query.glob), "glob")
-                if outline is not None:
-                    source += " AND key GLOB ?"
-                    args.append(outline)
-                if low:
-                    source += " AND key >= ?"
-                    args.append(low)
-                if high is not None:
-                    source += " AND key < ?"
-                    args.append(high)
-                # The keys come from the suffix index alone, then their rows by key:
-                # SQLite would otherwise read each row before testing its key.
-                sql = (
-                    f"SELECT {COLUMNS} FROM entries WHERE bucket = ?"
-                    f" AND key IN (SELECT key FROM {source}){filters} ORDER BY key"
-                )
-                found = conn.execute(sql, (bucket, *args, *filter_args))
-                keeps = query.keeps
-                return [row for row in found if keeps(row[0])]
+            if known is None or known[0] < time.monotonic():
+                with transaction(conn, "DEFERRED"):
+                    # The keys of the directory the range is in: an upper bound of the range's.
+                    scope = prefix_usage(conn, bucket, directory).objects
+                    bound = min(scope // SUFFIX_SHARE, SUFFIX_MOST)
+                    count = f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT ?)"
+                    worth = conn.execute(count, (*args, bound + 1)).fetchone()[0] <= bound
+                if len(self._suffix_plans) >= _PLANS_KEPT:
+                    self._suffix_plans.clear()
+                self._suffix_plans[plan] = (time.monotonic() + _PLAN_SECONDS, worth)
+            else:
+                worth = known[1]
+            if not worth:
+                return None
+            outline = glob_prefilter(cast(str, query.glob), "glob")
+            if outline is not None:
+                source += " AND key GLOB ?"
+                args.append(outline)
+            if low:
+                source += " AND key >= ?"
+                args.append(low)
+            if high is not None:
+                source += " AND key < ?"
+                args.append(high)
+            # The keys come from the suffix index alone, then their rows by key:
+            # SQLite would otherwise read each row before testing its key.
+            sql = (
+                f"SELECT {COLUMNS} FROM entries WHERE bucket = ?"
+                f" AND key IN (SELECT key FROM {source}){filters} ORDER BY key"
+            )
+            found = conn.execute(sql, (bucket, *args, *filter_args))
+            keeps = query.keeps
+            return [row for row in found if keeps(row[0])]
 
     # -- journal and checkpoints ---------------------------------------------
 
