@@ -27,9 +27,11 @@ Requests are counted on the wire by each client's own hooks (botocore's
 ``before-send``/``after-call``; boto 2's ``make_request``), with the bytes of
 the responses; the mirror's ``stats()`` must agree that it sent none. Every
 answer is checked against the truth (what was uploaded). Times are medians
-of per-call times; remote calls ``--repeat`` times, local ones for at least
-1 s. What the same requests would cost at real S3 uses the prices of
-:class:`mirrorkv.mirror.RequestPrices` and the latencies in
+of per-call times; boto3's calls at least ``--repeat`` times and for at least
+2 s, local ones for at least 1 s, each local answer once moto's server has
+gone idle after the boto3 calls before it. What the same requests would
+cost at real S3 uses the prices of :class:`mirrorkv.mirror.RequestPrices`
+and the latencies in
 :data:`S3_LATENCY` (one request after another, as a paginated listing goes).
 
 For the listings, globs and head, the same rows are also read from the
@@ -99,6 +101,34 @@ Answer = Any
 _new_meta = tuple.__new__
 #: Seconds a local answer is timed for, at least (the median of its calls is reported).
 LOCAL_BUDGET = 1.0
+#: Seconds a boto3 answer is timed for, at least (one of 100 ms gets 20 calls, not 3).
+REMOTE_BUDGET = 2.0
+
+
+def wait_until_idle(pid: int, most: float = 15.0) -> None:
+    """Wait until process ``pid`` (moto's server) has used no CPU for 0.2 s, at most ``most`` s.
+
+    After serving a listing, moto's process goes on working (freeing what it
+    built) for a while; timing local answers meanwhile measures two processes
+    on two cores. Without ``/proc`` it waits one second.
+    """
+    stat = Path(f"/proc/{pid}/stat")
+
+    def cpu() -> int:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+    if not stat.exists():
+        time.sleep(1.0)
+        return
+    deadline = time.monotonic() + most
+    before = cpu()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = cpu()
+        if now == before:
+            return
+        before = now
 
 
 def key_name(i: int, prefixes: int) -> str:
@@ -440,9 +470,10 @@ def describe(answer: Answer) -> str:
 
 
 def ask_boto3(question: Question, meter: Meter, args: argparse.Namespace) -> None:
-    """Time plain boto3 on ``question``."""
-    calls = args.repeat if question.name != "head one key" else 20
-    seconds, requests, received, answer = timed_calls(meter, question.boto3, calls=calls)
+    """Time plain boto3 on ``question``: ``--repeat`` calls, more while under 2 s in all."""
+    seconds, requests, received, answer = timed_calls(
+        meter, question.boto3, calls=args.repeat, budget=REMOTE_BUDGET
+    )
     question.figures["boto3"] = Figure(
         seconds, requests, received, answer, answer == question.truth
     )
@@ -1050,7 +1081,7 @@ def mimic_sync(
     return peer, [row], ""
 
 
-def run(endpoint: str, directory: Path, args: argparse.Namespace) -> None:
+def run(endpoint: str, moto_pid: int, directory: Path, args: argparse.Namespace) -> None:
     """Everything, in order; prints the report."""
     import boto3
 
@@ -1068,8 +1099,10 @@ def run(endpoint: str, directory: Path, args: argparse.Namespace) -> None:
     asked = questions(client, bucket, mirror, truth, args)
     for question in asked:
         ask_boto3(question, meter, args)
+        wait_until_idle(moto_pid)
         ask_mirror(question, mirror, mirror_meter)
         if peer is not None:
+            wait_until_idle(moto_pid)
             try:
                 ask_mimic(question, peer, saved, args)
             except Exception as error:  # its failure is a finding, not the end of the run
@@ -1139,7 +1172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects", type=int, default=20_000, help="objects in the bucket")
     parser.add_argument("--prefixes", type=int, default=100, help="top-level prefixes")
     parser.add_argument("--index-keys", type=int, default=1_000_000, help="0: skip the index alone")
-    parser.add_argument("--repeat", type=int, default=3, help="boto3 calls per question (median)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="boto3 calls per question, at least (median)"
+    )
     parser.add_argument("--sync-repeat", type=int, default=3, help="initial syncs (median)")
     parser.add_argument("--mimic-calls", type=int, default=1, help="MimicDB calls per question")
     parser.add_argument("--mimicdb-db", default=":memory:", help="MimicDB's SQLite database")
@@ -1161,7 +1196,7 @@ def main(argv: list[str] | None = None) -> int:
         log = stack.enter_context(tempfile.TemporaryFile())
         process, endpoint = start_moto(log)
         try:
-            run(endpoint, directory, args)
+            run(endpoint, process.pid, directory, args)
         finally:
             process.terminate()
             process.wait(10)
