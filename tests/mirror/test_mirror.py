@@ -373,6 +373,11 @@ def test_listed_records_fetch_their_details_once(tmp_path: Path, s3_endpoint: st
         assert mirror.stats().remote == {"LIST": 1, "HEAD": 1}
         assert [m.key for m in mirror.find("**")] == ["a/x", "a/y"]
         assert [m.key for m in mirror.find(regex="^a/y$")] == ["a/y"]
+        listed = {m.key: m for m in mirror.list()}
+        assert list(listed) == ["a/x", "a/y"]
+        assert [m.key for m in mirror.ls("a/").objects] == ["a/x", "a/y"]
+        assert listed["a/y"].version  # a listed record: one HEAD, of its own key
+        assert mirror.stats().remote == {"LIST": 1, "HEAD": 2}
         mirror.put("b", b"new")
         assert client.head_object(Bucket=bucket, Key="data/b")["ContentLength"] == 3
         assert mirror.du() == Usage(3, 11)
