@@ -9,7 +9,8 @@ Fills a fresh SQLite index with the keys and sizes of ``bench_mirror.py``'s
 bucket as its sync records them (pages of 1,000 listed records through
 ``replace_range``), then times the mirror's ``list``, ``ls`` and ``find`` on
 the same questions as ``bench_mirror.py``, and beside them the answer's
-rows alone (one SQL statement; for a glob, the statement the index runs).
+rows alone (one SQL statement; for a glob, the statement the index runs,
+``sqlite_index.suffix_rows_query``).
 ``--covering`` adds an index of the reversed keys that holds every column
 and times the narrow glob's statement through it against the real one.
 Each figure is the median of per-call times over at least 0.5 s;
@@ -33,6 +34,8 @@ from bench_mirror import GLOB_ALL, GLOB_NARROW, key_name, size_of
 from mirrorkv.meta import Meta
 from mirrorkv.mirror import Mirror, SQLiteIndex
 from mirrorkv.mirror._sqlite_index_schema import COLUMNS
+from mirrorkv.mirror.index import glob_prefilter
+from mirrorkv.mirror.sqlite_index import suffix_rows_query
 from mirrorkv.stores.memory import MemoryStore
 
 BUCKET = "bench-mirror"
@@ -70,20 +73,6 @@ def fill(index: SQLiteIndex, objects: int, prefixes: int) -> list[str]:
 def list_all(rows: Callable[[], Any]) -> list[Any]:
     """Every row ``rows()`` returns, fetched."""
     return list(rows())
-
-
-def by_suffix(select: str, outline: str, low: str, high: str | None) -> tuple[str, list[Any]]:
-    """The statement ``SQLiteIndex.find`` runs for a glob ending in ``7.csv`` (and arguments)."""
-    inner = "SELECT key FROM entries INDEXED BY entries_by_suffix"
-    inner += " WHERE bucket = ? AND rkey >= ? AND rkey < ? AND key GLOB ?"
-    args: list[Any] = [BUCKET, BUCKET, "vsc.7", "vsc.8", outline]
-    if low:
-        inner += " AND key >= ?"
-        args.append(low)
-    if high is not None:
-        inner += " AND key < ?"
-        args.append(high)
-    return f"{select} WHERE bucket = ? AND key IN ({inner}) ORDER BY key", args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             (
                 f"find {GLOB_ALL}",
                 lambda: [m.key for m in mirror.find(GLOB_ALL)],
-                lambda: rows.execute(*by_suffix(select, "*[/]obj*7.csv", "", None)).fetchall(),
+                lambda: rows.execute(
+                    *suffix_rows_query(BUCKET, "7.csv", glob_prefilter(GLOB_ALL, "glob"), "", None)
+                ),
             ),
             (
                 f"find {GLOB_NARROW}",
@@ -135,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             ),
             ("head", lambda: mirror.head(key_name(args.objects // 2 + 1, args.prefixes)), None),
         ]
-        narrow = by_suffix(select, "p01*[/]obj*7.csv", "p01", "p02")
+        narrow = suffix_rows_query(
+            BUCKET, "7.csv", glob_prefilter(GLOB_NARROW, "glob"), "p01", "p02"
+        )
         covering: tuple[str, tuple[Any, ...]] | None = None
         if args.covering:
             writer = sqlite3.connect(path)
@@ -144,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             covering = (
                 f"{select} INDEXED BY covering WHERE bucket = ? AND rkey >= ? AND rkey < ?"
                 " AND key >= ? AND key < ? AND key GLOB ? ORDER BY key",
-                (BUCKET, "vsc.7", "vsc.8", "p01", "p02", "p01*[/]obj*7.csv"),
+                (BUCKET, "vsc.7", "vsc.8", "p01", "p02", glob_prefilter(GLOB_NARROW, "glob")),
             )
         print(f"{args.objects:,} keys over {args.prefixes} prefixes; medians per call\n")
         for round_ in range(1, args.rounds + 1):

@@ -82,6 +82,51 @@ _ADD = (
 _DROP_EMPTY = "DELETE FROM aggregates WHERE bucket = ? AND prefix = ? AND objects <= 0"
 
 
+def _ending_in(bucket: str, suffix: str) -> tuple[str, builtins.list[Any]]:
+    """``FROM`` and ``WHERE`` of the keys of ``bucket`` ending in ``suffix`` (one range of
+    ``entries_by_suffix``), and their arguments."""
+    reverse_low = suffix[::-1]
+    reverse_high = prefix_upper_bound(reverse_low)
+    source = "entries INDEXED BY entries_by_suffix WHERE bucket = ? AND rkey >= ?"
+    args: builtins.list[Any] = [bucket, reverse_low]
+    if reverse_high is not None:
+        source += " AND rkey < ?"
+        args.append(reverse_high)
+    return source, args
+
+
+def suffix_rows_query(
+    bucket: str,
+    suffix: str,
+    outline: str | None,
+    low: str,
+    high: str | None,
+    filters: str = "",
+) -> tuple[str, builtins.list[Any]]:
+    """The statement ``find`` reads a glob's rows with through the suffix index, and its
+    arguments (the filters' own arguments follow them).
+
+    The keys in ``[low, high)`` that end in ``suffix`` and match the GLOB
+    ``outline`` come from the suffix index alone, then their rows by key:
+    SQLite would otherwise read each row before testing its key.
+    """
+    source, args = _ending_in(bucket, suffix)
+    if outline is not None:
+        source += " AND key GLOB ?"
+        args.append(outline)
+    if low:
+        source += " AND key >= ?"
+        args.append(low)
+    if high is not None:
+        source += " AND key < ?"
+        args.append(high)
+    sql = (
+        f"SELECT {COLUMNS} FROM entries WHERE bucket = ?"
+        f" AND key IN (SELECT key FROM {source}){filters} ORDER BY key"
+    )
+    return sql, [bucket, *args]
+
+
 class SQLiteIndex(MetadataIndex):
     """A metadata index in one SQLite file (``WITHOUT ROWID`` tables, WAL mode).
 
@@ -507,13 +552,7 @@ class SQLiteIndex(MetadataIndex):
         statement. The choice is a plan, kept for a few seconds: it decides
         how fast the answer comes, never what it is.
         """
-        reverse_low = suffix[::-1]
-        reverse_high = prefix_upper_bound(reverse_low)
-        source = "entries INDEXED BY entries_by_suffix WHERE bucket = ? AND rkey >= ?"
-        args: builtins.list[Any] = [bucket, reverse_low]
-        if reverse_high is not None:
-            source += " AND rkey < ?"
-            args.append(reverse_high)
+        source, args = _ending_in(bucket, suffix)
         directory = low[: low.rfind("/") + 1]
         plan = (bucket, directory, suffix)
         known = self._suffix_plans.get(plan)
@@ -534,22 +573,8 @@ class SQLiteIndex(MetadataIndex):
             if not worth:
                 return None
             outline = glob_prefilter(cast(str, query.glob), "glob")
-            if outline is not None:
-                source += " AND key GLOB ?"
-                args.append(outline)
-            if low:
-                source += " AND key >= ?"
-                args.append(low)
-            if high is not None:
-                source += " AND key < ?"
-                args.append(high)
-            # The keys come from the suffix index alone, then their rows by key:
-            # SQLite would otherwise read each row before testing its key.
-            sql = (
-                f"SELECT {COLUMNS} FROM entries WHERE bucket = ?"
-                f" AND key IN (SELECT key FROM {source}){filters} ORDER BY key"
-            )
-            found = conn.execute(sql, (bucket, *args, *filter_args))
+            sql, args = suffix_rows_query(bucket, suffix, outline, low, high, filters)
+            found = conn.execute(sql, (*args, *filter_args))
             keeps = query.keeps
             return [row for row in found if keeps(row[0])]
 
