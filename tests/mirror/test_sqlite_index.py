@@ -224,6 +224,20 @@ def _reference_find(
     )
 
 
+def _suffix_paths(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """A list of whether each later ``find`` took the suffix index (True) or scanned."""
+    taken: list[bool] = []
+    by_suffix = SQLiteIndex._by_suffix
+
+    def spy(self: SQLiteIndex, *args: Any) -> Any:
+        rows = by_suffix(self, *args)
+        taken.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(SQLiteIndex, "_by_suffix", spy)
+    return taken
+
+
 def test_find_through_the_suffix_index_matches_a_scan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,15 +248,7 @@ def test_find_through_the_suffix_index_matches_a_scan(
     for i in range(3000):
         top = rng.choice(["p0", "p1", "q"])
         model[f"{top}{i % 7}/{'sub/' * (i % 2)}obj{i:05d}{rng.choice(endings)}"] = i
-    taken: list[bool] = []
-    by_suffix = SQLiteIndex._by_suffix
-
-    def spy(self: SQLiteIndex, *args: Any) -> Any:
-        rows = by_suffix(self, *args)
-        taken.append(rows is not None)
-        return rows
-
-    monkeypatch.setattr(SQLiteIndex, "_by_suffix", spy)
+    taken = _suffix_paths(monkeypatch)
     with SQLiteIndex(tmp_path / "i.db") as index:
         index.record_many("b", [Meta(k, s, "e", 0.0) for k, s in model.items()])
         for glob, prefix, min_size in [
@@ -317,15 +323,7 @@ def test_du_of_a_narrow_prefix_in_a_wide_directory(tmp_path: Path, own_objects: 
 def test_a_kept_suffix_plan_changes_speed_never_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    taken: list[bool] = []
-    by_suffix = SQLiteIndex._by_suffix
-
-    def spy(self: SQLiteIndex, *args: Any) -> Any:
-        rows = by_suffix(self, *args)
-        taken.append(rows is not None)
-        return rows
-
-    monkeypatch.setattr(SQLiteIndex, "_by_suffix", spy)
+    taken = _suffix_paths(monkeypatch)
     with SQLiteIndex(tmp_path / "i.db") as index:
         index.record_many("b", [Meta(f"d/k{i:04}.bin", 1, "e", 0.0) for i in range(800)])
         index.record_many("b", [Meta(f"d/k{i:04}.csv", 1, "e", 0.0) for i in range(5)])
