@@ -343,17 +343,19 @@ def seek_listing(
     prefix: str,
     delimiter: str,
     read: PageReader,
-    to_meta: Callable[[tuple[Any, ...]], Meta],
+    to_metas: Callable[[builtins.list[Any]], builtins.list[Meta]],
     last_page: int,
 ) -> Listing:
     """:meth:`MetadataIndex.ls` over a backend that reads key ranges in pages.
 
     Skips over each common prefix with one seek: after a seek it reads one
     row (the next is often another prefix), and pages grow (x4, up to
-    ``last_page``) while rows are objects directly at this level.
+    ``last_page``) while rows are objects directly at this level. The rows
+    of the objects become records by one call of ``to_metas`` at the end.
     ``prefix`` and ``delimiter`` must be checked already.
     """
-    listing = Listing()
+    objects: builtins.list[Any] = []
+    prefixes: builtins.list[str] = []
     low, inclusive, high = prefix, True, prefix_upper_bound(prefix)
     start = len(prefix)
     page = 1
@@ -364,20 +366,20 @@ def seek_listing(
             key = row[0]
             at = key.find(delimiter, start)
             if at == -1:
-                listing.objects.append(to_meta(row))
+                objects.append(row)
                 low, inclusive = key, False
                 continue
             common = key[: at + len(delimiter)]
-            listing.prefixes.append(common)
+            prefixes.append(common)
             bound = prefix_upper_bound(common)
             if bound is None:
-                return listing
+                return Listing(to_metas(objects), prefixes)
             low, inclusive, seeked = bound, True, True
             break
         if seeked:
             page = 1
         elif len(rows) < page:
-            return listing
+            return Listing(to_metas(objects), prefixes)
         else:
             page = min(page * 4, last_page)
 

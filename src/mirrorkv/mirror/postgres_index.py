@@ -22,7 +22,7 @@ from ..stores._sql_schema import check_table_name
 from ..stores._sql_setup import create_engine, url_arguments
 from ..urls import StoreURL, parse_url
 from . import _postgres_index_queries as _queries
-from ._index_rows import meta_row, row_meta
+from ._index_rows import meta_row, row_meta, rows_metas
 from ._postgres_index_io import Runner
 from ._postgres_index_queries import CEILING, COLUMNS, Queries, key_range, queries
 from ._postgres_index_schema import drop_sql, names, prepare
@@ -379,7 +379,7 @@ class PostgresIndex(MetadataIndex):
             rows: Sequence[Any] = self._read(self._sql.page(condition), (bucket, *args, limit))
             return rows
 
-        return seek_listing(prefix, delimiter, read, row_meta, _LAST_PAGE)
+        return seek_listing(prefix, delimiter, read, rows_metas, _LAST_PAGE)
 
     def du(self, bucket: str, prefix: str = "") -> Usage:
         """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes.

@@ -11,6 +11,7 @@ untouched in a forked child).
 from __future__ import annotations
 
 import builtins
+import functools
 import itertools
 import os
 import sqlite3
@@ -51,7 +52,6 @@ from .index import (
     parent_prefixes,
     replace_range_check,
     seek_listing,
-    with_listed,
 )
 
 __all__ = ["CHUNK", "SQLiteIndex"]
@@ -477,10 +477,9 @@ class SQLiteIndex(MetadataIndex):
             with self._errors:
                 return self._conn().execute(sql, (*args, limit)).fetchall()
 
-        listing = seek_listing(prefix, delimiter, read, row_meta, _LAST_PAGE)
-        if listed is not None:
-            listing.objects[:] = with_listed(listing.objects, listed)
-        return listing
+        return seek_listing(
+            prefix, delimiter, read, functools.partial(rows_metas, listed=listed), _LAST_PAGE
+        )
 
     def du(self, bucket: str, prefix: str = "") -> Usage:
         """See :meth:`MetadataIndex.du`: one row for ``""`` and ``/`` prefixes.
