@@ -167,10 +167,9 @@ def children_rows(conn: sqlite3.Connection, bucket: str, prefix: str) -> list[tu
 def leaf_rows(bucket: str, prefix: str) -> tuple[str, list[Any]]:
     """A query of the entries under ``""`` or a ``/`` prefix, in key order, none if it has
     subdirectories (one statement: one snapshot), and its arguments."""
-    where, args = key_range(bucket, prefix, True, prefix_upper_bound(prefix))
-    level, level_args = _level_range(
-        bucket, prefix.count("/") + 1, prefix, prefix_upper_bound(prefix)
-    )
+    high = prefix_upper_bound(prefix)
+    where, args = key_range(bucket, prefix, True, high)
+    level, level_args = _level_range(bucket, prefix.count("/") + 1, prefix, high)
     # A LIMIT of 0 where a subdirectory exists: a condition in WHERE would be tested per row.
     sql = (
         f"SELECT {COLUMNS} FROM entries WHERE {where} ORDER BY key"
